@@ -1,0 +1,547 @@
+//! The clients services use: [`Bus`] (topic admin and client factory), [`Producer`],
+//! [`TransactionalProducer`], [`Consumer`], and the values they exchange
+//! ([`DeliveryHandle`], [`GroupMetadata`]). Each is an enum over the two backends.
+
+use std::fmt;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use crate::config::KafkaConfig;
+use crate::error::{BusError, ErrorKind};
+use crate::kafka::{self, DeliveryOutcome};
+use crate::memory;
+use crate::message::{Delivery, Message, Offsets, Record, TopicPartition};
+
+/// Which implementation a client runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// A Kafka cluster, through librdkafka.
+    Kafka,
+    /// The in-process bus.
+    Memory,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Kafka => "Kafka",
+            Backend::Memory => "in-process",
+        }
+    }
+}
+
+/// Entry point: creates topics and the clients that produce and consume them. Cheap to clone;
+/// clones share the same cluster connection settings (Kafka) or the same topics (in-process).
+#[derive(Clone)]
+pub struct Bus {
+    inner: BusInner,
+}
+
+#[derive(Clone)]
+enum BusInner {
+    Kafka(Arc<kafka::KafkaBus>),
+    Memory(memory::MemoryBus),
+}
+
+impl fmt::Debug for Bus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bus")
+            .field("backend", &self.backend())
+            .finish()
+    }
+}
+
+impl Bus {
+    /// A bus on a Kafka cluster. Validates `config` (every problem at once) and creates the
+    /// admin client; nothing connects until the first request.
+    pub fn kafka(config: KafkaConfig) -> Result<Self, BusError> {
+        Ok(Self {
+            inner: BusInner::Kafka(Arc::new(kafka::KafkaBus::new(config)?)),
+        })
+    }
+
+    /// A new, empty in-process bus.
+    pub fn memory() -> Self {
+        Self {
+            inner: BusInner::Memory(memory::MemoryBus::default()),
+        }
+    }
+
+    /// Which backend this bus runs on.
+    pub fn backend(&self) -> Backend {
+        match self.inner {
+            BusInner::Kafka(_) => Backend::Kafka,
+            BusInner::Memory(_) => Backend::Memory,
+        }
+    }
+
+    /// Creates `topic` with `partitions` partitions. Idempotent: a topic that already exists
+    /// is accepted as it is (its partition count is not changed).
+    pub fn create_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+        timeout: Duration,
+    ) -> Result<(), BusError> {
+        match &self.inner {
+            BusInner::Kafka(k) => k.create_topic(topic, partitions, timeout),
+            BusInner::Memory(m) => m.create_topic(topic, partitions),
+        }
+    }
+
+    /// The partitions of `topic`, in order.
+    pub fn partitions(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Vec<TopicPartition>, BusError> {
+        match &self.inner {
+            BusInner::Kafka(k) => k.partitions(topic, timeout),
+            BusInner::Memory(m) => m.partitions(topic),
+        }
+    }
+
+    /// A new (idempotent, non-transactional) producer.
+    pub fn producer(&self) -> Result<Producer, BusError> {
+        Ok(Producer {
+            inner: match &self.inner {
+                BusInner::Kafka(k) => ProducerInner::Kafka(k.producer()?),
+                BusInner::Memory(m) => ProducerInner::Memory(m.producer()),
+            },
+        })
+    }
+
+    /// A new transactional producer. Call [`TransactionalProducer::init`] before the first
+    /// transaction; that fences any earlier producer with the same `transactional_id`.
+    pub fn transactional_producer(
+        &self,
+        transactional_id: &str,
+    ) -> Result<TransactionalProducer, BusError> {
+        Ok(TransactionalProducer {
+            inner: match &self.inner {
+                BusInner::Kafka(k) => TxInner::Kafka(k.transactional_producer(transactional_id)?),
+                BusInner::Memory(m) => TxInner::Memory(m.transactional_producer(transactional_id)),
+            },
+        })
+    }
+
+    /// A new consumer in `group`; it joins the group on [`Consumer::subscribe`].
+    pub fn consumer(&self, group: &str) -> Result<Consumer, BusError> {
+        Ok(Consumer {
+            inner: match &self.inner {
+                BusInner::Kafka(k) => ConsumerInner::Kafka(k.consumer(group)?),
+                BusInner::Memory(m) => ConsumerInner::Memory(m.consumer(group)),
+            },
+        })
+    }
+}
+
+/// Where a sent message will land, once the broker has acknowledged it.
+#[must_use = "a delivery handle is the only way to learn whether the message was delivered"]
+pub struct DeliveryHandle {
+    inner: DeliveryInner,
+}
+
+enum DeliveryInner {
+    Ready(DeliveryOutcome),
+    Waiting {
+        receiver: mpsc::Receiver<DeliveryOutcome>,
+        topic: String,
+    },
+}
+
+impl fmt::Debug for DeliveryHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            DeliveryInner::Ready(outcome) => {
+                f.debug_tuple("DeliveryHandle").field(outcome).finish()
+            }
+            DeliveryInner::Waiting { topic, .. } => f
+                .debug_struct("DeliveryHandle")
+                .field("waiting_on", topic)
+                .finish(),
+        }
+    }
+}
+
+impl DeliveryHandle {
+    fn ready(outcome: DeliveryOutcome) -> Self {
+        Self {
+            inner: DeliveryInner::Ready(outcome),
+        }
+    }
+
+    fn waiting(receiver: mpsc::Receiver<DeliveryOutcome>, topic: &str) -> Self {
+        Self {
+            inner: DeliveryInner::Waiting {
+                receiver,
+                topic: topic.to_owned(),
+            },
+        }
+    }
+
+    /// Blocks until the message is acknowledged (or failed), at most `timeout`.
+    pub fn wait(self, timeout: Duration) -> Result<Delivery, BusError> {
+        match self.inner {
+            DeliveryInner::Ready(outcome) => outcome,
+            DeliveryInner::Waiting { receiver, topic } => match receiver.recv_timeout(timeout) {
+                Ok(outcome) => outcome,
+                Err(mpsc::RecvTimeoutError::Timeout) => Err(BusError::Timeout {
+                    what: format!("delivery of a message to topic {topic}"),
+                    timeout,
+                }),
+                // The producer went away without reporting (its delivery report was dropped).
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(BusError::Produce {
+                    topic,
+                    partition: None,
+                    reason: "the producer was closed before reporting the delivery".to_owned(),
+                    kind: ErrorKind::Retriable,
+                }),
+            },
+        }
+    }
+}
+
+/// An idempotent producer: per key, messages land once and in order.
+///
+/// Dropping it waits up to the configured `close_timeout` for queued messages; call
+/// [`Producer::flush`] at shutdown to know they all got out.
+pub struct Producer {
+    inner: ProducerInner,
+}
+
+enum ProducerInner {
+    Kafka(kafka::KafkaProducer),
+    Memory(memory::MemoryProducer),
+}
+
+impl fmt::Debug for Producer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer").finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    /// Enqueues `record`. When the client's queue is full this blocks up to `queue_timeout`
+    /// for room (then fails, retriably); pass `Duration::ZERO` never to block. The handle
+    /// tells where the message landed.
+    pub fn send(
+        &self,
+        record: &Record,
+        queue_timeout: Duration,
+    ) -> Result<DeliveryHandle, BusError> {
+        match &self.inner {
+            ProducerInner::Kafka(p) => Ok(DeliveryHandle::waiting(
+                p.send(record, queue_timeout)?,
+                &record.topic,
+            )),
+            ProducerInner::Memory(p) => Ok(DeliveryHandle::ready(p.send(record))),
+        }
+    }
+
+    /// Blocks until every message sent so far is acknowledged, at most `timeout`.
+    pub fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+        match &self.inner {
+            ProducerInner::Kafka(p) => p.flush(timeout),
+            ProducerInner::Memory(_) => Ok(()),
+        }
+    }
+}
+
+/// A transactional producer: messages and consumer offsets become visible to read_committed
+/// readers together, at [`commit`](Self::commit), or never.
+///
+/// Errors say what to do: [`ErrorKind::Abortable`] -> [`abort`](Self::abort) and redo from the
+/// committed offsets; [`ErrorKind::Fatal`] -> drop this producer and create a new one with the
+/// same transactional id (fenced, or a commit/abort that timed out). Dropping it with a
+/// transaction open aborts that transaction.
+pub struct TransactionalProducer {
+    inner: TxInner,
+}
+
+enum TxInner {
+    Kafka(kafka::KafkaTxProducer),
+    Memory(memory::MemoryTxProducer),
+}
+
+impl fmt::Debug for TransactionalProducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransactionalProducer")
+            .finish_non_exhaustive()
+    }
+}
+
+impl TransactionalProducer {
+    /// Registers the transactional id with the coordinator, fencing any earlier producer that
+    /// used it and aborting the transaction it left open. The first call on a fresh cluster
+    /// can take seconds (the coordinator creates its state topic).
+    pub fn init(&self, timeout: Duration) -> Result<(), BusError> {
+        match &self.inner {
+            TxInner::Kafka(p) => p.init(timeout),
+            TxInner::Memory(p) => p.init(),
+        }
+    }
+
+    /// Opens a transaction (a local step; it does not talk to the broker).
+    pub fn begin(&self) -> Result<(), BusError> {
+        match &self.inner {
+            TxInner::Kafka(p) => p.begin(),
+            TxInner::Memory(p) => p.begin(),
+        }
+    }
+
+    /// Sends `record` inside the open transaction; see [`Producer::send`] for `queue_timeout`.
+    pub fn send(
+        &self,
+        record: &Record,
+        queue_timeout: Duration,
+    ) -> Result<DeliveryHandle, BusError> {
+        match &self.inner {
+            TxInner::Kafka(p) => Ok(DeliveryHandle::waiting(
+                p.send(record, queue_timeout)?,
+                &record.topic,
+            )),
+            TxInner::Memory(p) => Ok(DeliveryHandle::ready(p.send(record))),
+        }
+    }
+
+    /// Adds consumer offsets (next offset to read, per partition) to the open transaction;
+    /// they are committed for the consumer's group only if the transaction commits. Take
+    /// `group` fresh from [`Consumer::group_metadata`] for every transaction: it carries the
+    /// group generation, which a rebalance changes.
+    pub fn send_offsets_to_transaction(
+        &self,
+        offsets: &Offsets,
+        group: &GroupMetadata,
+        timeout: Duration,
+    ) -> Result<(), BusError> {
+        match (&self.inner, &group.inner) {
+            (TxInner::Kafka(p), GroupMetaInner::Kafka(meta)) => {
+                p.send_offsets(offsets, meta, timeout)
+            }
+            (TxInner::Memory(p), GroupMetaInner::Memory(meta)) => p.send_offsets(offsets, meta),
+            (TxInner::Kafka(_), _) => Err(mismatch(Backend::Memory, Backend::Kafka)),
+            (TxInner::Memory(_), _) => Err(mismatch(Backend::Kafka, Backend::Memory)),
+        }
+    }
+
+    /// Delivers everything sent in the transaction and commits it, at most `timeout`.
+    pub fn commit(&self, timeout: Duration) -> Result<(), BusError> {
+        match &self.inner {
+            TxInner::Kafka(p) => p.commit(timeout),
+            TxInner::Memory(p) => p.commit(),
+        }
+    }
+
+    /// Aborts the open transaction: its messages are never shown to read_committed readers and
+    /// its offsets are not committed.
+    pub fn abort(&self, timeout: Duration) -> Result<(), BusError> {
+        match &self.inner {
+            TxInner::Kafka(p) => p.abort(timeout),
+            TxInner::Memory(p) => p.abort(),
+        }
+    }
+
+    /// Blocks until every message sent so far is acknowledged (not committed), at most
+    /// `timeout`.
+    pub fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+        match &self.inner {
+            TxInner::Kafka(p) => p.flush(timeout),
+            TxInner::Memory(_) => Ok(()),
+        }
+    }
+}
+
+fn mismatch(given: Backend, expected: Backend) -> BusError {
+    BusError::BackendMismatch {
+        what: "group metadata",
+        given: given.name(),
+        expected: expected.name(),
+    }
+}
+
+/// A consumer's group membership as a transaction needs it (group, generation, member).
+pub struct GroupMetadata {
+    inner: GroupMetaInner,
+}
+
+enum GroupMetaInner {
+    Kafka(rdkafka::consumer::ConsumerGroupMetadata),
+    Memory(memory::MemberMeta),
+}
+
+impl fmt::Debug for GroupMetadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            GroupMetaInner::Kafka(_) => f.write_str("GroupMetadata(Kafka)"),
+            GroupMetaInner::Memory(meta) => f.debug_tuple("GroupMetadata").field(meta).finish(),
+        }
+    }
+}
+
+/// A group consumer with explicit offsets: nothing is committed unless the caller commits it
+/// (directly or through a transaction), and only committed transactional messages are read.
+///
+/// Poll it regularly, also while busy: group membership and rebalances are served inside
+/// [`poll`](Self::poll). Dropping it leaves the group, handing its partitions to the others.
+pub struct Consumer {
+    inner: ConsumerInner,
+}
+
+enum ConsumerInner {
+    Kafka(kafka::KafkaConsumer),
+    Memory(memory::MemoryConsumer),
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("group", &self.group())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// The consumer's group id.
+    pub fn group(&self) -> &str {
+        match &self.inner {
+            ConsumerInner::Kafka(c) => c.group(),
+            ConsumerInner::Memory(c) => c.group(),
+        }
+    }
+
+    /// Joins the group for `topics` (replacing any earlier subscription). Partitions arrive
+    /// with later polls; each starts at the group's committed offset, or at the beginning.
+    pub fn subscribe(&self, topics: &[&str]) -> Result<(), BusError> {
+        match &self.inner {
+            ConsumerInner::Kafka(c) => c.subscribe(topics),
+            ConsumerInner::Memory(c) => c.subscribe(topics),
+        }
+    }
+
+    /// Leaves the group's assignment (the consumer can subscribe again later).
+    pub fn unsubscribe(&self) {
+        match &self.inner {
+            ConsumerInner::Kafka(c) => c.unsubscribe(),
+            ConsumerInner::Memory(c) => c.unsubscribe(),
+        }
+    }
+
+    /// The next message, waiting at most `timeout`; `None` when none came.
+    pub fn poll(&self, timeout: Duration) -> Result<Option<Message>, BusError> {
+        match &self.inner {
+            ConsumerInner::Kafka(c) => c.poll(timeout),
+            ConsumerInner::Memory(c) => c.poll(timeout),
+        }
+    }
+
+    /// Commits `offsets` (next offset to read, per partition) for the group, synchronously.
+    /// On Kafka this waits for the coordinator's answer, bounded by librdkafka's
+    /// `socket.timeout.ms`.
+    pub fn commit(&self, offsets: &Offsets) -> Result<(), BusError> {
+        if offsets.is_empty() {
+            // librdkafka treats an empty list as an error (no offset); nothing to do is fine.
+            return Ok(());
+        }
+        match &self.inner {
+            ConsumerInner::Kafka(c) => c.commit(offsets),
+            ConsumerInner::Memory(c) => c.commit(offsets),
+        }
+    }
+
+    /// The group's committed offsets for `partitions`; a partition without one is absent.
+    pub fn committed(
+        &self,
+        partitions: &[TopicPartition],
+        timeout: Duration,
+    ) -> Result<Offsets, BusError> {
+        if partitions.is_empty() {
+            return Ok(Offsets::new());
+        }
+        match &self.inner {
+            ConsumerInner::Kafka(c) => c.committed(partitions, timeout),
+            ConsumerInner::Memory(c) => Ok(c.committed(partitions)),
+        }
+    }
+
+    /// Moves the read position of an assigned partition to `offset` (e.g. back to the
+    /// committed offset after an aborted transaction).
+    pub fn seek(
+        &self,
+        partition: &TopicPartition,
+        offset: i64,
+        timeout: Duration,
+    ) -> Result<(), BusError> {
+        match &self.inner {
+            ConsumerInner::Kafka(c) => c.seek(partition, offset, timeout),
+            ConsumerInner::Memory(c) => c.seek(partition, offset),
+        }
+    }
+
+    /// How many times this consumer's assignment has changed (partitions assigned or
+    /// revoked). After a change every partition restarts from the group's committed offset,
+    /// so work read before it and not yet committed must be dropped: note the count when
+    /// polling a batch and, if it differs when the batch's transaction is about to commit,
+    /// abort instead (its partitions may already be read by another member).
+    pub fn rebalances(&self) -> u64 {
+        match &self.inner {
+            ConsumerInner::Kafka(c) => c.rebalances(),
+            ConsumerInner::Memory(c) => c.rebalances(),
+        }
+    }
+
+    /// The partitions currently assigned to this consumer, in order.
+    pub fn assignment(&self) -> Result<Vec<TopicPartition>, BusError> {
+        match &self.inner {
+            ConsumerInner::Kafka(c) => c.assignment(),
+            ConsumerInner::Memory(c) => Ok(c.assignment()),
+        }
+    }
+
+    /// The consumer's current group metadata, for
+    /// [`TransactionalProducer::send_offsets_to_transaction`]. Read it anew for every
+    /// transaction.
+    pub fn group_metadata(&self) -> Result<GroupMetadata, BusError> {
+        Ok(GroupMetadata {
+            inner: match &self.inner {
+                ConsumerInner::Kafka(c) => GroupMetaInner::Kafka(c.group_metadata()?),
+                ConsumerInner::Memory(c) => GroupMetaInner::Memory(c.group_metadata()),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn clients_can_move_between_threads() {
+        assert_send_sync::<Bus>();
+        assert_send_sync::<Producer>();
+        assert_send_sync::<TransactionalProducer>();
+        assert_send_sync::<Consumer>();
+        assert_send_sync::<GroupMetadata>();
+        // Handles move to whoever waits for them; they need not be shared.
+        assert_send::<DeliveryHandle>();
+        assert_send_sync::<BusError>();
+    }
+
+    #[test]
+    fn group_metadata_of_the_other_backend_is_refused() {
+        let kafka = Bus::kafka(KafkaConfig::default()).unwrap();
+        let producer = kafka.transactional_producer("t").unwrap();
+        let meta = Bus::memory()
+            .consumer("g")
+            .unwrap()
+            .group_metadata()
+            .unwrap();
+        let err = producer
+            .send_offsets_to_transaction(&Offsets::new(), &meta, Duration::from_millis(1))
+            .unwrap_err();
+        assert!(matches!(err, BusError::BackendMismatch { .. }), "{err}");
+    }
+}

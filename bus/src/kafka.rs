@@ -1,0 +1,840 @@
+//! The Kafka backend, on librdkafka through rdkafka's blocking clients.
+//!
+//! - producers are `ThreadedProducer`s: a background thread serves delivery reports, so a
+//!   caller learns each message's partition and offset without polling; they are idempotent
+//!   (`enable.idempotence`, `acks=all`) and partition keys with `murmur2_random`, the Java
+//!   clients' rule, which the in-process backend implements too;
+//! - consumers are `BaseConsumer`s, read_committed, with automatic commits and automatic offset
+//!   stores off: offsets move only through `commit` or a transaction. Rebalance callbacks run
+//!   inside `poll`, so a consumer must be polled regularly (see `max_poll_interval`);
+//! - transactions use librdkafka's transactional API; a commit or abort that fails without
+//!   asking for an abort is reported as fatal, so the caller recreates the producer (its
+//!   `init` bumps the epoch and fences whatever the old one left);
+//! - topics are created through the admin API with the configured partition count, the
+//!   broker's default replication factor and `max.message.bytes` = `message_max_bytes`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers as _, Message as _, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+use crate::error::{BusError, ErrorKind};
+use crate::message::{
+    Delivery, Headers, Message, Offsets, Record, TopicPartition, render_offsets,
+    validate_topic_name,
+};
+
+/// Outcome of one delivery, sent from librdkafka's delivery report to the waiting handle.
+pub(crate) type DeliveryOutcome = Result<Delivery, BusError>;
+type DeliverySender = mpsc::SyncSender<DeliveryOutcome>;
+
+/// How long a send waits between tries while librdkafka's queue is full; it serves delivery
+/// reports meanwhile, which is what frees the queue.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(10);
+/// How long topic creation waits between looks at the metadata for the new topic.
+const METADATA_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Classifies a librdkafka error code.
+fn code_kind(code: RDKafkaErrorCode) -> ErrorKind {
+    use RDKafkaErrorCode as C;
+    match code {
+        C::QueueFull
+        | C::MessageTimedOut
+        | C::OperationTimedOut
+        | C::RequestTimedOut
+        | C::TimedOutQueue
+        | C::AllBrokersDown
+        | C::BrokerTransportFailure
+        | C::Resolve
+        | C::NodeUpdate
+        | C::ISRInsufficient
+        | C::LeaderNotAvailable
+        | C::NotLeaderForPartition
+        | C::UnknownTopicOrPartition
+        | C::UnknownTopic
+        | C::UnknownPartition
+        | C::BrokerNotAvailable
+        | C::ReplicaNotAvailable
+        | C::NetworkException
+        | C::NotEnoughReplicas
+        | C::NotEnoughReplicasAfterAppend
+        | C::CoordinatorLoadInProgress
+        | C::CoordinatorNotAvailable
+        | C::NotCoordinator
+        | C::WaitingForCoordinator
+        | C::RebalanceInProgress
+        | C::ConcurrentTransactions
+        | C::KafkaStorageError
+        | C::FencedLeaderEpoch
+        | C::UnknownLeaderEpoch
+        | C::NotController
+        | C::InProgress
+        | C::PreviousInProgress
+        | C::Retry
+        | C::WaitCache => ErrorKind::Retriable,
+        // The group moved on (or the transaction was aborted under the message): the work since
+        // the last commit will be redone from the committed offsets.
+        C::IllegalGeneration
+        | C::UnknownMemberId
+        | C::AssignmentLost
+        | C::PurgeQueue
+        | C::PurgeInflight => ErrorKind::Abortable,
+        _ => ErrorKind::Fatal,
+    }
+}
+
+/// Classifies an rdkafka error, trusting librdkafka's own verdict on transaction errors.
+fn kafka_kind(err: &KafkaError) -> ErrorKind {
+    match err {
+        KafkaError::Transaction(e) if e.is_fatal() => ErrorKind::Fatal,
+        KafkaError::Transaction(e) if e.txn_requires_abort() => ErrorKind::Abortable,
+        KafkaError::Transaction(e) if e.is_retriable() => ErrorKind::Retriable,
+        KafkaError::Transaction(_) | KafkaError::MessageConsumptionFatal(_) => ErrorKind::Fatal,
+        // rdkafka only keeps librdkafka's text for seeks; the usual cause is a partition whose
+        // fetcher has not started yet right after an assignment.
+        KafkaError::Seek(_) => ErrorKind::Retriable,
+        other => other
+            .rdkafka_error_code()
+            .map_or(ErrorKind::Fatal, code_kind),
+    }
+}
+
+/// librdkafka log level matching what the tracing subscriber wants to see.
+fn log_level() -> RDKafkaLogLevel {
+    if tracing::enabled!(target: "librdkafka", tracing::Level::DEBUG) {
+        RDKafkaLogLevel::Debug
+    } else if tracing::enabled!(target: "librdkafka", tracing::Level::INFO) {
+        RDKafkaLogLevel::Info
+    } else {
+        RDKafkaLogLevel::Warning
+    }
+}
+
+fn forward_log(client: &str, level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", client, facility, "{message}");
+        }
+        RDKafkaLogLevel::Warning => {
+            tracing::warn!(target: "librdkafka", client, facility, "{message}")
+        }
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", client, facility, "{message}");
+        }
+        RDKafkaLogLevel::Debug => {
+            tracing::debug!(target: "librdkafka", client, facility, "{message}")
+        }
+    }
+}
+
+/// Context of admin clients: librdkafka's logs and errors go to tracing.
+struct LogContext {
+    name: String,
+}
+
+impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        forward_log(&self.name, level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", client = %self.name, %error, reason);
+    }
+}
+
+/// Context of producers: hands each delivery report to the handle waiting for it.
+struct DeliveryContext {
+    name: String,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        forward_log(&self.name, level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", producer = %self.name, %error, reason);
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Box<DeliverySender>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sender: Self::DeliveryOpaque) {
+        let outcome = match result {
+            Ok(message) => Ok(Delivery {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+            }),
+            Err((error, message)) => {
+                let err = BusError::Produce {
+                    topic: message.topic().to_owned(),
+                    partition: (message.partition() >= 0).then(|| message.partition()),
+                    reason: error.to_string(),
+                    kind: kafka_kind(error),
+                };
+                // Logged here as well: fire-and-forget senders never look at their handle.
+                tracing::warn!(producer = %self.name, %err, "delivery failed");
+                Err(err)
+            }
+        };
+        // A dropped handle means nobody waits for this delivery; that is allowed.
+        let _ = sender.try_send(outcome);
+    }
+}
+
+/// Context of consumers: logs and counts rebalances, which librdkafka runs inside `poll`.
+struct GroupContext {
+    group: String,
+    rebalances: AtomicU64,
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        forward_log(&self.group, level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", group = %self.group, %error, reason);
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if !matches!(rebalance, Rebalance::Error(_)) {
+            self.rebalances.fetch_add(1, Ordering::SeqCst);
+        }
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(group = %self.group, partitions = %render_tpl(tpl), "assigned");
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(group = %self.group, partitions = %render_tpl(tpl), "revoked");
+            }
+            Rebalance::Error(error) => tracing::warn!(group = %self.group, %error, "rebalance"),
+        }
+    }
+}
+
+fn render_tpl(tpl: &TopicPartitionList) -> String {
+    let items: Vec<String> = tpl
+        .elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect();
+    items.join(",")
+}
+
+fn tpl_from_offsets(offsets: &Offsets) -> Result<TopicPartitionList, KafkaError> {
+    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+    for (tp, offset) in offsets {
+        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))?;
+    }
+    Ok(tpl)
+}
+
+fn millis(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
+/// A Kafka cluster as seen by the bus: its configuration and an admin client.
+pub(crate) struct KafkaBus {
+    config: KafkaConfig,
+    admin: AdminClient<LogContext>,
+}
+
+impl KafkaBus {
+    pub(crate) fn new(config: KafkaConfig) -> Result<Self, BusError> {
+        config.validate()?;
+        let admin = client_config(&config, &[])
+            .create_with_context(LogContext {
+                name: format!("{} admin", config.client_id),
+            })
+            .map_err(|e| BusError::Client {
+                client: "admin client".to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self { config, admin })
+    }
+
+    pub(crate) fn create_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+        timeout: Duration,
+    ) -> Result<(), BusError> {
+        validate_topic_name(topic)?;
+        let error = |reason: String, kind| BusError::Admin {
+            topic: topic.to_owned(),
+            op: "create",
+            reason,
+            kind,
+        };
+        let count = i32::try_from(partitions)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                error(
+                    format!("partition count {partitions} is outside 1..={}", i32::MAX),
+                    ErrorKind::Fatal,
+                )
+            })?;
+        let max_bytes = self.config.message_max_bytes.to_string();
+        // -1: the broker's default.replication.factor, so the same code suits one node and a
+        // production cluster.
+        let new_topic = NewTopic::new(topic, count, TopicReplication::Fixed(-1))
+            .set("max.message.bytes", &max_bytes);
+        let started = Instant::now();
+        let options = AdminOptions::new()
+            .operation_timeout(Some(timeout))
+            .request_timeout(Some(timeout));
+        let results = futures::executor::block_on(self.admin.create_topics([&new_topic], &options))
+            .map_err(|e| error(e.to_string(), kafka_kind(&e)))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(error(code.to_string(), code_kind(code))),
+            }
+        }
+        // The controller has the topic now, but the broker's metadata cache learns of it a
+        // moment later; return only once clients can see it with a leader for every partition,
+        // so a subscribe or `partitions` right after this call does not race the creation.
+        loop {
+            let remaining = timeout.saturating_sub(started.elapsed());
+            let last = match self.metadata(topic, remaining) {
+                Ok(partitions)
+                    if !partitions.is_empty()
+                        && partitions.iter().all(|(_, leader)| *leader >= 0) =>
+                {
+                    return Ok(());
+                }
+                Ok(_) => "created, but not every partition has a leader yet".to_owned(),
+                Err(err) if err.is_retriable() => err.to_string(),
+                Err(err) => return Err(err),
+            };
+            if remaining < METADATA_BACKOFF {
+                return Err(error(
+                    format!("not usable within {timeout:?}: {last}"),
+                    ErrorKind::Retriable,
+                ));
+            }
+            std::thread::sleep(METADATA_BACKOFF);
+        }
+    }
+
+    /// Partition ids and their leaders (-1: none) of `topic`, from the broker's metadata.
+    fn metadata(&self, topic: &str, timeout: Duration) -> Result<Vec<(i32, i32)>, BusError> {
+        let error = |reason: String, kind| BusError::Admin {
+            topic: topic.to_owned(),
+            op: "list partitions",
+            reason,
+            kind,
+        };
+        let metadata = self
+            .admin
+            .inner()
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| error(e.to_string(), kafka_kind(&e)))?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Err(error(
+                "not in the broker's metadata".to_owned(),
+                ErrorKind::Retriable,
+            ));
+        };
+        if let Some(err) = found.error() {
+            let code = RDKafkaErrorCode::from(err);
+            return Err(error(code.to_string(), code_kind(code)));
+        }
+        let mut partitions: Vec<(i32, i32)> = found
+            .partitions()
+            .iter()
+            .map(|p| (p.id(), p.leader()))
+            .collect();
+        partitions.sort_unstable();
+        Ok(partitions)
+    }
+
+    pub(crate) fn partitions(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Vec<TopicPartition>, BusError> {
+        validate_topic_name(topic)?;
+        Ok(self
+            .metadata(topic, timeout)?
+            .into_iter()
+            .map(|(p, _)| TopicPartition::new(topic, p))
+            .collect())
+    }
+
+    pub(crate) fn producer(&self) -> Result<KafkaProducer, BusError> {
+        let name = self.config.client_id.clone();
+        let core = ProducerCore::new(&self.config, name, &[])?;
+        Ok(KafkaProducer { core })
+    }
+
+    pub(crate) fn transactional_producer(
+        &self,
+        transactional_id: &str,
+    ) -> Result<KafkaTxProducer, BusError> {
+        let extra = [
+            ("transactional.id", transactional_id.to_owned()),
+            (
+                "transaction.timeout.ms",
+                millis(self.config.transaction_timeout),
+            ),
+        ];
+        let core = ProducerCore::new(&self.config, transactional_id.to_owned(), &extra)?;
+        Ok(KafkaTxProducer {
+            core,
+            transactional_id: transactional_id.to_owned(),
+            in_transaction: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn consumer(&self, group: &str) -> Result<KafkaConsumer, BusError> {
+        let extra = [
+            ("group.id", group.to_owned()),
+            ("isolation.level", "read_committed".to_owned()),
+            ("enable.auto.commit", "false".to_owned()),
+            ("enable.auto.offset.store", "false".to_owned()),
+            (
+                "queued.max.messages.kbytes",
+                self.config.queued_max_messages_kbytes.to_string(),
+            ),
+            ("session.timeout.ms", millis(self.config.session_timeout)),
+            (
+                "max.poll.interval.ms",
+                millis(self.config.max_poll_interval),
+            ),
+        ];
+        let defaults = [("auto.offset.reset", "earliest")];
+        let mut cc = client_config(&self.config, &defaults);
+        for (k, v) in extra {
+            cc.set(k, v);
+        }
+        let inner = cc
+            .create_with_context(GroupContext {
+                group: group.to_owned(),
+                rebalances: AtomicU64::new(0),
+            })
+            .map_err(|e| BusError::Client {
+                client: format!("consumer of group {group}"),
+                reason: e.to_string(),
+            })?;
+        Ok(KafkaConsumer {
+            inner,
+            group: group.to_owned(),
+        })
+    }
+}
+
+/// A client configuration: overridable defaults first, then the common properties (which
+/// include the pass-through map, so it wins over the defaults).
+fn client_config(config: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set_log_level(log_level());
+    for (k, v) in defaults {
+        cc.set(*k, *v);
+    }
+    for (k, v) in config.common_properties() {
+        cc.set(k, v);
+    }
+    cc
+}
+
+/// What plain and transactional producers share.
+struct ProducerCore {
+    inner: ThreadedProducer<DeliveryContext>,
+    name: String,
+    close_timeout: Duration,
+}
+
+impl ProducerCore {
+    fn new(config: &KafkaConfig, name: String, extra: &[(&str, String)]) -> Result<Self, BusError> {
+        let defaults = [("partitioner", "murmur2_random")];
+        let mut cc = client_config(config, &defaults);
+        cc.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.max.bytes", config.message_max_bytes.to_string());
+        for (k, v) in extra {
+            cc.set(*k, v);
+        }
+        let inner = cc
+            .create_with_context(DeliveryContext { name: name.clone() })
+            .map_err(|e| BusError::Client {
+                client: format!("producer {name}"),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            inner,
+            name,
+            close_timeout: config.close_timeout,
+        })
+    }
+
+    fn send(
+        &self,
+        record: &Record,
+        timeout: Duration,
+    ) -> Result<mpsc::Receiver<DeliveryOutcome>, BusError> {
+        validate_topic_name(&record.topic)?;
+        let (sender, receiver) = mpsc::sync_channel(1);
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (key, value) in record.headers.iter() {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut base: BaseRecord<'_, [u8], [u8], Box<DeliverySender>> =
+            BaseRecord::with_opaque_to(&record.topic, Box::new(sender))
+                .payload(&record.payload[..])
+                .headers(headers);
+        if let Some(key) = &record.key {
+            base = base.key(&key[..]);
+        }
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            match self.inner.send(base) {
+                Ok(()) => return Ok(receiver),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if deadline.is_none_or(|d| Instant::now() < d) =>
+                {
+                    base = back;
+                    self.inner.poll(QUEUE_FULL_BACKOFF);
+                }
+                Err((error, _)) => {
+                    return Err(BusError::Produce {
+                        topic: record.topic.clone(),
+                        partition: None,
+                        reason: error.to_string(),
+                        kind: kafka_kind(&error),
+                    });
+                }
+            }
+        }
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+        self.inner.flush(timeout).map_err(|e| BusError::Flush {
+            producer: self.name.clone(),
+            reason: format!(
+                "{e} ({} messages still queued)",
+                self.inner.in_flight_count()
+            ),
+            kind: kafka_kind(&e),
+        })
+    }
+}
+
+impl Drop for ProducerCore {
+    fn drop(&mut self) {
+        // rdkafka purges whatever is still queued when the producer is dropped: deliver it first.
+        if let Err(err) = self.flush(self.close_timeout) {
+            tracing::error!(%err, "producer closed with undelivered messages; they are lost");
+        }
+    }
+}
+
+/// A plain (idempotent, non-transactional) Kafka producer.
+pub(crate) struct KafkaProducer {
+    core: ProducerCore,
+}
+
+impl KafkaProducer {
+    pub(crate) fn send(
+        &self,
+        record: &Record,
+        timeout: Duration,
+    ) -> Result<mpsc::Receiver<DeliveryOutcome>, BusError> {
+        self.core.send(record, timeout)
+    }
+
+    pub(crate) fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+        self.core.flush(timeout)
+    }
+}
+
+/// A transactional Kafka producer.
+pub(crate) struct KafkaTxProducer {
+    core: ProducerCore,
+    transactional_id: String,
+    /// Whether a transaction is open, so drop can abort it instead of leaving it to hold back
+    /// read_committed readers until `transaction_timeout`.
+    in_transaction: AtomicBool,
+}
+
+impl KafkaTxProducer {
+    fn error(&self, op: &'static str, err: &KafkaError, kind: ErrorKind) -> BusError {
+        BusError::Transaction {
+            transactional_id: self.transactional_id.clone(),
+            op,
+            reason: err.to_string(),
+            kind,
+        }
+    }
+
+    /// Commit and abort are final steps: librdkafka calls their timeouts retriable, but a
+    /// transaction in an unknown state cannot be reasoned about, so the producer is to be
+    /// recreated (which fences this one and resolves the transaction).
+    fn final_step_error(&self, op: &'static str, err: &KafkaError) -> BusError {
+        let kind = match kafka_kind(err) {
+            ErrorKind::Abortable if op == "commit" => ErrorKind::Abortable,
+            _ => ErrorKind::Fatal,
+        };
+        self.error(op, err, kind)
+    }
+
+    pub(crate) fn init(&self, timeout: Duration) -> Result<(), BusError> {
+        self.core
+            .inner
+            .init_transactions(timeout)
+            .map_err(|e| self.error("init", &e, kafka_kind(&e)))
+    }
+
+    pub(crate) fn begin(&self) -> Result<(), BusError> {
+        self.core
+            .inner
+            .begin_transaction()
+            .map_err(|e| self.error("begin", &e, kafka_kind(&e)))?;
+        self.in_transaction.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub(crate) fn send(
+        &self,
+        record: &Record,
+        timeout: Duration,
+    ) -> Result<mpsc::Receiver<DeliveryOutcome>, BusError> {
+        self.core.send(record, timeout)
+    }
+
+    pub(crate) fn send_offsets(
+        &self,
+        offsets: &Offsets,
+        meta: &ConsumerGroupMetadata,
+        timeout: Duration,
+    ) -> Result<(), BusError> {
+        const OP: &str = "send_offsets_to_transaction";
+        let tpl = tpl_from_offsets(offsets).map_err(|e| self.error(OP, &e, ErrorKind::Fatal))?;
+        self.core
+            .inner
+            .send_offsets_to_transaction(&tpl, meta, timeout)
+            .map_err(|e| {
+                let mut err = self.error(OP, &e, kafka_kind(&e));
+                if let BusError::Transaction { reason, .. } = &mut err {
+                    reason.push_str(&format!(" (offsets {})", render_offsets(offsets)));
+                }
+                err
+            })
+    }
+
+    pub(crate) fn commit(&self, timeout: Duration) -> Result<(), BusError> {
+        let result = self.core.inner.commit_transaction(timeout);
+        let result = result.map_err(|e| self.final_step_error("commit", &e));
+        if !matches!(&result, Err(e) if e.kind() == ErrorKind::Abortable) {
+            self.in_transaction.store(false, Ordering::SeqCst);
+        }
+        result
+    }
+
+    pub(crate) fn abort(&self, timeout: Duration) -> Result<(), BusError> {
+        let result = self.core.inner.abort_transaction(timeout);
+        self.in_transaction.store(false, Ordering::SeqCst);
+        result.map_err(|e| self.final_step_error("abort", &e))
+    }
+
+    pub(crate) fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+        self.core.flush(timeout)
+    }
+}
+
+impl Drop for KafkaTxProducer {
+    fn drop(&mut self) {
+        if self.in_transaction.load(Ordering::SeqCst)
+            && let Err(err) = self.abort(self.core.close_timeout)
+        {
+            tracing::warn!(%err, "abort of the open transaction on drop");
+        }
+    }
+}
+
+/// A Kafka group consumer.
+pub(crate) struct KafkaConsumer {
+    inner: BaseConsumer<GroupContext>,
+    group: String,
+}
+
+impl KafkaConsumer {
+    fn error(&self, op: &'static str, err: &KafkaError) -> BusError {
+        BusError::Consumer {
+            group: self.group.clone(),
+            op,
+            reason: err.to_string(),
+            kind: kafka_kind(err),
+        }
+    }
+
+    pub(crate) fn group(&self) -> &str {
+        &self.group
+    }
+
+    pub(crate) fn subscribe(&self, topics: &[&str]) -> Result<(), BusError> {
+        for topic in topics {
+            validate_topic_name(topic)?;
+        }
+        self.inner
+            .subscribe(topics)
+            .map_err(|e| self.error("subscribe", &e))
+    }
+
+    pub(crate) fn unsubscribe(&self) {
+        self.inner.unsubscribe();
+    }
+
+    pub(crate) fn poll(&self, timeout: Duration) -> Result<Option<Message>, BusError> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let remaining = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            match self.inner.poll(remaining) {
+                Some(Ok(message)) => return Ok(Some(to_message(&message))),
+                // Only reported with enable.partition.eof, which a caller may pass through.
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => return Err(self.error("poll", &e)),
+                // rdkafka returns early after serving a rebalance or commit event; keep waiting
+                // for a message until the caller's deadline.
+                None if remaining.is_zero() => return Ok(None),
+                None => {}
+            }
+        }
+    }
+
+    pub(crate) fn commit(&self, offsets: &Offsets) -> Result<(), BusError> {
+        let error = |e: &KafkaError| BusError::Commit {
+            group: self.group.clone(),
+            offsets: render_offsets(offsets),
+            reason: e.to_string(),
+            kind: kafka_kind(e),
+        };
+        let tpl = tpl_from_offsets(offsets).map_err(|e| error(&e))?;
+        self.inner
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| error(&e))
+    }
+
+    pub(crate) fn committed(
+        &self,
+        partitions: &[TopicPartition],
+        timeout: Duration,
+    ) -> Result<Offsets, BusError> {
+        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+        for tp in partitions {
+            tpl.add_partition(&tp.topic, tp.partition);
+        }
+        let tpl = self
+            .inner
+            .committed_offsets(tpl, timeout)
+            .map_err(|e| self.error("committed offsets", &e))?;
+        Ok(tpl
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((TopicPartition::new(e.topic(), e.partition()), o)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub(crate) fn seek(
+        &self,
+        tp: &TopicPartition,
+        offset: i64,
+        timeout: Duration,
+    ) -> Result<(), BusError> {
+        self.inner
+            .seek(&tp.topic, tp.partition, Offset::Offset(offset), timeout)
+            .map_err(|e| BusError::Seek {
+                group: self.group.clone(),
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                offset,
+                reason: e.to_string(),
+                kind: kafka_kind(&e),
+            })
+    }
+
+    pub(crate) fn rebalances(&self) -> u64 {
+        self.inner.context().rebalances.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn assignment(&self) -> Result<Vec<TopicPartition>, BusError> {
+        let tpl = self
+            .inner
+            .assignment()
+            .map_err(|e| self.error("assignment", &e))?;
+        let mut out: Vec<TopicPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| TopicPartition::new(e.topic(), e.partition()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    pub(crate) fn group_metadata(&self) -> Result<ConsumerGroupMetadata, BusError> {
+        self.inner
+            .group_metadata()
+            .ok_or_else(|| BusError::Consumer {
+                group: self.group.clone(),
+                op: "group metadata",
+                reason: "librdkafka has no group metadata for this consumer".to_owned(),
+                kind: ErrorKind::Fatal,
+            })
+    }
+}
+
+/// Copies a message out of librdkafka's buffer. A null header value (other clients can send
+/// one; the bus never does) reads as empty, as does a null payload (a tombstone).
+fn to_message(m: &BorrowedMessage<'_>) -> Message {
+    let headers: Headers = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Message {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(Bytes::copy_from_slice),
+        payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+        headers,
+        timestamp_ms: m.timestamp().to_millis(),
+    }
+}

@@ -1,0 +1,259 @@
+//! Round-trip and rejection tests of the v1 contract.
+
+use orstream_proto::v1::{
+    BBox, Category, ClockSource, Encoding, EventKind, Frame, FrameResult, FrameStatus, Instance,
+    ModelIdentity, Point, StreamDiscontinuity, StreamEvent, SurgicalEvent, Timings, stream_event,
+};
+use orstream_proto::{DecodeError, decode, decode_with_limit, encode, rle};
+use proptest::prelude::*;
+
+fn id() -> impl Strategy<Value = String> {
+    "[a-z0-9][a-z0-9._-]{0,40}"
+}
+
+prop_compose! {
+    fn frame()(stream_id in id(), case_id in id(), session_epoch in any::<u64>(), seq in any::<u64>(),
+               capture_time_ns in any::<i64>(), pts_ns in any::<i64>(),
+               width in 1u32..=4096, height in 1u32..=4096,
+               data in proptest::collection::vec(any::<u8>(), 1..512)) -> Frame {
+        Frame {
+            stream_id, case_id, session_epoch, seq, capture_time_ns,
+            clock_source: ClockSource::CameraNtp as i32, pts_ns, width, height,
+            encoding: Encoding::Jpeg as i32, data: data.into(),
+        }
+    }
+}
+
+prop_compose! {
+    fn instance()(class_id in 0u32..32, label in id(), score in 0f32..1.0, x0 in 0f32..0.5,
+                  y0 in 0f32..0.5, w in 1u32..16, h in 1u32..16, seed in any::<u64>()) -> Instance {
+        let cells: Vec<u8> = (0..(w * h) as usize).map(|i| ((seed >> (i % 64)) & 1) as u8).collect();
+        Instance {
+            class_id, label, category: Category::Tool as i32, score,
+            bbox: Some(BBox { x0, y0, x1: x0 + 0.25, y1: y0 + 0.25 }),
+            area: 0.01, centroid: Some(Point { x: x0, y: y0 }),
+            mask: rle::encode(w, h, &cells),
+        }
+    }
+}
+
+prop_compose! {
+    fn frame_result()(f in frame(), instances in proptest::collection::vec(instance(), 0..6),
+                      status in 1i32..=6, batch_size in 1u32..64) -> FrameResult {
+        FrameResult {
+            stream_id: f.stream_id, case_id: f.case_id, session_epoch: f.session_epoch, seq: f.seq,
+            capture_time_ns: f.capture_time_ns, clock_source: f.clock_source, status,
+            status_detail: String::new(),
+            model: Some(ModelIdentity { name: "m".into(), version: "1".into(), digest: "sha256:00".into() }),
+            instances,
+            timings: Some(Timings { queue_wait_us: 1, batch_size, preprocess_us: 2, forward_us: 3, postprocess_us: 4 }),
+            result_time_ns: 5, width: f.width, height: f.height,
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn frame_round_trips(f in frame()) {
+        prop_assert_eq!(decode::<Frame>(&encode(&f)).unwrap(), f);
+    }
+
+    #[test]
+    fn frame_result_round_trips(r in frame_result()) {
+        prop_assert_eq!(decode::<FrameResult>(&encode(&r)).unwrap(), r);
+    }
+
+    #[test]
+    fn stream_event_round_trips(stream_id in id(), epoch in any::<u64>(), last in proptest::option::of(any::<u64>()),
+                                start in any::<i64>(), end in any::<i64>()) {
+        let e = StreamEvent {
+            stream_id, case_id: "case-1".into(), session_epoch: epoch, time_ns: end,
+            kind: Some(stream_event::Kind::Discontinuity(StreamDiscontinuity {
+                previous_epoch: epoch.wrapping_sub(1), previous_last_seq: last,
+                gap_start_ns: start, gap_end_ns: end, reason: "stall".into(),
+            })),
+        };
+        prop_assert_eq!(decode::<StreamEvent>(&encode(&e)).unwrap(), e);
+    }
+
+    #[test]
+    fn surgical_event_round_trips(event_id in id(), start in 0i64..1 << 60, len in 0i64..1 << 40,
+                                  first in any::<u32>(), n in any::<u16>()) {
+        let e = SurgicalEvent {
+            event_id, case_id: "case-1".into(), stream_id: "or1".into(),
+            kind: EventKind::Presence as i32, class_id: 3, label: "grasper".into(),
+            category: Category::Tool as i32, start_time_ns: start, end_time_ns: start + len,
+            start_offset_ns: 0, end_offset_ns: len, peak_confidence: 0.9, mean_confidence: 0.8,
+            session_epoch: 1, first_seq: u64::from(first), last_seq: u64::from(first) + u64::from(n),
+            model: None, gap_reason: String::new(),
+        };
+        prop_assert_eq!(decode::<SurgicalEvent>(&encode(&e)).unwrap(), e);
+    }
+
+    /// Arbitrary bytes never panic: they decode to a valid message or give an error.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = decode::<Frame>(&bytes);
+        let _ = decode::<FrameResult>(&bytes);
+        let _ = decode::<StreamEvent>(&bytes);
+        let _ = decode::<SurgicalEvent>(&bytes);
+    }
+}
+
+fn valid_frame() -> Frame {
+    Frame {
+        stream_id: "or-1".into(),
+        case_id: "case-1".into(),
+        session_epoch: 1,
+        seq: 0,
+        capture_time_ns: 1,
+        clock_source: ClockSource::Host as i32,
+        pts_ns: 0,
+        width: 640,
+        height: 360,
+        encoding: Encoding::Jpeg as i32,
+        data: vec![0xff, 0xd8, 0xff, 0xd9].into(),
+    }
+}
+
+#[test]
+fn empty_payload_is_refused() {
+    let err = decode::<Frame>(&[]).unwrap_err();
+    assert!(matches!(err, DecodeError::Empty { .. }), "{err}");
+    assert_eq!(err.to_string(), "Frame: empty payload");
+}
+
+#[test]
+fn oversized_payload_is_refused_before_decoding() {
+    let bytes = encode(&valid_frame());
+    let err = decode_with_limit::<Frame>(&bytes, bytes.len() - 1).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "payload of {} bytes exceeds the limit",
+            bytes.len()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn truncated_payload_is_malformed() {
+    let bytes = encode(&valid_frame());
+    let err = decode::<Frame>(&bytes[..bytes.len() - 2]).unwrap_err();
+    assert!(matches!(err, DecodeError::Malformed { .. }), "{err}");
+}
+
+#[test]
+fn invalid_fields_are_named() {
+    let cases: Vec<(Frame, &str)> = vec![
+        (
+            Frame {
+                stream_id: String::new(),
+                ..valid_frame()
+            },
+            "invalid field stream_id",
+        ),
+        (
+            Frame {
+                width: 65_535,
+                ..valid_frame()
+            },
+            "invalid field width: 65535",
+        ),
+        (
+            Frame {
+                height: 0,
+                ..valid_frame()
+            },
+            "invalid field height",
+        ),
+        (
+            Frame {
+                encoding: 0,
+                ..valid_frame()
+            },
+            "invalid field encoding: must be specified",
+        ),
+        (
+            Frame {
+                encoding: 7,
+                ..valid_frame()
+            },
+            "invalid field encoding: unknown value 7",
+        ),
+        (
+            Frame {
+                data: Default::default(),
+                ..valid_frame()
+            },
+            "invalid field data",
+        ),
+        (
+            Frame {
+                stream_id: "a\nb".into(),
+                ..valid_frame()
+            },
+            "control characters",
+        ),
+        (
+            Frame {
+                case_id: "x".repeat(200),
+                ..valid_frame()
+            },
+            "invalid field case_id",
+        ),
+    ];
+    for (frame, expected) in cases {
+        let err = decode::<Frame>(&encode(&frame)).unwrap_err();
+        assert!(err.to_string().contains(expected), "{err} lacks {expected}");
+    }
+}
+
+#[test]
+fn result_with_unknown_status_or_bad_mask_is_invalid() {
+    let result = FrameResult {
+        stream_id: "or-1".into(),
+        status: FrameStatus::Ok as i32,
+        ..Default::default()
+    };
+    assert!(decode::<FrameResult>(&encode(&result)).is_ok());
+    let unknown = FrameResult {
+        status: 42,
+        ..result.clone()
+    };
+    assert!(
+        decode::<FrameResult>(&encode(&unknown))
+            .unwrap_err()
+            .to_string()
+            .contains("status")
+    );
+    let mut bad_mask = result;
+    bad_mask.instances.push(Instance {
+        mask: Some(orstream_proto::RleMask {
+            width: 4,
+            height: 4,
+            counts: vec![3],
+        }),
+        ..Default::default()
+    });
+    let err = decode::<FrameResult>(&encode(&bad_mask)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("instances.mask: runs cover 3 cells"),
+        "{err}"
+    );
+}
+
+#[test]
+fn stream_event_without_kind_is_invalid() {
+    let e = StreamEvent {
+        stream_id: "or-1".into(),
+        ..Default::default()
+    };
+    assert!(
+        decode::<StreamEvent>(&encode(&e))
+            .unwrap_err()
+            .to_string()
+            .contains("kind")
+    );
+}

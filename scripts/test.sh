@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The project's test command: set-up (scripts/bootstrap.sh), then formatting, lints and every
+# test of the workspace against the real Kafka broker and PostgreSQL it started.
+source "$(dirname "$0")/lib.sh"
+"$ROOT/scripts/bootstrap.sh"
+cd "$ROOT"
+export ORSTREAM_KAFKA_BOOTSTRAP="${ORSTREAM_KAFKA_BOOTSTRAP:-127.0.0.1:${ORSTREAM_KAFKA_PORT:-9092}}"
+export ORSTREAM_POSTGRES_URL="${ORSTREAM_POSTGRES_URL:-$("$ROOT/scripts/postgres.sh" url)}"
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log "cargo test"
+cargo test --workspace --locked
