@@ -105,6 +105,35 @@ const MAX_MS: u128 = i32::MAX as u128;
 const BROKER_TRANSACTION_MAX: Duration = Duration::from_secs(15 * 60);
 
 impl KafkaConfig {
+    /// The default settings pointed at `$ORSTREAM_KAFKA_BOOTSTRAP` when it is set.
+    pub fn from_env() -> Self {
+        let mut config = Self::default();
+        if let Ok(bootstrap) = std::env::var("ORSTREAM_KAFKA_BOOTSTRAP") {
+            config.bootstrap_servers = bootstrap;
+        }
+        config
+    }
+
+    /// Opens a TCP connection to the first bootstrap server: a cheap "is a broker there?"
+    /// check for start-up and tests, before librdkafka retries silently in the background.
+    /// The error names the address and the cause.
+    pub fn probe(&self, timeout: Duration) -> Result<(), String> {
+        use std::net::{TcpStream, ToSocketAddrs};
+        let first = self
+            .bootstrap_servers
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .trim();
+        first
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())
+            .and_then(|mut addrs| addrs.next().ok_or_else(|| "no address".to_owned()))
+            .and_then(|addr| TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string()))
+            .map(drop)
+            .map_err(|cause| format!("no Kafka broker answers at {first} ({cause})"))
+    }
+
     /// Checks every field and cross-field rule, and reports all problems at once, each naming
     /// its key.
     pub fn validate(&self) -> Result<(), BusError> {
