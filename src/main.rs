@@ -33,6 +33,12 @@ enum Command {
         #[arg(long)]
         archive: bool,
     },
+    /// Publish camera, file and test streams as frames to Kafka.
+    Ingest(orstream::commands::ingest::Args),
+    /// Run the model on frames from Kafka and publish one result per frame.
+    Infer(orstream::commands::infer::Args),
+    /// Turn results into the surgical record.
+    Sink(orstream::commands::sink::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +71,9 @@ fn main() -> ExitCode {
                 report.all_accounted()
             })
         }
+        Command::Ingest(args) => orstream::commands::ingest::run(args).map(|()| true),
+        Command::Infer(args) => orstream::commands::infer::run(args).map(|()| true),
+        Command::Sink(args) => orstream::commands::sink::run(args).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

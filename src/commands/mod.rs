@@ -1,0 +1,5 @@
+//! One module per service subcommand: its options (clap) and its run function.
+
+pub mod infer;
+pub mod ingest;
+pub mod sink;

@@ -1,0 +1,10 @@
+//! `orstream sink`.
+
+/// Options of `orstream sink`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Runs the service until it is stopped.
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("orstream sink is not part of this build yet")
+}
