@@ -39,6 +39,8 @@ enum Command {
     Infer(orstream::commands::infer::Args),
     /// Turn results into the surgical record.
     Sink(orstream::commands::sink::Args),
+    /// Read the surgical record: cases, timelines, usage, pictures.
+    Record(orstream::commands::record::Args),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => orstream::commands::ingest::run(args).map(|()| true),
         Command::Infer(args) => orstream::commands::infer::run(args).map(|()| true),
         Command::Sink(args) => orstream::commands::sink::run(args).map(|()| true),
+        Command::Record(args) => orstream::commands::record::run(args).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,14 +1,18 @@
-//! The errors of the ingest crate; each names the stream it happened on.
+//! The errors of the ingest crate; each names the stream it happened on (or `*` for the
+//! service as a whole).
 
 use std::time::Duration;
 
 /// Everything that can go wrong while building or running an ingest pipeline.
+///
+/// Texts that come from GStreamer have the source's location (an RTSP URL may hold credentials,
+/// a file name may name a person) replaced by `<location>`.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// The configuration breaks one or more rules; every problem is listed.
     #[error("stream {stream_id}: invalid configuration: {}", problems.join("; "))]
     InvalidConfig {
-        /// The stream the configuration is for.
+        /// The stream the configuration is for (`*`: the service configuration).
         stream_id: String,
         /// One line per problem, each naming its key.
         problems: Vec<String>,
@@ -61,6 +65,9 @@ pub enum IngestError {
         message: String,
         /// GStreamer's debug detail (often the actual cause, e.g. `not-negotiated`).
         debug: String,
+        /// The input itself is unusable (no decoder for its codec, not a video, caps that cannot
+        /// be negotiated, an undecodable file): trying again cannot help.
+        unusable_input: bool,
     },
 
     /// Neither end of stream nor an error arrived within the wait.
@@ -71,13 +78,80 @@ pub enum IngestError {
         /// How long the wait lasted.
         waited: Duration,
     },
+
+    /// The bus refused a request the service cannot run without (topic creation, a producer).
+    #[error("{what}: {source}")]
+    Bus {
+        /// What was being done, naming the topic.
+        what: String,
+        /// The bus's error.
+        #[source]
+        source: orstream_bus::BusError,
+    },
+
+    /// A stream's thread panicked; the other streams went on.
+    #[error("stream {stream_id}: its thread panicked")]
+    Panicked {
+        /// The stream whose thread panicked.
+        stream_id: String,
+    },
 }
 
 impl IngestError {
     /// Whether retrying the same stream later may succeed (a source that failed at run time, a
-    /// wait that ran out) as opposed to a configuration or installation problem that will fail
-    /// the same way again.
+    /// wait that ran out) as opposed to a configuration, installation or input problem that
+    /// will fail the same way again.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, Self::Pipeline { .. } | Self::Timeout { .. })
+        match self {
+            Self::Pipeline { unusable_input, .. } => !unusable_input,
+            Self::Timeout { .. } | Self::StateChange { .. } => true,
+            Self::Bus { source, .. } => source.is_retriable(),
+            _ => false,
+        }
+    }
+}
+
+/// Replaces every occurrence of `secret` (a source location) in `text` with `<location>`, and
+/// hides the user information of any `rtsp://user:password@` URL that is left.
+pub(crate) fn redact(text: &str, secret: Option<&str>) -> String {
+    let mut out = match secret {
+        Some(secret) if !secret.is_empty() => text.replace(secret, "<location>"),
+        _ => text.to_owned(),
+    };
+    for scheme in ["rtsp://", "rtsps://"] {
+        let mut from = 0;
+        while let Some(found) = out[from..].find(scheme) {
+            let start = from + found + scheme.len();
+            let end = out[start..]
+                .find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'')
+                .map_or(out.len(), |n| start + n);
+            if let Some(at) = out[start..end].rfind('@') {
+                out.replace_range(start..start + at, "<credentials>");
+            }
+            from = start.min(out.len());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_the_location_and_stray_credentials() {
+        let secret = "rtsp://admin:hunter2@10.0.0.5:554/stream1";
+        let text =
+            format!("Could not open {secret}; also rtsp://bob:pw@other/x and rtsp://plain/y");
+        let out = redact(&text, Some(secret));
+        assert!(!out.contains("hunter2"), "{out}");
+        assert!(!out.contains("bob:pw"), "{out}");
+        assert!(out.contains("<location>"), "{out}");
+        assert!(out.contains("rtsp://<credentials>@other/x"), "{out}");
+        assert!(out.contains("rtsp://plain/y"), "{out}");
+        assert_eq!(
+            redact("no file \"/cases/smith.mp4\"", Some("/cases/smith.mp4")),
+            "no file \"<location>\""
+        );
     }
 }

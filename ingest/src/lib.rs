@@ -1,19 +1,64 @@
-//! orstream-ingest turns video sources into timestamped JPEG frames.
+//! orstream-ingest turns video sources into timestamped JPEG frames on the bus.
 //!
-//! Each stream is one GStreamer pipeline: a source (today `videotestsrc`; cameras, files and RTSP
-//! later), then conversion, scaling to the configured size and JPEG encoding, ending in an
-//! `appsink`. The appsink's callback copies each encoded frame into a bounded channel without
-//! ever blocking the streaming thread; frames it cannot hand over are dropped and counted.
+//! Each stream is one GStreamer pipeline: a source (RTSP camera, file, V4L2 device or
+//! `videotestsrc`), decoding where needed, an optional frame-rate cap, scaling to the configured
+//! size (letterboxed, aspect kept) and JPEG encoding, ending in an `appsink`. Frames leave the
+//! streaming thread through a bounded queue; a thread per stream publishes them as v1 `Frame`s
+//! keyed by stream_id, and reports the stream's life (started, discontinuity, dropped frames,
+//! errors, ended) as `StreamEvent`s.
+//!
+//! Guarantees, per stream:
+//! - identity: `session_epoch` bumps on every (re)connect; `seq` starts at 0 in each epoch and
+//!   is gap-free on the topic (a frame gets its seq only once the bus has taken it; a failed
+//!   delivery ends the epoch);
+//! - time: `capture_time_ns` is the camera's NTP time from RTCP sender reports when an RTSP
+//!   camera sends them, else the host's realtime clock mapped from the pipeline running time;
+//!   the frame's `clock_source` says which; capture times increase within an epoch;
+//! - live mode never blocks the source: when the bus backs up the oldest queued frames are
+//!   dropped, and every drop is counted in a `FramesDropped` event; archive mode keeps every
+//!   frame and slows the source instead;
+//! - a watchdog tears down a stream that yields no frame for `stall_timeout` (cameras stall
+//!   without closing the connection); failed RTSP and V4L2 streams are rebuilt with capped
+//!   exponential backoff under a new epoch, with one `StreamDiscontinuity` per interruption;
+//! - bad input (an unreachable camera, a missing or corrupt file, no video, caps that cannot be
+//!   negotiated, a frame larger than the bus's message size) gives a `StreamError` naming the
+//!   stream and the cause, and the other streams go on;
+//! - events and logs never carry the source location (RTSP URLs may hold credentials).
 //!
 //! Modules, in the order data flows through them:
-//! - [`config`]: [`StreamConfig`], what one stream is (source, output size and quality, queue).
-//! - `source` (private): the source element for each kind of source.
-//! - [`pipeline`]: [`FramePipeline`], which assembles and runs the pipeline, yields [`Frame`]s
-//!   through a `std::sync::mpsc::Receiver`, reports end of stream and element errors from the
-//!   bus, and counts every frame ([`FrameCounts`]).
+//! - [`config`]: [`IngestConfig`] and [`StreamConfig`] (serde, validated, every problem at once).
+//! - `source` (private): the source elements for each kind and their dynamic linking.
+//! - [`pipeline`]: [`FramePipeline`], one stream's pipeline yielding [`Frame`]s through a
+//!   [`FrameReceiver`], counting every frame ([`FrameCounts`]).
+//! - [`queue`]: the bounded drop-oldest / blocking queue behind [`FrameReceiver`].
+//! - `stream` (private): a stream's sessions, epochs, watchdog, backoff and events.
+//! - `publish` (private): frames and events onto the bus, deliveries checked in order.
+//! - `service`: [`Ingest`], all streams on one producer; [`Stats`].
 //! - [`error`]: [`IngestError`], naming the stream and the element or key at fault.
 //!
-//! In: a [`StreamConfig`]. Out: [`Frame`]s (JPEG bytes, size, PTS and pipeline running time).
+//! In: an [`IngestConfig`] and an [`orstream_bus::Bus`]. Out: `Frame`s on `frames_topic`
+//! (default `or.frames.v1`) and `StreamEvent`s on `events_topic` (default `or.streams.v1`).
+//!
+//! ```no_run
+//! use orstream_bus::Bus;
+//! use orstream_ingest::{Ingest, IngestConfig, StreamConfig, TestSourceConfig};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # fn main() -> Result<(), orstream_ingest::IngestError> {
+//! let config = IngestConfig {
+//!     streams: vec![StreamConfig::test("or1-tower", TestSourceConfig::default())],
+//!     ..IngestConfig::default()
+//! };
+//! let shutdown = CancellationToken::new();
+//! let ingest = Ingest::new(config, Bus::memory())?;
+//! // Cancel `shutdown` (e.g. on SIGTERM) to stop: sources end, frames drain, producer flushes.
+//! let stats = ingest.run(shutdown)?;
+//! println!("{} frames published", stats.published());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`FramePipeline`] can also be used on its own, without a bus:
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -26,7 +71,7 @@
 //! );
 //! let (pipeline, frames) = FramePipeline::build(&config)?;
 //! pipeline.start()?;
-//! // The channel closes once the stream has ended or failed.
+//! // The receiver ends once the stream has ended or failed.
 //! for frame in &frames {
 //!     println!("{} bytes at {} ns", frame.jpeg.len(), frame.pts_ns);
 //! }
@@ -39,8 +84,17 @@
 pub mod config;
 pub mod error;
 pub mod pipeline;
+mod publish;
+pub mod queue;
+mod service;
 mod source;
+mod stream;
 
-pub use config::{FullPolicy, OutputConfig, SourceConfig, StreamConfig, TestSourceConfig};
+pub use config::{
+    FileSourceConfig, FullPolicy, IngestConfig, OutputConfig, RtspProtocols, RtspSourceConfig,
+    ServiceConfig, SourceConfig, StreamConfig, TestSourceConfig, V4l2SourceConfig,
+};
 pub use error::IngestError;
 pub use pipeline::{Frame, FrameCounts, FramePipeline, init};
+pub use queue::FrameReceiver;
+pub use service::{Ingest, Stats, StreamStats};

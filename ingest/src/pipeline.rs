@@ -1,31 +1,43 @@
 //! One stream's GStreamer pipeline and the frames it yields.
 //!
 //! ```text
-//! source ! videoconvert ! videoscale ! video/x-raw,width=W,height=H,pixel-aspect-ratio=1/1
-//!        ! jpegenc quality=Q ! appsink
+//! source [! decodebin] ! (rate cap) videoscale ! videoconvert
+//!        ! video/x-raw,width=W,height=H,pixel-aspect-ratio=1/1 ! jpegenc quality=Q ! appsink
 //! ```
 //!
 //! The pipeline is assembled from elements rather than a `gst-launch` string so that a missing
-//! plugin is reported as the factory it lacks, property types are checked by the compiler's view
-//! of the values, and the appsink is the typed object its callbacks need.
+//! plugin is reported as the factory it lacks, and the appsink is the typed object its callbacks
+//! need. The rate cap is a buffer probe on videoscale's sink pad ([`RateCap`]), so dropped frames
+//! are never scaled or encoded (`videorate drop-only` would do the same, but GStreamer 1.22's
+//! aborts the process on buffers without duration, which RTSP sources deliver); scaling comes
+//! before conversion so it runs on the decoder's (usually planar YUV) output, which `jpegenc`
+//! takes as it is.
 //!
-//! Frames leave the streaming thread through a bounded channel filled with `try_send`: the
-//! appsink callback never blocks, and when the consumer falls behind the newest frame is dropped
-//! and counted ([`FrameCounts`]).
+//! Frames leave the streaming thread through a bounded [`FrameReceiver`]: in live mode the
+//! appsink callback never blocks and the oldest queued frame makes room for the newest (counted
+//! in [`FrameCounts`]); in archive mode the callback waits for room.
+//!
+//! Each frame carries two clocks: the host's realtime clock mapped from the pipeline running
+//! time (`host_time_ns`, always) and the camera's NTP time from RTCP sender reports
+//! (`ntp_time_ns`, when the source is RTSP and a sender report has arrived).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use gstreamer as gst;
+use gstreamer::glib;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use crate::config::{FullPolicy, StreamConfig};
-use crate::error::IngestError;
-use crate::source::build_source;
+use crate::config::{SourceConfig, StreamConfig};
+use crate::error::{IngestError, redact};
+use crate::queue::{self, FrameReceiver, Pushed, Sender};
+use crate::source::add_source;
+
+/// Seconds from the NTP epoch (1900-01-01) to the Unix epoch (1970-01-01).
+const NTP_UNIX_OFFSET_NS: i128 = 2_208_988_800 * 1_000_000_000;
 
 /// Initialises GStreamer once per process; later calls return the first outcome.
 ///
@@ -38,7 +50,7 @@ pub fn init() -> Result<(), IngestError> {
 }
 
 /// One encoded frame as it left the pipeline.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Frame {
     /// The JPEG image, from SOI (`FF D8`) to EOI (`FF D9`). Copied out of GStreamer's buffer so
     /// that a frame waiting in a queue holds no pipeline memory.
@@ -47,22 +59,34 @@ pub struct Frame {
     pub width: u32,
     /// Height in pixels, from the negotiated caps.
     pub height: u32,
+    /// Frames per second from the negotiated caps (the source's rate, before any rate cap); 0
+    /// when unknown or variable.
+    pub fps: f64,
     /// Presentation timestamp of the buffer, in nanoseconds of stream time as the source set it.
     pub pts_ns: u64,
     /// The PTS converted to pipeline running time (nanoseconds since the pipeline started
     /// playing, on the pipeline clock); the basis for mapping a frame to the host clock.
     pub running_time_ns: u64,
+    /// The running time mapped to the host's realtime clock: nanoseconds since the Unix epoch
+    /// (UTC) at which the pipeline clock showed this frame's running time.
+    pub host_time_ns: i64,
+    /// The camera's wall-clock time of the frame (nanoseconds since the Unix epoch, UTC), from
+    /// the RTCP sender reports of an RTSP source; `None` before the first report or for other
+    /// sources.
+    pub ntp_time_ns: Option<i64>,
 }
 
 /// How many frames reached the appsink and what became of them; `total()` equals the number of
 /// samples the appsink produced, so every frame is accounted for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FrameCounts {
-    /// Frames handed to the consumer's channel.
+    /// Frames handed to the receiver (taken or still queued).
     pub delivered: u64,
-    /// Frames dropped because the channel was full (the consumer fell behind).
+    /// Frames dropped because the queue was full: in live mode the oldest queued frame makes
+    /// room for the newest.
     pub dropped_full: u64,
-    /// Frames dropped because the consumer's receiver was gone; the pipeline is then told to stop.
+    /// Frames dropped because the receiver was gone or the stream had ended; the pipeline is
+    /// then told to stop.
     pub dropped_closed: u64,
     /// Samples dropped because they lacked a buffer, caps, timestamp or readable memory.
     pub dropped_invalid: u64,
@@ -73,48 +97,69 @@ impl FrameCounts {
     pub fn total(&self) -> u64 {
         self.delivered + self.dropped_full + self.dropped_closed + self.dropped_invalid
     }
+
+    /// Every frame that will never be received.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_full + self.dropped_closed + self.dropped_invalid
+    }
 }
 
-/// The sending side of the frame channel, shared by the appsink callback (streaming thread), the
-/// bus handler and [`FramePipeline`].
+/// State shared by the appsink callback (streaming thread), the bus handler and
+/// [`FramePipeline`].
 #[derive(Debug)]
 struct Outlet {
-    /// Taken (closing the channel) when the stream ends or fails, so a consumer iterating the
-    /// receiver stops once it has drained the frames already sent. Only the streaming thread and
-    /// the bus handler lock it, never for longer than a `try_send`.
-    sender: Mutex<Option<SyncSender<Frame>>>,
-    full_policy: FullPolicy,
-    delivered: AtomicU64,
+    sender: Sender<Frame>,
+    /// Samples queued, including those later pushed out by newer ones.
+    queued: AtomicU64,
     dropped_full: AtomicU64,
     dropped_closed: AtomicU64,
     dropped_invalid: AtomicU64,
+    /// When the appsink last produced a sample, as nanoseconds since `origin` (0: never).
+    last_sample_ns: AtomicU64,
+    origin: Instant,
+    /// Host realtime minus pipeline clock time, measured once at the first sample, so all
+    /// frames of the pipeline share one mapping (no jitter between frames).
+    clock_offset_ns: OnceLock<i128>,
 }
 
 impl Outlet {
-    fn new(sender: SyncSender<Frame>, full_policy: FullPolicy) -> Self {
+    fn new(sender: Sender<Frame>) -> Self {
         Self {
-            sender: Mutex::new(Some(sender)),
-            full_policy,
-            delivered: AtomicU64::new(0),
+            sender,
+            queued: AtomicU64::new(0),
             dropped_full: AtomicU64::new(0),
             dropped_closed: AtomicU64::new(0),
             dropped_invalid: AtomicU64::new(0),
+            last_sample_ns: AtomicU64::new(0),
+            origin: Instant::now(),
+            clock_offset_ns: OnceLock::new(),
         }
     }
 
-    fn close(&self) {
-        self.sender
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-    }
-
     fn counts(&self) -> FrameCounts {
+        let dropped_full = self.dropped_full.load(Ordering::Relaxed);
         FrameCounts {
-            delivered: self.delivered.load(Ordering::Relaxed),
-            dropped_full: self.dropped_full.load(Ordering::Relaxed),
+            delivered: self
+                .queued
+                .load(Ordering::Relaxed)
+                .saturating_sub(dropped_full),
+            dropped_full,
             dropped_closed: self.dropped_closed.load(Ordering::Relaxed),
             dropped_invalid: self.dropped_invalid.load(Ordering::Relaxed),
+        }
+    }
+
+    fn touch(&self) {
+        let ns = u64::try_from(self.origin.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.last_sample_ns.store(ns, Ordering::Relaxed);
+    }
+
+    fn last_sample(&self) -> Option<Instant> {
+        match self.last_sample_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(self.origin + Duration::from_nanos(ns)),
         }
     }
 }
@@ -128,15 +173,19 @@ pub struct FramePipeline {
     pipeline: gst::Pipeline,
     bus: gst::Bus,
     outlet: Arc<Outlet>,
+    /// Text that must not leave the process (the source location), hidden in errors.
+    secret: Option<String>,
+    /// Play the file again when it ends (segment seeks keep running time increasing).
+    looping: bool,
 }
 
 impl FramePipeline {
     /// Validates `config`, builds the stream's pipeline (not yet playing) and returns it with the
-    /// receiving end of its frame channel, which holds at most `config.frame_queue` frames.
+    /// receiving end of its frame queue, which holds at most `config.frame_queue` frames.
     ///
-    /// The channel closes when the stream ends or an element fails, after the frames already in
+    /// The receiver ends when the stream ends or an element fails, after the frames already in
     /// it have been received; [`FramePipeline::wait_for_eos`] then tells which of the two.
-    pub fn build(config: &StreamConfig) -> Result<(Self, Receiver<Frame>), IngestError> {
+    pub fn build(config: &StreamConfig) -> Result<(Self, FrameReceiver<Frame>), IngestError> {
         config.validate()?;
         init()?;
         let stream_id = config.stream_id.as_str();
@@ -150,20 +199,20 @@ impl FramePipeline {
             .bus()
             .ok_or_else(|| build_err("pipeline has no bus".to_owned()))?;
 
-        let source = build_source(stream_id, &config.source)?;
-        let convert = make_element(stream_id, "videoconvert", "convert")?;
         let scale = make_element(stream_id, "videoscale", "scale")?;
+        let convert = make_element(stream_id, "videoconvert", "convert")?;
         let size = make_element(stream_id, "capsfilter", "size")?;
         let encode = make_element(stream_id, "jpegenc", "encode")?;
         let sink = make_element(stream_id, "appsink", "sink")?
             .downcast::<gst_app::AppSink>()
             .map_err(|_| build_err("the `appsink` element is not an AppSink".to_owned()))?;
 
-        // `validate()` has checked that both fit in an i32.
+        // `validate()` has kept both sides within 1..=16384.
         let width = i32::try_from(config.output.width).unwrap_or(i32::MAX);
         let height = i32::try_from(config.output.height).unwrap_or(i32::MAX);
-        // Square pixels: videoscale keeps the source's display aspect ratio by adding borders
-        // instead of handing the models stretched images.
+        // Square pixels at a fixed size: videoscale keeps the source's display aspect ratio by
+        // adding black borders (letterbox) instead of handing the models stretched images.
+        scale.set_property("add-borders", true);
         let caps = gst::Caps::builder("video/x-raw")
             .field("width", width)
             .field("height", height)
@@ -172,15 +221,16 @@ impl FramePipeline {
         size.set_property("caps", &caps);
         encode.set_property("quality", i32::from(config.output.jpeg_quality));
 
-        // The callback pulls every sample as it arrives, so the appsink's own queue stays at one;
-        // `sync = false` hands frames over as soon as they are encoded (a live source is already
-        // paced by its clock, a recorded one should run as fast as it can).
-        sink.set_sync(false);
+        // The callback pulls every sample as it arrives, so the appsink's own queue stays at one.
+        // `sync` paces a recorded file at its own rate when asked to; live sources are already
+        // paced by their clock and a recorded one otherwise runs as fast as it can.
+        let realtime_file = matches!(&config.source, SourceConfig::File(f) if f.realtime);
+        sink.set_sync(realtime_file);
         sink.set_max_buffers(1);
         sink.set_property("enable-last-sample", false);
 
-        let (tx, rx) = std::sync::mpsc::sync_channel(config.frame_queue);
-        let outlet = Arc::new(Outlet::new(tx, config.full_policy));
+        let (tx, rx) = queue::bounded(config.frame_queue, config.full_policy);
+        let outlet = Arc::new(Outlet::new(tx));
         let callback_outlet = Arc::clone(&outlet);
         let callback_stream = stream_id.to_owned();
         sink.set_callbacks(
@@ -189,13 +239,14 @@ impl FramePipeline {
                 .build(),
         );
 
-        let elements = [&source, &convert, &scale, &size, &encode, sink.upcast_ref()];
+        if let Some(fps) = config.output.max_fps {
+            install_rate_cap(stream_id, &scale, fps)?;
+        }
+        let tail: [&gst::Element; 5] = [&scale, &convert, &size, &encode, sink.upcast_ref()];
         pipeline
-            .add_many(elements)
+            .add_many(tail.iter().copied())
             .map_err(|e| build_err(format!("adding elements: {e}")))?;
-        // Linking checks each pair's possible caps, so an output size an element cannot produce
-        // (videoscale stops at 32767 pixels) fails here, before anything runs.
-        for pair in elements.windows(2) {
+        for pair in tail.windows(2) {
             let (from, to) = (pair[0], pair[1]);
             from.link(to).map_err(|_| {
                 build_err(format!(
@@ -207,29 +258,10 @@ impl FramePipeline {
                 ))
             })?;
         }
+        add_source(&pipeline, stream_id, &config.source, tail[0])?;
 
-        // Only end of stream and errors are kept on the bus for `wait_for_eos`; everything else
-        // is dropped as it is posted, so the bus queue cannot grow while nobody reads it. Both
-        // end the frame channel: no more frames will come.
-        let bus_stream = stream_id.to_owned();
-        let bus_outlet = Arc::clone(&outlet);
-        bus.set_sync_handler(move |_, message| match message.view() {
-            gst::MessageView::Eos(_) | gst::MessageView::Error(_) => {
-                bus_outlet.close();
-                gst::BusSyncReply::Pass
-            }
-            gst::MessageView::Warning(warning) => {
-                tracing::warn!(
-                    stream_id = %bus_stream,
-                    element = %source_path(message),
-                    message = %warning.error(),
-                    debug = ?warning.debug(),
-                    "GStreamer warning"
-                );
-                gst::BusSyncReply::Drop
-            }
-            _ => gst::BusSyncReply::Drop,
-        });
+        let looping = matches!(&config.source, SourceConfig::File(f) if f.looping);
+        install_bus_handler(&pipeline, &bus, &outlet, stream_id, looping);
 
         Ok((
             Self {
@@ -237,6 +269,8 @@ impl FramePipeline {
                 pipeline,
                 bus,
                 outlet,
+                secret: config.source.secret(),
+                looping,
             },
             rx,
         ))
@@ -248,18 +282,56 @@ impl FramePipeline {
     }
 
     /// Sets the pipeline playing. Failures that show up only once data flows (for example caps
-    /// that cannot be negotiated) arrive later through [`FramePipeline::wait_for_eos`].
+    /// that cannot be negotiated, an unreachable camera) arrive later through
+    /// [`FramePipeline::wait_for_eos`].
     pub fn start(&self) -> Result<(), IngestError> {
+        if self.looping {
+            self.start_looping()?;
+        }
         if self.pipeline.set_state(gst::State::Playing).is_ok() {
             return Ok(());
         }
+        Err(self.state_error(gst::State::Playing))
+    }
+
+    /// Prerolls and issues the first segment seek, so that the end of the file posts
+    /// `segment-done` (answered by the bus handler with a non-flushing seek back to the start)
+    /// instead of end of stream.
+    fn start_looping(&self) -> Result<(), IngestError> {
+        if self.pipeline.set_state(gst::State::Paused).is_err() {
+            return Err(self.state_error(gst::State::Paused));
+        }
+        let (result, _, _) = self.pipeline.state(gst::ClockTime::from_seconds(30));
+        if result.is_err() {
+            return Err(self.state_error(gst::State::Paused));
+        }
+        self.pipeline
+            .seek_simple(
+                gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT,
+                gst::ClockTime::ZERO,
+            )
+            .map_err(|_| IngestError::Build {
+                stream_id: self.stream_id.clone(),
+                cause: "the file cannot be looped: it does not support seeking".to_owned(),
+            })
+    }
+
+    fn state_error(&self, state: gst::State) -> IngestError {
         // The element that refused has usually posted the reason.
         match self.bus.pop_filtered(&[gst::MessageType::Error]) {
-            Some(message) => Err(self.error_from(&message)),
-            None => Err(IngestError::StateChange {
+            Some(message) => self.error_from(&message),
+            None => IngestError::StateChange {
                 stream_id: self.stream_id.clone(),
-                state: format!("{:?}", gst::State::Playing),
-            }),
+                state: format!("{state:?}"),
+            },
+        }
+    }
+
+    /// Asks the sources to end: each sends end of stream, the frames inside the pipeline drain
+    /// to the receiver, and [`FramePipeline::wait_for_eos`] then returns `Ok`.
+    pub fn request_stop(&self) {
+        if !self.pipeline.send_event(gst::event::Eos::new()) {
+            tracing::debug!(stream_id = %self.stream_id, "a source ignored end of stream");
         }
     }
 
@@ -298,32 +370,118 @@ impl FramePipeline {
         self.outlet.counts()
     }
 
+    /// When the appsink last produced a sample (delivered or dropped); `None` before the first.
+    /// The watchdog's measure of a stalled source.
+    pub fn last_sample(&self) -> Option<Instant> {
+        self.outlet.last_sample()
+    }
+
     fn error_from(&self, message: &gst::Message) -> IngestError {
-        let (text, debug) = match message.view() {
-            gst::MessageView::Error(error) => (
-                error.error().to_string(),
-                error.debug().map(|d| d.to_string()).unwrap_or_default(),
-            ),
+        let secret = self.secret.as_deref();
+        let (text, debug, unusable_input) = match message.view() {
+            gst::MessageView::Error(error) => {
+                // GStreamer's debug text starts with its source file and function; the cause
+                // is on the last line.
+                let debug = error
+                    .debug()
+                    .map(|d| d.lines().last().unwrap_or_default().trim().to_owned())
+                    .unwrap_or_default();
+                let unusable = is_unusable_input(&error.error(), &debug);
+                (error.error().to_string(), debug, unusable)
+            }
             _ => (
                 format!("unexpected message {:?}", message.type_()),
                 String::new(),
+                false,
             ),
         };
         IngestError::Pipeline {
             stream_id: self.stream_id.clone(),
-            element: source_path(message),
-            message: text,
-            debug,
+            element: redact(&source_path(message), secret),
+            message: redact(&text, secret),
+            debug: redact(&debug, secret),
+            unusable_input,
         }
     }
 }
 
 impl Drop for FramePipeline {
     fn drop(&mut self) {
+        // Wake a streaming thread that waits for room (archive mode) before stopping it.
+        self.outlet.sender.close();
         if self.pipeline.set_state(gst::State::Null).is_err() {
             tracing::warn!(stream_id = %self.stream_id, "pipeline did not stop cleanly");
         }
     }
+}
+
+/// Whether a GStreamer error says the input itself cannot be used: no decoder for its codec,
+/// not a media type anything recognises, no video, caps nothing downstream accepts. Decode and
+/// demux errors are left out: on a network source they can be transient corruption.
+fn is_unusable_input(error: &glib::Error, debug: &str) -> bool {
+    let stream = error.kind::<gst::StreamError>().is_some_and(|kind| {
+        matches!(
+            kind,
+            gst::StreamError::CodecNotFound
+                | gst::StreamError::TypeNotFound
+                | gst::StreamError::WrongType
+                | gst::StreamError::Format
+                | gst::StreamError::NotImplemented
+        )
+    });
+    let core = error.kind::<gst::CoreError>().is_some_and(|kind| {
+        matches!(
+            kind,
+            gst::CoreError::MissingPlugin | gst::CoreError::Negotiation
+        )
+    });
+    stream || core || debug.contains("not-negotiated")
+}
+
+/// Keeps only end of stream and errors on the bus for `wait_for_eos` (both end the frame
+/// queue); logs warnings; answers `segment-done` when looping; drops everything else as it is
+/// posted, so the bus queue cannot grow while nobody reads it.
+fn install_bus_handler(
+    pipeline: &gst::Pipeline,
+    bus: &gst::Bus,
+    outlet: &Arc<Outlet>,
+    stream_id: &str,
+    looping: bool,
+) {
+    let bus_stream = stream_id.to_owned();
+    let bus_outlet = Arc::clone(outlet);
+    let pipeline_weak = pipeline.downgrade();
+    bus.set_sync_handler(move |_, message| match message.view() {
+        gst::MessageView::Eos(_) | gst::MessageView::Error(_) => {
+            bus_outlet.sender.close();
+            gst::BusSyncReply::Pass
+        }
+        gst::MessageView::SegmentDone(_) if looping => {
+            if let Some(pipeline) = pipeline_weak.upgrade() {
+                // Not on the streaming thread that posted this: seeking from it could deadlock.
+                pipeline.call_async(|pipeline| {
+                    if pipeline
+                        .seek_simple(gst::SeekFlags::SEGMENT, gst::ClockTime::ZERO)
+                        .is_err()
+                    {
+                        tracing::warn!(pipeline = %pipeline.name(), "loop seek refused");
+                        let _ended = pipeline.send_event(gst::event::Eos::new());
+                    }
+                });
+            }
+            gst::BusSyncReply::Drop
+        }
+        gst::MessageView::Warning(warning) => {
+            tracing::warn!(
+                stream_id = %bus_stream,
+                element = %source_path(message),
+                message = %warning.error(),
+                "GStreamer warning"
+            );
+            gst::BusSyncReply::Drop
+        }
+        _ => gst::BusSyncReply::Drop,
+    });
 }
 
 /// Creates element `factory` named `name`, or says which factory is missing.
@@ -350,7 +508,87 @@ fn source_path(message: &gst::Message) -> String {
     )
 }
 
-/// The appsink callback, on the streaming thread: never blocks, accounts for every sample.
+/// Drops frames to at most `fps` per second, evenly spaced by running time: a frame passes
+/// when it reaches the next slot of a grid of `1/fps` steps (less a quarter step, so timestamp
+/// jitter does not push a frame into the next slot). 30 -> 10 keeps every third frame.
+#[derive(Debug)]
+pub(crate) struct RateCap {
+    interval_ns: u64,
+    next_ns: Option<u64>,
+}
+
+impl RateCap {
+    pub(crate) fn new(fps: u32) -> Self {
+        Self {
+            interval_ns: 1_000_000_000 / u64::from(fps.max(1)),
+            next_ns: None,
+        }
+    }
+
+    /// Whether the frame at running time `t_ns` is kept.
+    pub(crate) fn keep(&mut self, t_ns: u64) -> bool {
+        let interval = self.interval_ns;
+        let slack = interval / 4;
+        match self.next_ns {
+            // Ahead of the next slot: drop, unless time went back by more than a slot (a new
+            // segment, a looped file), which starts a new grid.
+            Some(next)
+                if t_ns + slack < next && t_ns + interval >= next.saturating_sub(interval) =>
+            {
+                false
+            }
+            Some(next) if t_ns + slack >= next && t_ns <= next + interval => {
+                self.next_ns = Some(next + interval);
+                true
+            }
+            // The first frame, or a jump in time: start the grid here.
+            _ => {
+                self.next_ns = Some(t_ns + interval);
+                true
+            }
+        }
+    }
+}
+
+/// Puts a [`RateCap`] on `element`'s sink pad.
+fn install_rate_cap(stream_id: &str, element: &gst::Element, fps: u32) -> Result<(), IngestError> {
+    let pad = element
+        .static_pad("sink")
+        .ok_or_else(|| IngestError::Build {
+            stream_id: stream_id.to_owned(),
+            cause: format!("`{}` has no sink pad for the rate cap", element.name()),
+        })?;
+    let cap = std::sync::Mutex::new(RateCap::new(fps));
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let running = pad
+            .sticky_event::<gst::event::Segment>(0)
+            .and_then(|e| {
+                e.segment()
+                    .downcast_ref::<gst::ClockTime>()
+                    .and_then(|s| s.to_running_time(pts))
+            })
+            .unwrap_or(pts);
+        let keep = cap
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keep(running.nseconds());
+        if keep {
+            gst::PadProbeReturn::Ok
+        } else {
+            // `Handled` with the buffer released here: `Drop` makes GStreamer 1.22 unref a
+            // buffer the bindings have already let go of (a CRITICAL per dropped frame).
+            info.data.take();
+            gst::PadProbeReturn::Handled
+        }
+    });
+    Ok(())
+}
+
+/// The appsink callback, on the streaming thread: accounts for every sample; in live mode it
+/// never waits.
 fn on_new_sample(
     sink: &gst_app::AppSink,
     outlet: &Outlet,
@@ -358,7 +596,9 @@ fn on_new_sample(
 ) -> Result<gst::FlowSuccess, gst::FlowError> {
     // Fails only while the sink is shutting down; `Flushing` stops the flow without an error.
     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
-    let frame = match frame_from_sample(&sample) {
+    outlet.touch();
+    let host_base_ns = host_base_ns(sink, outlet);
+    let frame = match frame_from_sample(&sample, host_base_ns) {
         Ok(frame) => frame,
         Err(reason) => {
             outlet.dropped_invalid.fetch_add(1, Ordering::Relaxed);
@@ -366,42 +606,46 @@ fn on_new_sample(
             return Ok(gst::FlowSuccess::Ok);
         }
     };
-    // Clone the sender out of the lock so a blocking send never holds it: the bus handler
-    // must be able to close the outlet while the streaming thread waits for room.
-    let sender = outlet
-        .sender
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    let sent = match (sender, outlet.full_policy) {
-        (None, _) => Err(TrySendError::Disconnected(frame)),
-        (Some(tx), FullPolicy::DropNewest) => tx.try_send(frame),
-        // Backpressure: the streaming thread waits, so upstream (a file demuxer, a test
-        // source) slows to the consumer's pace and no frame is lost.
-        (Some(tx), FullPolicy::Block) => tx
-            .send(frame)
-            .map_err(|std::sync::mpsc::SendError(frame)| TrySendError::Disconnected(frame)),
-    };
-    match sent {
-        Ok(()) => {
-            outlet.delivered.fetch_add(1, Ordering::Relaxed);
+    match outlet.sender.push(frame) {
+        Pushed::Queued => {
+            outlet.queued.fetch_add(1, Ordering::Relaxed);
             Ok(gst::FlowSuccess::Ok)
         }
-        Err(TrySendError::Full(_)) => {
+        Pushed::QueuedDroppedOldest => {
+            outlet.queued.fetch_add(1, Ordering::Relaxed);
             outlet.dropped_full.fetch_add(1, Ordering::Relaxed);
             Ok(gst::FlowSuccess::Ok)
         }
-        Err(TrySendError::Disconnected(_)) => {
+        Pushed::Closed => {
             outlet.dropped_closed.fetch_add(1, Ordering::Relaxed);
-            // Nobody consumes this stream any more (or it has already ended): stop it instead of
-            // encoding into the void.
+            // Nobody takes this stream's frames any more (or it has already ended): stop it
+            // instead of encoding into the void.
             Err(gst::FlowError::Eos)
         }
     }
 }
 
+/// Host realtime (Unix ns) at which the pipeline's running time was zero: realtime minus the
+/// clock's current time, plus the base time. Measured once per pipeline.
+fn host_base_ns(sink: &gst_app::AppSink, outlet: &Outlet) -> i128 {
+    let offset = *outlet.clock_offset_ns.get_or_init(|| {
+        let clock_now = sink.clock().map(|clock| clock.time());
+        let clock_now = clock_now.map_or(0, |t| i128::from(t.nseconds()));
+        realtime_ns() - clock_now
+    });
+    let base = sink.base_time().map_or(0, |t| i128::from(t.nseconds()));
+    offset + base
+}
+
+/// Nanoseconds since the Unix epoch on the host's realtime clock.
+pub(crate) fn realtime_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
+}
+
 /// Extracts a [`Frame`] from an appsink sample, or says what it lacked.
-fn frame_from_sample(sample: &gst::Sample) -> Result<Frame, &'static str> {
+fn frame_from_sample(sample: &gst::Sample, host_base_ns: i128) -> Result<Frame, &'static str> {
     let buffer = sample.buffer().ok_or("sample without buffer")?;
     let structure = sample
         .caps()
@@ -415,6 +659,11 @@ fn frame_from_sample(sample: &gst::Sample) -> Result<Frame, &'static str> {
     };
     let width = dimension("width").ok_or("caps without a valid width")?;
     let height = dimension("height").ok_or("caps without a valid height")?;
+    let fps = structure
+        .get::<gst::Fraction>("framerate")
+        .ok()
+        .filter(|f| f.numer() > 0 && f.denom() > 0)
+        .map_or(0.0, |f| f64::from(f.numer()) / f64::from(f.denom()));
     let pts = buffer.pts().ok_or("buffer without PTS")?;
     let running_time = sample
         .segment()
@@ -422,14 +671,39 @@ fn frame_from_sample(sample: &gst::Sample) -> Result<Frame, &'static str> {
         .ok_or("sample without a time segment")?
         .to_running_time(pts)
         .ok_or("PTS outside the segment")?;
+    let host_time_ns = i64::try_from(host_base_ns + i128::from(running_time.nseconds()))
+        .map_err(|_| "host time out of range")?;
+    let ntp_time_ns = ntp_time_ns(buffer);
     let map = buffer.map_readable().map_err(|_| "buffer not readable")?;
     Ok(Frame {
         jpeg: Bytes::copy_from_slice(map.as_slice()),
         width,
         height,
+        fps,
         pts_ns: pts.nseconds(),
         running_time_ns: running_time.nseconds(),
+        host_time_ns,
+        ntp_time_ns,
     })
+}
+
+/// The camera's NTP time of `buffer` as Unix nanoseconds, from a reference timestamp meta with
+/// `timestamp/x-ntp` caps (rtspsrc `add-reference-timestamp-meta`; NTP-epoch nanoseconds).
+fn ntp_time_ns(buffer: &gst::BufferRef) -> Option<i64> {
+    buffer
+        .iter_meta::<gst::ReferenceTimestampMeta>()
+        .find(|meta| {
+            meta.reference()
+                .structure(0)
+                .is_some_and(|s| s.name() == "timestamp/x-ntp")
+        })
+        .and_then(|meta| {
+            // The meta's accessor panics on an undefined timestamp; rtpjitterbuffer never adds
+            // one, but a panic must not cross into the streaming thread.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| meta.timestamp())).ok()
+        })
+        .and_then(|ts| i64::try_from(i128::from(ts.nseconds()) - NTP_UNIX_OFFSET_NS).ok())
+        .filter(|ns| *ns > 0)
 }
 
 #[cfg(test)]
@@ -464,5 +738,64 @@ mod tests {
             dropped_invalid: 2,
         };
         assert_eq!(counts.total(), 11);
+        assert_eq!(counts.dropped(), 6);
+    }
+
+    fn kept(fps: u32, input_fps: u64, frames: u64, jitter: &[i64]) -> Vec<u64> {
+        let mut cap = RateCap::new(fps);
+        (0..frames)
+            .filter(|i| {
+                let j = jitter[(*i as usize) % jitter.len()];
+                let t = (i * 1_000_000_000 / input_fps).saturating_add_signed(j);
+                cap.keep(t)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rate_cap_keeps_evenly_spaced_frames() {
+        // 30 -> 10: every third frame, with or without a millisecond of jitter.
+        assert_eq!(kept(10, 30, 12, &[0]), [0, 3, 6, 9]);
+        assert_eq!(kept(10, 30, 12, &[0, 1_000_000, -1_000_000]), [0, 3, 6, 9]);
+        // 30 -> 15: every other frame; 30 -> 20: two of every three.
+        assert_eq!(kept(15, 30, 8, &[0]), [0, 2, 4, 6]);
+        assert_eq!(kept(20, 30, 6, &[0]).len(), 4);
+        // A cap above the source rate keeps everything.
+        assert_eq!(kept(60, 30, 5, &[0]), [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn rate_cap_restarts_its_grid_when_time_jumps() {
+        let mut cap = RateCap::new(10);
+        assert!(cap.keep(5_000_000_000));
+        assert!(!cap.keep(5_033_000_000));
+        // Time went back (a looped file): keep and start again.
+        assert!(cap.keep(0));
+        assert!(!cap.keep(33_000_000));
+        assert!(cap.keep(100_000_000));
+        // A long gap: keep the first frame after it.
+        assert!(cap.keep(9_000_000_000));
+    }
+
+    #[test]
+    fn ntp_meta_is_read_as_unix_time() {
+        init().expect("GStreamer initialises");
+        let mut buffer = gst::Buffer::new();
+        let unix_ns: i64 = 1_795_000_000_123_456_789;
+        let ntp_ns = u64::try_from(i128::from(unix_ns) + NTP_UNIX_OFFSET_NS).expect("fits");
+        {
+            let buffer = buffer.get_mut().expect("fresh buffer is writable");
+            let other = gst::Caps::new_empty_simple("timestamp/x-unix");
+            gst::ReferenceTimestampMeta::add(buffer, &other, gst::ClockTime::from_seconds(1), None);
+            let caps = gst::Caps::new_empty_simple("timestamp/x-ntp");
+            gst::ReferenceTimestampMeta::add(
+                buffer,
+                &caps,
+                gst::ClockTime::from_nseconds(ntp_ns),
+                None,
+            );
+        }
+        assert_eq!(ntp_time_ns(&buffer), Some(unix_ns));
+        assert_eq!(ntp_time_ns(&gst::Buffer::new()), None);
     }
 }

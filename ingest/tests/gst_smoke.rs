@@ -8,13 +8,13 @@
     reason = "a failed expectation is the test failing"
 )]
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 
 use gstreamer::prelude::*;
 use std::time::Duration;
 
 use orstream_ingest::{
-    Frame, FramePipeline, IngestError, OutputConfig, StreamConfig, TestSourceConfig,
+    Frame, FramePipeline, FrameReceiver, IngestError, OutputConfig, StreamConfig, TestSourceConfig,
 };
 
 /// Generous bound for a few dozen small frames on a slow, shared machine.
@@ -32,12 +32,13 @@ fn test_stream(stream_id: &str, frames: u32, width: u32, height: u32) -> StreamC
         width,
         height,
         jpeg_quality: 80,
+        max_fps: None,
     };
     config
 }
 
 /// Receives until the channel closes (end of stream or failure), bounded by `WAIT` per frame.
-fn drain(frames: &Receiver<Frame>) -> Vec<Frame> {
+fn drain(frames: &FrameReceiver<Frame>) -> Vec<Frame> {
     let mut received = Vec::new();
     loop {
         match frames.recv_timeout(WAIT) {
@@ -99,7 +100,7 @@ fn test_source_delivers_exactly_n_jpeg_frames() {
 }
 
 #[test]
-fn a_full_queue_drops_the_newest_frames_and_counts_them() {
+fn a_full_live_queue_drops_the_oldest_frames_and_counts_them() {
     const N: u32 = 30;
     let mut config = test_stream("smoke-overload", N, 160, 120);
     config.frame_queue = 2;
@@ -116,8 +117,10 @@ fn a_full_queue_drops_the_newest_frames_and_counts_them() {
     assert_eq!(counts.delivered, 2, "{counts:?}");
     assert_eq!(counts.dropped_full, u64::from(N) - 2, "{counts:?}");
     assert_eq!(counts.total(), u64::from(N), "{counts:?}");
-    // Drop-newest keeps the oldest frames.
-    assert_eq!(received[0].pts_ns, 0);
+    // Drop-oldest keeps the freshest frames: the last two of the stream.
+    let frame_ns = 1_000_000_000 / 30;
+    assert_eq!(received[1].pts_ns / frame_ns, u64::from(N) - 1);
+    assert_eq!(received[0].pts_ns / frame_ns, u64::from(N) - 2);
 }
 
 #[test]
@@ -135,19 +138,19 @@ fn invalid_configuration_is_rejected_before_building() {
 }
 
 #[test]
-fn an_output_size_no_element_can_produce_is_a_build_error() {
-    // videoscale produces at most 32767 pixels a side (and JPEG at most 65535): linking fails.
+fn an_output_size_beyond_the_contract_is_rejected() {
+    // The v1 contract accepts frame sides up to 16384 pixels.
     let config = test_stream("smoke-oversize", 5, 70_000, 16);
     match FramePipeline::build(&config) {
-        Err(err @ IngestError::Build { .. }) => {
+        Err(err @ IngestError::InvalidConfig { .. }) => {
             let text = err.to_string();
             assert!(text.contains("smoke-oversize"), "{text}");
-            assert!(text.contains("`scale` to `size`"), "{text}");
-            assert!(text.contains("70000x16"), "{text}");
+            assert!(text.contains("output.width"), "{text}");
+            assert!(text.contains("70000"), "{text}");
             assert!(!err.is_retriable());
         }
-        Err(other) => panic!("expected a build error, got {other:?}"),
-        Ok(_) => panic!("a 70000-pixel-wide JPEG must be refused"),
+        Err(other) => panic!("expected a configuration error, got {other:?}"),
+        Ok(_) => panic!("a 70000-pixel-wide frame must be refused"),
     }
 }
 
@@ -178,7 +181,8 @@ fn caps_that_fail_at_run_time_end_the_stream_with_an_error_naming_the_element() 
         }
         other => panic!("expected a pipeline error, got {other:?}"),
     }
-    assert!(err.is_retriable());
+    // Caps nothing accepts will not be accepted on a retry either.
+    assert!(!err.is_retriable());
     // The failure also closes the frame channel, so a consumer loop ends instead of hanging.
     assert!(drain(&frames).is_empty());
 }
@@ -257,4 +261,22 @@ fn blocking_policy_keeps_every_frame_for_a_slow_consumer() {
     assert_eq!(received, 20);
     assert_eq!(counts.delivered, 20, "{counts:?}");
     assert_eq!(counts.total(), 20, "{counts:?}");
+}
+
+/// The rate cap keeps evenly spaced frames: 30 fps in, every third frame out.
+#[test]
+fn the_rate_cap_keeps_every_third_frame_of_a_30_fps_source() {
+    let mut config = test_stream("smoke-capped", 30, 160, 120);
+    config.output.max_fps = Some(10);
+    config.frame_queue = 30;
+    let (pipeline, frames) = FramePipeline::build(&config).expect("pipeline builds");
+    pipeline.start().expect("pipeline starts");
+    let received = drain(&frames);
+    pipeline.wait_for_eos(WAIT).expect("end of stream");
+    let frame_ns = 1_000_000_000 / 30;
+    let indices: Vec<u64> = received
+        .iter()
+        .map(|f| (f.pts_ns + frame_ns / 2) / frame_ns)
+        .collect();
+    assert_eq!(indices, (0..30).step_by(3).collect::<Vec<u64>>());
 }

@@ -2,4 +2,5 @@
 
 pub mod infer;
 pub mod ingest;
+pub mod record;
 pub mod sink;

@@ -1,0 +1,176 @@
+//! The ingest service: every configured stream on its own thread, one producer shared by all,
+//! one shutdown token.
+//!
+//! Shutdown order: the token is cancelled -> each stream asks its source for end of stream and
+//! publishes what drains out of its pipeline (bounded by `drain_timeout`) -> it publishes
+//! `StreamEnded` and waits for its deliveries -> once every stream is done the producer is
+//! flushed (bounded by `flush_timeout`) and [`Ingest::run`] returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orstream_bus::Bus;
+use orstream_proto::EndReason;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::IngestConfig;
+use crate::error::IngestError;
+use crate::pipeline::init;
+use crate::publish::Publisher;
+use crate::stream::{Settings, StreamRunner};
+
+/// How long topic creation may take.
+const TOPIC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What happened to one stream over the service's run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStats {
+    /// The stream.
+    pub stream_id: String,
+    /// Frames the bus took (each with its seq).
+    pub published: u64,
+    /// Frames captured but never published, for any reason.
+    pub dropped: u64,
+    /// Session epochs that published at least one frame.
+    pub epochs: u64,
+    /// Errors reported as `StreamError` events (failed sessions, oversized frames).
+    pub errors: u64,
+    /// Why the stream ended.
+    pub end: EndReason,
+    /// The failure that ended it, when it failed.
+    pub detail: String,
+}
+
+impl StreamStats {
+    pub(crate) fn new(stream_id: &str) -> Self {
+        Self {
+            stream_id: stream_id.to_owned(),
+            published: 0,
+            dropped: 0,
+            epochs: 0,
+            errors: 0,
+            end: EndReason::Unspecified,
+            detail: String::new(),
+        }
+    }
+}
+
+/// What happened over a run of the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// One entry per configured stream, in configuration order.
+    pub streams: Vec<StreamStats>,
+}
+
+impl Stats {
+    /// Frames published over all streams.
+    pub fn published(&self) -> u64 {
+        self.streams.iter().map(|s| s.published).sum()
+    }
+
+    /// Frames dropped over all streams.
+    pub fn dropped(&self) -> u64 {
+        self.streams.iter().map(|s| s.dropped).sum()
+    }
+}
+
+/// The ingest service over a bus. See the crate documentation for an example.
+#[derive(Debug)]
+pub struct Ingest {
+    config: IngestConfig,
+    bus: Bus,
+}
+
+impl Ingest {
+    /// Checks `config` (every problem at once) and GStreamer; nothing runs yet.
+    pub fn new(config: IngestConfig, bus: Bus) -> Result<Self, IngestError> {
+        config.validate()?;
+        init()?;
+        Ok(Self { config, bus })
+    }
+
+    /// Runs every stream until its source ends for good (a file's end, a fatal error) or
+    /// `shutdown` is cancelled, then flushes the producer. Blocks the calling thread; GStreamer
+    /// and one thread per stream do the work.
+    ///
+    /// Errors only when the service cannot start (topics, producer) or the final flush fails;
+    /// a failing stream is reported in its [`StreamStats`] and its events, never here.
+    pub fn run(self, shutdown: CancellationToken) -> Result<Stats, IngestError> {
+        let config = &self.config;
+        if config.create_topics {
+            for topic in [&config.frames_topic, &config.events_topic] {
+                self.bus
+                    .create_topic(topic, config.topic_partitions, TOPIC_TIMEOUT)
+                    .map_err(|source| IngestError::Bus {
+                        what: format!("creating topic {topic}"),
+                        source,
+                    })?;
+            }
+        }
+        let producer = Arc::new(self.bus.producer().map_err(|source| IngestError::Bus {
+            what: "creating the producer".to_owned(),
+            source,
+        })?);
+        let settings = Settings {
+            drop_report_interval: config.drop_report_interval,
+            drain_timeout: config.drain_timeout,
+        };
+        let mut handles = Vec::with_capacity(config.streams.len());
+        for stream in &config.streams {
+            let publisher = Publisher::new(
+                Arc::clone(&producer),
+                &config.frames_topic,
+                &config.events_topic,
+                &stream.stream_id,
+                config.max_message_bytes,
+            );
+            let runner = StreamRunner::new(
+                stream.clone(),
+                settings.clone(),
+                publisher,
+                shutdown.child_token(),
+            );
+            let spawned = std::thread::Builder::new()
+                .name(format!("ingest-{}", stream.stream_id))
+                .spawn(move || runner.run());
+            match spawned {
+                Ok(handle) => handles.push((stream.stream_id.clone(), Some(handle))),
+                Err(error) => {
+                    tracing::error!(stream_id = %stream.stream_id, %error,
+                        "cannot start the stream's thread");
+                    handles.push((stream.stream_id.clone(), None));
+                }
+            }
+        }
+        let mut stats = Stats {
+            streams: Vec::with_capacity(handles.len()),
+        };
+        for (stream_id, handle) in handles {
+            let joined = handle.map(std::thread::JoinHandle::join);
+            stats.streams.push(match joined {
+                Some(Ok(stream_stats)) => stream_stats,
+                Some(Err(_)) | None => {
+                    let error = IngestError::Panicked {
+                        stream_id: stream_id.clone(),
+                    };
+                    tracing::error!(%error, "stream lost");
+                    StreamStats {
+                        end: EndReason::Failed,
+                        detail: error.to_string(),
+                        ..StreamStats::new(&stream_id)
+                    }
+                }
+            });
+        }
+        producer
+            .flush(config.flush_timeout)
+            .map_err(|source| IngestError::Bus {
+                what: format!(
+                    "flushing the producer ({} frames published)",
+                    stats.published()
+                ),
+                source,
+            })?;
+        Ok(stats)
+    }
+}

@@ -1,0 +1,550 @@
+//! One stream's life: build the pipeline, publish its frames under a session epoch, watch for
+//! stalls, rebuild after failures with capped exponential backoff, and report it all as
+//! `StreamEvent`s.
+//!
+//! A session is one pipeline from build to teardown. Every session gets a new epoch (the
+//! larger of the previous epoch + 1 and the Unix time in milliseconds, so epochs also grow
+//! across restarts of the process). Frames get seq 0, 1, 2, ... within the epoch only once the
+//! bus has taken them, so a dropped frame never leaves a hole. When a session that follows a
+//! published one delivers its first frame, a `StreamDiscontinuity` gives the previous epoch,
+//! its last seq, the gap between the two capture times and why the previous session ended;
+//! failed attempts in between produce `StreamError`s but no extra discontinuity.
+
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+use orstream_proto::{
+    ClockSource, Encoding, EndReason, Frame, FramesDropped, StreamDiscontinuity, StreamEnded,
+    StreamError, StreamStarted, stream_event::Kind,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::StreamConfig;
+use crate::error::IngestError;
+use crate::pipeline::{self, FrameCounts, FramePipeline};
+use crate::publish::{FrameOutcome, Publisher};
+use crate::service::StreamStats;
+
+/// How often the session loop looks at the watchdog, the shutdown token and the drop report
+/// when no frame arrives.
+const TICK: Duration = Duration::from_millis(100);
+/// How long to wait for the pipeline to say why its frames stopped.
+const OUTCOME_WAIT: Duration = Duration::from_secs(2);
+
+/// Service settings every stream needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) drop_report_interval: Duration,
+    pub(crate) drain_timeout: Duration,
+}
+
+/// How a session ended.
+#[derive(Debug)]
+enum SessionEnd {
+    /// The source reached its end.
+    Eos,
+    /// The service is stopping.
+    Shutdown,
+    /// The source failed; `unusable` when retrying cannot help.
+    Failed { reason: String, unusable: bool },
+}
+
+/// Frames that never reached the bus, by cause, since the last `FramesDropped` event.
+#[derive(Debug, Default)]
+struct Drops {
+    queue_full: u64,
+    invalid: u64,
+    oversized: u64,
+    bus_refused: u64,
+    session_ended: u64,
+    /// Over the stream's life.
+    total: u64,
+    last_report: Option<Instant>,
+}
+
+impl Drops {
+    fn pending(&self) -> u64 {
+        self.queue_full + self.invalid + self.oversized + self.bus_refused + self.session_ended
+    }
+
+    fn reason(&self) -> String {
+        let parts: Vec<String> = [
+            ("live queue full, oldest dropped", self.queue_full),
+            ("invalid sample", self.invalid),
+            ("larger than max_message_bytes", self.oversized),
+            ("bus queue full", self.bus_refused),
+            ("session ended before publishing", self.session_ended),
+        ]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(why, n)| format!("{why}: {n}"))
+        .collect();
+        parts.join(", ")
+    }
+
+    /// Takes the pipeline's new drops since `seen`.
+    fn add_pipeline(&mut self, now: FrameCounts, seen: &mut FrameCounts) {
+        let full = now.dropped_full.saturating_sub(seen.dropped_full);
+        let invalid = now.dropped_invalid.saturating_sub(seen.dropped_invalid);
+        let closed = now.dropped_closed.saturating_sub(seen.dropped_closed);
+        self.queue_full += full;
+        self.invalid += invalid;
+        self.session_ended += closed;
+        self.total += full + invalid + closed;
+        *seen = now;
+    }
+
+    fn add(&mut self, field: fn(&mut Self) -> &mut u64, n: u64) {
+        *field(self) += n;
+        self.total += n;
+    }
+}
+
+/// The capture time of each frame of one epoch: the camera's NTP time when the frame has one
+/// and it keeps the epoch's times increasing, else the host time; never going backwards.
+#[derive(Debug, Default)]
+struct CaptureClock {
+    last: Option<(i64, ClockSource)>,
+    /// Frames whose clocks would have gone backwards and were set just after the previous one.
+    clamped: u64,
+}
+
+impl CaptureClock {
+    fn stamp(&mut self, host_ns: i64, ntp_ns: Option<i64>) -> (i64, ClockSource) {
+        let after_last = |t: i64| self.last.is_none_or(|(last, _)| t > last);
+        let stamped = match ntp_ns {
+            // A camera clock behind the host's would make the switch from host to camera time
+            // go backwards; such an epoch keeps the host clock.
+            Some(ntp) if after_last(ntp) => (ntp, ClockSource::CameraNtp),
+            _ if after_last(host_ns) => (host_ns, ClockSource::Host),
+            _ => {
+                self.clamped += 1;
+                let (last, source) = self.last.unwrap_or((host_ns, ClockSource::Host));
+                (last.saturating_add(1), source)
+            }
+        };
+        self.last = Some(stamped);
+        stamped
+    }
+}
+
+/// The previous epoch that published frames, for the discontinuity after it.
+#[derive(Debug, Clone, Copy)]
+struct Published {
+    epoch: u64,
+    last_seq: u64,
+    last_capture_ns: i64,
+}
+
+/// Runs one stream until its source ends for good or `shutdown` is cancelled.
+pub(crate) struct StreamRunner {
+    config: StreamConfig,
+    settings: Settings,
+    publisher: Publisher,
+    shutdown: CancellationToken,
+    stats: StreamStats,
+    drops: Drops,
+    /// Epoch of the current (or last) session.
+    epoch: u64,
+    /// The last epoch that published a frame.
+    published: Option<Published>,
+    /// Why the stream was interrupted, kept from the first failure until frames flow again.
+    interruption: Option<String>,
+    /// Failed attempts since frames last flowed.
+    attempts: u32,
+}
+
+impl StreamRunner {
+    pub(crate) fn new(
+        config: StreamConfig,
+        settings: Settings,
+        publisher: Publisher,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let stats = StreamStats::new(&config.stream_id);
+        Self {
+            config,
+            settings,
+            publisher,
+            shutdown,
+            stats,
+            drops: Drops::default(),
+            epoch: 0,
+            published: None,
+            interruption: None,
+            attempts: 0,
+        }
+    }
+
+    /// Runs sessions until the stream ends; returns its figures.
+    pub(crate) fn run(mut self) -> StreamStats {
+        let retries = self.config.source.retries();
+        let mut backoff = self.config.backoff_initial;
+        let (reason, detail) = loop {
+            if self.shutdown.is_cancelled() {
+                break (EndReason::Shutdown, String::new());
+            }
+            self.epoch = next_epoch(self.epoch);
+            let published_before = self.stats.published;
+            let end = self.session();
+            let produced = self.stats.published > published_before;
+            let (reason, unusable) = match end {
+                SessionEnd::Shutdown => break (EndReason::Shutdown, String::new()),
+                SessionEnd::Eos if !retries => break (EndReason::Eos, String::new()),
+                SessionEnd::Eos => ("the source ended (end of stream)".to_owned(), false),
+                SessionEnd::Failed { reason, unusable } => (reason, unusable),
+            };
+            let fatal = unusable || !retries;
+            self.stats.errors += 1;
+            tracing::error!(stream_id = %self.config.stream_id, epoch = self.epoch,
+                reason = %reason, fatal, "stream failed");
+            self.event(Kind::Error(StreamError {
+                message: format!("stream {}: {reason}", self.config.stream_id),
+                fatal,
+            }));
+            if fatal {
+                break (EndReason::Failed, reason);
+            }
+            if produced {
+                backoff = self.config.backoff_initial;
+            }
+            self.attempts += 1;
+            self.interruption.get_or_insert(reason);
+            if !self.sleep(backoff) {
+                break (EndReason::Shutdown, String::new());
+            }
+            backoff = (backoff * 2).min(self.config.backoff_max);
+        };
+        self.report_drops(true);
+        self.event(Kind::Ended(StreamEnded {
+            reason: reason as i32,
+            frames_published: self.stats.published,
+            frames_dropped: self.drops.total,
+            detail: detail.clone(),
+        }));
+        tracing::info!(stream_id = %self.config.stream_id, reason = ?reason,
+            published = self.stats.published, dropped = self.drops.total, "stream ended");
+        self.publisher.finish();
+        self.stats.dropped = self.drops.total;
+        self.stats.end = reason;
+        self.stats.detail = detail;
+        self.stats
+    }
+
+    /// Sleeps `wait` unless shutdown comes first; false when it did.
+    fn sleep(&self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            if self.shutdown.is_cancelled() {
+                return false;
+            }
+            std::thread::sleep(TICK.min(until.saturating_duration_since(Instant::now())));
+        }
+        !self.shutdown.is_cancelled()
+    }
+
+    fn event(&self, kind: Kind) {
+        self.publisher
+            .send_event(&self.config.case_id, self.epoch, kind);
+    }
+
+    /// One pipeline from build to teardown.
+    fn session(&mut self) -> SessionEnd {
+        let (pipeline, frames) = match FramePipeline::build(&self.config) {
+            Ok(built) => built,
+            Err(error) => return self.failed(&error),
+        };
+        if let Err(error) = pipeline.start() {
+            return self.failed(&error);
+        }
+        let started = Instant::now();
+        let mut seen = FrameCounts::default();
+        let mut last_progress = started;
+        let mut clock = CaptureClock::default();
+        let mut next_seq = 0u64;
+        let mut stopping: Option<Instant> = None;
+        let mut oversize_reported = false;
+        let end = loop {
+            if stopping.is_none() && self.shutdown.is_cancelled() {
+                pipeline.request_stop();
+                stopping = Some(Instant::now());
+            }
+            if let Some(since) = stopping
+                && since.elapsed() > self.settings.drain_timeout
+            {
+                tracing::warn!(stream_id = %self.config.stream_id,
+                    "the pipeline did not drain within drain_timeout; stopping it");
+                break SessionEnd::Shutdown;
+            }
+            if let Some(reason) = self.publisher.delivery_failure(self.epoch) {
+                break SessionEnd::Failed {
+                    reason,
+                    unusable: false,
+                };
+            }
+            self.drops.add_pipeline(pipeline.counts(), &mut seen);
+            self.report_drops(false);
+            match frames.recv_timeout(TICK) {
+                Ok(frame) => {
+                    let (capture_ns, source) = clock.stamp(frame.host_time_ns, frame.ntp_time_ns);
+                    let message = Frame {
+                        stream_id: self.config.stream_id.clone(),
+                        case_id: self.config.case_id.clone(),
+                        session_epoch: self.epoch,
+                        seq: next_seq,
+                        capture_time_ns: capture_ns,
+                        clock_source: source as i32,
+                        pts_ns: i64::try_from(frame.pts_ns).unwrap_or(i64::MAX),
+                        width: frame.width,
+                        height: frame.height,
+                        encoding: Encoding::Jpeg as i32,
+                        data: frame.jpeg.clone(),
+                    };
+                    if next_seq == 0 {
+                        self.announce(&frame, capture_ns);
+                    }
+                    let drain_deadline = stopping.map(|s| s + self.settings.drain_timeout);
+                    let outcome =
+                        self.publisher
+                            .send_frame(&message, self.config.full_policy, || {
+                                drain_deadline.is_some_and(|d| Instant::now() > d)
+                            });
+                    match outcome {
+                        FrameOutcome::Sent => {
+                            next_seq += 1;
+                            self.stats.published += 1;
+                            self.published = Some(Published {
+                                epoch: self.epoch,
+                                last_seq: message.seq,
+                                last_capture_ns: capture_ns,
+                            });
+                        }
+                        FrameOutcome::Oversized { bytes } => {
+                            self.drops.add(|d| &mut d.oversized, 1);
+                            if !oversize_reported {
+                                oversize_reported = true;
+                                self.oversized(bytes);
+                            }
+                        }
+                        FrameOutcome::NotSent(error) => {
+                            tracing::debug!(stream_id = %self.config.stream_id, %error,
+                                "frame not published");
+                            self.drops.add(|d| &mut d.bus_refused, 1);
+                        }
+                    }
+                    last_progress = Instant::now();
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if stopping.is_some() {
+                        continue;
+                    }
+                    let got_frame = next_seq > 0 || pipeline.last_sample().is_some();
+                    let limit = if got_frame {
+                        self.config.stall_timeout
+                    } else {
+                        self.config.connect_timeout
+                    };
+                    let reference = pipeline
+                        .last_sample()
+                        .map_or(last_progress, |t| t.max(last_progress));
+                    if reference.elapsed() > limit {
+                        let reason = if got_frame {
+                            format!("stall: no frame for {limit:?}")
+                        } else {
+                            format!("no frame within {limit:?} of connecting")
+                        };
+                        break SessionEnd::Failed {
+                            reason,
+                            unusable: false,
+                        };
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    break match (pipeline.wait_for_eos(OUTCOME_WAIT), stopping) {
+                        (_, Some(_)) => SessionEnd::Shutdown,
+                        (Ok(()), None) => SessionEnd::Eos,
+                        (Err(error), None) => self.failed(&error),
+                    };
+                }
+            }
+        };
+        // Frames still queued will not be published under this epoch.
+        let left = frames.len() as u64;
+        drop(frames);
+        self.drops.add_pipeline(pipeline.counts(), &mut seen);
+        self.drops.add(|d| &mut d.session_ended, left);
+        if clock.clamped > 0 {
+            tracing::warn!(stream_id = %self.config.stream_id, epoch = self.epoch,
+                frames = clock.clamped, "capture times that went backwards were clamped");
+        }
+        drop(pipeline);
+        self.report_drops(true);
+        end
+    }
+
+    /// A session ended by `error`; the reason without the `stream <id>: ` prefix that every
+    /// report adds anyway.
+    fn failed(&self, error: &IngestError) -> SessionEnd {
+        let text = error.to_string();
+        let prefix = format!("stream {}: ", self.config.stream_id);
+        SessionEnd::Failed {
+            unusable: !error.is_retriable(),
+            reason: text.strip_prefix(&prefix).unwrap_or(&text).to_owned(),
+        }
+    }
+
+    /// The first frame of an epoch: the discontinuity since the previous published epoch (if
+    /// any), then `started`.
+    fn announce(&mut self, frame: &pipeline::Frame, capture_ns: i64) {
+        if let Some(previous) = self.published.filter(|p| p.epoch != self.epoch) {
+            let mut reason = self
+                .interruption
+                .take()
+                .unwrap_or_else(|| "reconnected".to_owned());
+            if self.attempts > 1 {
+                reason.push_str(&format!(" ({} attempts to reconnect)", self.attempts));
+            }
+            tracing::warn!(stream_id = %self.config.stream_id, previous_epoch = previous.epoch,
+                epoch = self.epoch, reason = %reason, "stream resumed after a discontinuity");
+            self.event(Kind::Discontinuity(StreamDiscontinuity {
+                previous_epoch: previous.epoch,
+                previous_last_seq: Some(previous.last_seq),
+                gap_start_ns: previous.last_capture_ns,
+                gap_end_ns: capture_ns,
+                reason,
+            }));
+        }
+        self.interruption = None;
+        self.attempts = 0;
+        self.stats.epochs += 1;
+        tracing::info!(stream_id = %self.config.stream_id, epoch = self.epoch,
+            width = frame.width, height = frame.height, "stream started");
+        self.event(Kind::Started(StreamStarted {
+            source_kind: self.config.source.kind().to_owned(),
+            width: frame.width,
+            height: frame.height,
+            // After the cap; unknown (0) stays unknown.
+            fps: match self.config.output.max_fps {
+                Some(cap) if frame.fps > 0.0 => frame.fps.min(f64::from(cap)),
+                _ => frame.fps,
+            },
+        }));
+    }
+
+    fn oversized(&mut self, bytes: usize) {
+        let reason = format!(
+            "stream {}: a frame of {bytes} bytes exceeds max_message_bytes; such frames are \
+             dropped (lower output size or jpeg_quality, or raise max_message_bytes)",
+            self.config.stream_id
+        );
+        tracing::error!(stream_id = %self.config.stream_id, bytes, "frame larger than max_message_bytes");
+        self.stats.errors += 1;
+        self.event(Kind::Error(StreamError {
+            message: reason,
+            fatal: false,
+        }));
+    }
+
+    /// Publishes the drops since the last report, when the interval has passed or `now`.
+    fn report_drops(&mut self, now: bool) {
+        let pending = self.drops.pending();
+        if pending == 0 {
+            return;
+        }
+        let due = now
+            || self
+                .drops
+                .last_report
+                .is_none_or(|t| t.elapsed() >= self.settings.drop_report_interval);
+        if !due {
+            return;
+        }
+        let reason = self.drops.reason();
+        tracing::warn!(stream_id = %self.config.stream_id, dropped = pending,
+            total = self.drops.total, reason = %reason, "frames dropped");
+        self.event(Kind::Dropped(FramesDropped {
+            count: pending,
+            total: self.drops.total,
+            reason,
+        }));
+        let total = self.drops.total;
+        self.drops = Drops {
+            total,
+            last_report: Some(Instant::now()),
+            ..Drops::default()
+        };
+    }
+}
+
+/// The next session epoch: above the previous one and at least the current Unix time in
+/// milliseconds, so a restarted process does not reuse the epochs of its previous run.
+fn next_epoch(previous: u64) -> u64 {
+    let now_ms = u64::try_from(pipeline::realtime_ns() / 1_000_000).unwrap_or(0);
+    now_ms.max(previous + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_grow_and_start_at_wall_clock_milliseconds() {
+        let first = next_epoch(0);
+        assert!(first > 1_600_000_000_000, "{first}");
+        let second = next_epoch(first);
+        assert!(second > first);
+        assert_eq!(next_epoch(u64::MAX - 1), u64::MAX);
+    }
+
+    #[test]
+    fn capture_clock_prefers_camera_time_and_never_goes_back() {
+        let mut clock = CaptureClock::default();
+        assert_eq!(clock.stamp(1_000, None), (1_000, ClockSource::Host));
+        // The camera's clock appears and is ahead: switch to it.
+        assert_eq!(
+            clock.stamp(1_033, Some(5_000)),
+            (5_000, ClockSource::CameraNtp)
+        );
+        assert_eq!(
+            clock.stamp(1_066, Some(5_033)),
+            (5_033, ClockSource::CameraNtp)
+        );
+        // A frame without camera time that would go backwards is clamped.
+        assert_eq!(clock.stamp(1_099, None), (5_034, ClockSource::CameraNtp));
+        assert_eq!(clock.clamped, 1);
+
+        let mut behind = CaptureClock::default();
+        assert_eq!(behind.stamp(10_000, None), (10_000, ClockSource::Host));
+        // A camera behind the host would go backwards: stay on the host clock.
+        assert_eq!(
+            behind.stamp(10_033, Some(2_000)),
+            (10_033, ClockSource::Host)
+        );
+        assert_eq!(behind.clamped, 0);
+    }
+
+    #[test]
+    fn drop_reasons_name_each_cause() {
+        let mut drops = Drops::default();
+        let mut seen = FrameCounts::default();
+        drops.add_pipeline(
+            FrameCounts {
+                delivered: 10,
+                dropped_full: 3,
+                dropped_closed: 0,
+                dropped_invalid: 1,
+            },
+            &mut seen,
+        );
+        drops.add(|d| &mut d.oversized, 2);
+        assert_eq!(drops.pending(), 6);
+        assert_eq!(drops.total, 6);
+        let reason = drops.reason();
+        assert!(reason.contains("oldest dropped: 3"), "{reason}");
+        assert!(reason.contains("invalid sample: 1"), "{reason}");
+        assert!(reason.contains("max_message_bytes: 2"), "{reason}");
+        // The same counts again add nothing.
+        drops.add_pipeline(seen, &mut seen.clone());
+        assert_eq!(drops.total, 6);
+    }
+}

@@ -1,0 +1,361 @@
+//! Settings of the sink: where the record lives, which topics it reads and writes, how events
+//! are derived, and how it batches and retries.
+//!
+//! Layers: built-in defaults, then a TOML file ([`SinkConfig::from_toml`]), then environment
+//! variables ([`SinkConfig::apply_env`]). [`SinkConfig::validate`] reports every problem at
+//! once, each naming its key.
+
+use std::time::Duration;
+
+use orstream_bus::KafkaConfig;
+use orstream_proto::{Category, topics};
+use serde::{Deserialize, Serialize};
+
+use crate::error::SinkError;
+
+/// Everything the sink needs to know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Where the record is stored: `sqlite://PATH` (the embedded default), `sqlite::memory:`
+    /// (tests) or a `postgres://user:password@host:port/database` URL.
+    pub store: String,
+    /// Kafka consumer group of the sink. The group only spreads partitions over sink
+    /// instances: where to resume is read from the store, never from the group's offsets.
+    pub group_id: String,
+    /// Topic of the per-frame results (`FrameResult`, keyed by stream_id).
+    pub results_topic: String,
+    /// Topic of stream lifecycle events (`StreamEvent`, keyed by stream_id).
+    pub streams_topic: String,
+    /// Topic the derived `SurgicalEvent`s are published to, keyed by case_id.
+    pub events_topic: String,
+    /// Publish derived events to `events_topic` (through the store's outbox, after the
+    /// transaction that recorded them commits).
+    pub publish_events: bool,
+    /// Keep one row per frame result (status, model, detected classes) in the `frames`
+    /// table. Costs the most rows; events and gaps do not need it.
+    pub store_frames: bool,
+    /// Partitions given to the topics the sink creates when they do not exist yet
+    /// (`events_topic` and the two dead-letter topics).
+    pub topic_partitions: u32,
+    /// Most messages stored in one database transaction.
+    pub batch_max_messages: usize,
+    /// Longest wait for a batch to fill before it is stored anyway. Bounds the lag added by
+    /// batching.
+    #[serde(with = "humantime_serde")]
+    pub batch_max_wait: Duration,
+    /// First pause after a failed database or bus call; it doubles on each further failure.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Longest pause between retries.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// How long to wait for the broker to acknowledge published events and dead letters.
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+    /// Event derivation rules.
+    pub derive: DeriveConfig,
+    /// The Kafka cluster (ignored when the sink runs on the in-process bus).
+    pub kafka: KafkaConfig,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            store: "sqlite://orstream-record.db".to_owned(),
+            group_id: "orstream-sink".to_owned(),
+            results_topic: topics::RESULTS.to_owned(),
+            streams_topic: topics::STREAMS.to_owned(),
+            events_topic: topics::EVENTS.to_owned(),
+            publish_events: true,
+            store_frames: true,
+            topic_partitions: 3,
+            batch_max_messages: 1_000,
+            batch_max_wait: Duration::from_millis(100),
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+            publish_timeout: Duration::from_secs(30),
+            derive: DeriveConfig::default(),
+            kafka: KafkaConfig::default(),
+        }
+    }
+}
+
+/// How per-frame detections become presence intervals (see the `derive` module).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeriveConfig {
+    /// A class becomes present when it is seen in at least this many of the last
+    /// `window_frames` usable frames (k of k-of-n). At least 2, so a one-frame flicker is
+    /// never an event.
+    pub enter_frames: u32,
+    /// The window of the enter rule, in frames (n of k-of-n).
+    pub window_frames: u32,
+    /// A present class becomes absent once it has not been seen for longer than this
+    /// (capture time); the interval ends at the last frame that saw it.
+    #[serde(with = "humantime_serde")]
+    pub absent_after: Duration,
+    /// Instances scoring below this do not count as seeing their class.
+    pub min_score: f32,
+    /// Categories that produce presence intervals.
+    pub categories: Vec<CategoryName>,
+}
+
+impl Default for DeriveConfig {
+    fn default() -> Self {
+        Self {
+            enter_frames: 3,
+            window_frames: 5,
+            absent_after: Duration::from_millis(500),
+            min_score: 0.5,
+            categories: vec![CategoryName::Tool, CategoryName::Organ],
+        }
+    }
+}
+
+/// A class category as written in configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CategoryName {
+    /// Surgical instruments.
+    Tool,
+    /// Anatomy.
+    Organ,
+    /// The model's background class.
+    Background,
+    /// Anything else the model card names.
+    Other,
+}
+
+impl CategoryName {
+    /// The contract's value.
+    pub fn category(self) -> Category {
+        match self {
+            CategoryName::Tool => Category::Tool,
+            CategoryName::Organ => Category::Organ,
+            CategoryName::Background => Category::Background,
+            CategoryName::Other => Category::Other,
+        }
+    }
+}
+
+/// Largest accepted `derive.window_frames`: the window is kept per class in the state.
+const MAX_WINDOW: u32 = 1_000;
+
+impl SinkConfig {
+    /// Parses TOML over the defaults (unknown keys are errors). Does not validate.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Reads and parses a TOML file over the defaults. Does not validate.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, SinkError> {
+        let error = |reason: String| SinkError::ConfigFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        Self::from_toml(&text).map_err(error)
+    }
+
+    /// Applies the environment layer: `ORSTREAM_SINK_STORE`, `ORSTREAM_SINK_GROUP_ID` and
+    /// `ORSTREAM_KAFKA_BOOTSTRAP` replace `store`, `group_id` and `kafka.bootstrap_servers`.
+    pub fn apply_env(&mut self) {
+        if let Ok(store) = std::env::var("ORSTREAM_SINK_STORE") {
+            self.store = store;
+        }
+        if let Ok(group) = std::env::var("ORSTREAM_SINK_GROUP_ID") {
+            self.group_id = group;
+        }
+        if let Ok(bootstrap) = std::env::var("ORSTREAM_KAFKA_BOOTSTRAP") {
+            self.kafka.bootstrap_servers = bootstrap;
+        }
+    }
+
+    /// Checks every field and cross-field rule and reports all problems at once, each naming
+    /// its key. The Kafka settings are checked too, under `kafka.`.
+    pub fn validate(&self) -> Result<(), SinkError> {
+        let mut problems = Vec::new();
+        if !(self.store.starts_with("sqlite:")
+            || self.store.starts_with("postgres://")
+            || self.store.starts_with("postgresql://"))
+        {
+            problems.push(format!(
+                "store: {:?} is not sqlite://PATH, sqlite::memory: or postgres://...",
+                crate::store::redact(&self.store)
+            ));
+        }
+        if self.group_id.trim().is_empty() {
+            problems.push("group_id: must not be empty".to_owned());
+        }
+        for (key, topic) in [
+            ("results_topic", &self.results_topic),
+            ("streams_topic", &self.streams_topic),
+            ("events_topic", &self.events_topic),
+        ] {
+            if let Err(e) = orstream_bus::validate_topic_name(topic) {
+                problems.push(format!("{key}: {e}"));
+            }
+        }
+        if self.results_topic == self.streams_topic {
+            problems.push(format!(
+                "streams_topic: must differ from results_topic ({})",
+                self.results_topic
+            ));
+        }
+        if self.events_topic == self.results_topic || self.events_topic == self.streams_topic {
+            problems.push(format!(
+                "events_topic: {} must differ from the topics the sink reads",
+                self.events_topic
+            ));
+        }
+        if self.topic_partitions == 0 {
+            problems.push("topic_partitions: must be at least 1".to_owned());
+        }
+        if self.batch_max_messages == 0 {
+            problems.push("batch_max_messages: must be at least 1".to_owned());
+        }
+        if self.batch_max_wait.is_zero() {
+            problems.push("batch_max_wait: must be longer than 0".to_owned());
+        }
+        if self.batch_max_wait >= self.kafka.max_poll_interval {
+            problems.push(format!(
+                "batch_max_wait: {:?} must be shorter than kafka.max_poll_interval ({:?})",
+                self.batch_max_wait, self.kafka.max_poll_interval
+            ));
+        }
+        if self.retry_initial.is_zero() {
+            problems.push("retry_initial: must be longer than 0".to_owned());
+        }
+        if self.retry_initial > self.retry_max {
+            problems.push(format!(
+                "retry_initial: {:?} must not exceed retry_max ({:?})",
+                self.retry_initial, self.retry_max
+            ));
+        }
+        if self.publish_timeout.is_zero() {
+            problems.push("publish_timeout: must be longer than 0".to_owned());
+        }
+        let d = &self.derive;
+        if d.enter_frames < 2 {
+            problems.push(format!(
+                "derive.enter_frames: {} must be at least 2, so a one-frame flicker is never an event",
+                d.enter_frames
+            ));
+        }
+        if d.window_frames < d.enter_frames {
+            problems.push(format!(
+                "derive.window_frames: {} must be at least derive.enter_frames ({})",
+                d.window_frames, d.enter_frames
+            ));
+        }
+        if d.window_frames > MAX_WINDOW {
+            problems.push(format!(
+                "derive.window_frames: {} exceeds {MAX_WINDOW}",
+                d.window_frames
+            ));
+        }
+        if d.absent_after.is_zero() {
+            problems.push("derive.absent_after: must be longer than 0".to_owned());
+        }
+        if i64::try_from(d.absent_after.as_nanos()).is_err() {
+            problems.push("derive.absent_after: too long".to_owned());
+        }
+        if !(0.0..=1.0).contains(&d.min_score) {
+            problems.push(format!(
+                "derive.min_score: {} is outside 0..=1",
+                d.min_score
+            ));
+        }
+        if d.categories.is_empty() {
+            problems.push("derive.categories: name at least one category".to_owned());
+        }
+        if let Err(orstream_bus::BusError::Config { problems: kafka }) = self.kafka.validate() {
+            problems.extend(kafka.into_iter().map(|p| format!("kafka.{p}")));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SinkError::Config { problems })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        SinkConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn durations_and_sections_parse() {
+        let config = SinkConfig::from_toml(
+            r#"
+            store = "postgres://orstream@127.0.0.1:5432/orstream"
+            batch_max_wait = "250ms"
+            [derive]
+            enter_frames = 4
+            window_frames = 6
+            absent_after = "1s 500ms"
+            categories = ["tool"]
+            [kafka]
+            bootstrap_servers = "broker:9092"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.batch_max_wait, Duration::from_millis(250));
+        assert_eq!(config.derive.absent_after, Duration::from_millis(1_500));
+        assert_eq!(config.derive.categories, vec![CategoryName::Tool]);
+        assert_eq!(config.kafka.bootstrap_servers, "broker:9092");
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = SinkConfig::from_toml("[derive]\nenter = 3").unwrap_err();
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_naming_its_key() {
+        let mut config = SinkConfig {
+            store: "mysql://x".into(),
+            group_id: " ".into(),
+            streams_topic: topics::RESULTS.into(),
+            batch_max_messages: 0,
+            retry_initial: Duration::from_secs(60),
+            ..SinkConfig::default()
+        };
+        config.derive.enter_frames = 1;
+        config.derive.min_score = 1.5;
+        config.kafka.client_id = String::new();
+        let Err(SinkError::Config { problems }) = config.validate() else {
+            panic!("expected a configuration error");
+        };
+        let text = problems.join("\n");
+        for key in [
+            "store:",
+            "group_id:",
+            "streams_topic:",
+            "batch_max_messages:",
+            "retry_initial:",
+            "derive.enter_frames: 1 must be at least 2",
+            "derive.min_score:",
+            "kafka.client_id:",
+        ] {
+            assert!(text.contains(key), "missing {key:?} in:\n{text}");
+        }
+        assert_eq!(problems.len(), 8, "{text}");
+    }
+
+    #[test]
+    fn the_committed_example_parses_and_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sink.example.toml");
+        let config = SinkConfig::from_file(std::path::Path::new(path)).unwrap();
+        config.validate().unwrap();
+        assert!(config.store.starts_with("postgres://"));
+    }
+}

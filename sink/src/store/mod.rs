@@ -1,0 +1,823 @@
+//! The record store: one interface ([`Store`]) over two real backends, PostgreSQL
+//! (production) and SQLite (embedded), with the same schema, the same migrations (in each
+//! dialect, `sink/migrations/`) and the same statements.
+//!
+//! Everything the sink writes for a batch goes through [`Store::write`] as one [`WriteBatch`]
+//! in one transaction: rows, consumer offsets, derivation states and the event outbox. The
+//! offsets and states are compare-and-set (the version the sink read must still be there), so
+//! a second writer, or a commit whose acknowledgement was lost, surfaces as
+//! [`StoreError::Conflict`] instead of a double write. Every row has a natural unique key and
+//! is inserted with `ON CONFLICT DO NOTHING`, so a replay changes nothing.
+//!
+//! Backends implement two small traits (a statement runner and a transaction scope); all SQL
+//! is written once with `$N` placeholders (translated to `?N` for SQLite) and in the subset
+//! both dialects share. Integers are BIGINT, floats double precision, times nanoseconds.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use orstream_bus::TopicPartition;
+
+use crate::derive::StreamState;
+use crate::error::StoreError;
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// PostgreSQL (production).
+    Postgres,
+    /// SQLite (embedded).
+    Sqlite,
+}
+
+impl BackendKind {
+    /// Name used in messages.
+    pub const fn name(self) -> &'static str {
+        match self {
+            BackendKind::Postgres => "PostgreSQL",
+            BackendKind::Sqlite => "SQLite",
+        }
+    }
+}
+
+/// A value bound to, or read from, a statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// BIGINT.
+    Int(i64),
+    /// Double precision.
+    Real(f64),
+    /// TEXT.
+    Text(String),
+    /// BYTEA / BLOB.
+    Blob(Vec<u8>),
+}
+
+impl Value {
+    /// The integer, or 0 for anything else.
+    pub fn int(&self) -> i64 {
+        match self {
+            Value::Int(v) => *v,
+            Value::Real(v) => *v as i64,
+            _ => 0,
+        }
+    }
+
+    /// The float (integers widen), or 0.
+    pub fn real(&self) -> f64 {
+        match self {
+            Value::Real(v) => *v,
+            Value::Int(v) => *v as f64,
+            _ => 0.0,
+        }
+    }
+
+    /// The text, or "" for anything else.
+    pub fn text(&self) -> &str {
+        match self {
+            Value::Text(v) => v,
+            _ => "",
+        }
+    }
+
+    /// A canonical rendering, equal across backends for equal values.
+    pub fn render(&self) -> String {
+        match self {
+            Value::Null => "NULL".to_owned(),
+            Value::Int(v) => v.to_string(),
+            Value::Real(v) => format!("{v:?}"),
+            Value::Text(v) => format!("{v:?}"),
+            Value::Blob(v) => format!("blob:{}", v.len()),
+        }
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<u64> for Value {
+    fn from(v: u64) -> Self {
+        // Seqs, epochs and counts stay far below 2^63; saturate rather than wrap if not.
+        Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<u32> for Value {
+    fn from(v: u32) -> Self {
+        Value::Int(i64::from(v))
+    }
+}
+
+impl From<i32> for Value {
+    fn from(v: i32) -> Self {
+        Value::Int(i64::from(v))
+    }
+}
+
+impl From<f32> for Value {
+    fn from(v: f32) -> Self {
+        Value::Real(f64::from(v))
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Blob(v)
+    }
+}
+
+/// Runs statements (inside a transaction, or on their own).
+pub(crate) trait Sql {
+    /// Runs one statement; returns the rows it changed.
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError>;
+    /// Runs one query; returns its rows.
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, StoreError>;
+    /// Runs several statements without parameters (migrations).
+    fn batch(&mut self, sql: &str) -> Result<(), StoreError>;
+}
+
+/// A connection of one backend.
+pub(crate) trait Connection: Send {
+    /// Runs `work` in one transaction: commits if it returns Ok, rolls back otherwise.
+    fn transaction(
+        &mut self,
+        work: &mut dyn FnMut(&mut dyn Sql) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+    /// Statements outside a transaction (reads).
+    fn autocommit(&mut self) -> &mut dyn Sql;
+    /// Whether the connection is gone and must be replaced.
+    fn is_broken(&self) -> bool;
+}
+
+/// A migration: version, name, SQL per backend.
+struct Migration {
+    version: i64,
+    name: &'static str,
+    postgres: &'static str,
+    sqlite: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "record",
+    postgres: include_str!("../../migrations/postgres/0001_record.sql"),
+    sqlite: include_str!("../../migrations/sqlite/0001_record.sql"),
+}];
+
+/// A consumer offset to store: the next offset to read of a partition, compare-and-set
+/// against the one the sink last read from the store (`None`: the store had none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetWrite {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// What the store held when the sink read it.
+    pub expected: Option<i64>,
+    /// The next offset to read.
+    pub next: i64,
+}
+
+/// A derivation state to store, compare-and-set on its version (0: the store had none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateWrite {
+    /// The stream.
+    pub stream_id: String,
+    /// The version the sink read (0 when absent); the stored one becomes `expected + 1`.
+    pub expected_version: i64,
+    /// The state as JSON.
+    pub json: String,
+}
+
+/// One batch of the record, written in one transaction by [`Store::write`]. Each row is a
+/// list of values in the order of the table's columns (see `SCHEMA.md`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    /// Consumer offsets (compare-and-set).
+    pub offsets: Vec<OffsetWrite>,
+    /// Derivation states (compare-and-set).
+    pub states: Vec<StateWrite>,
+    /// (case_id, capture time of a first frame): the case's start becomes the minimum.
+    pub cases: Vec<(String, i64)>,
+    /// `streams` rows (upserted with absolute values).
+    pub streams: Vec<Vec<Value>>,
+    /// `stream_events` rows.
+    pub stream_events: Vec<Vec<Value>>,
+    /// `events` rows with their outbox payload (None: not published).
+    pub events: Vec<(Vec<Value>, Option<Outbox>)>,
+    /// `gaps` rows with their outbox payload.
+    pub gaps: Vec<(Vec<Value>, Option<Outbox>)>,
+    /// `anomalies` rows.
+    pub anomalies: Vec<Vec<Value>>,
+    /// `frames` rows.
+    pub frames: Vec<Vec<Value>>,
+}
+
+impl WriteBatch {
+    /// Rows of the record in the batch (not counting offsets, states and the outbox).
+    pub fn rows(&self) -> usize {
+        self.cases.len()
+            + self.streams.len()
+            + self.stream_events.len()
+            + self.events.len()
+            + self.gaps.len()
+            + self.anomalies.len()
+            + self.frames.len()
+    }
+}
+
+/// An encoded `SurgicalEvent` waiting to be published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbox {
+    /// Its deterministic id.
+    pub event_id: String,
+    /// Partitioning key on the events topic.
+    pub case_id: String,
+    /// The encoded event.
+    pub payload: Vec<u8>,
+}
+
+/// An outbox entry read back, with its position for deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    /// Insertion order.
+    pub position: i64,
+    /// The event.
+    pub entry: Outbox,
+}
+
+pub(crate) const EVENT_COLUMNS: &[&str] = &[
+    "event_id",
+    "case_id",
+    "stream_id",
+    "class_id",
+    "label",
+    "category",
+    "start_ns",
+    "end_ns",
+    "session_epoch",
+    "first_seq",
+    "last_seq",
+    "frames_seen",
+    "peak_confidence",
+    "mean_confidence",
+    "model_name",
+    "model_version",
+    "model_digest",
+];
+pub(crate) const GAP_COLUMNS: &[&str] = &[
+    "event_id",
+    "case_id",
+    "stream_id",
+    "kind",
+    "session_epoch",
+    "first_seq",
+    "last_seq",
+    "start_ns",
+    "end_ns",
+    "frames",
+    "reason",
+];
+pub(crate) const FRAME_COLUMNS: &[&str] = &[
+    "stream_id",
+    "session_epoch",
+    "seq",
+    "case_id",
+    "capture_ns",
+    "status",
+    "model_version",
+    "instances",
+];
+pub(crate) const ANOMALY_COLUMNS: &[&str] = &[
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "kind",
+    "stream_id",
+    "detail",
+];
+pub(crate) const STREAM_EVENT_COLUMNS: &[&str] = &[
+    "stream_id",
+    "case_id",
+    "session_epoch",
+    "time_ns",
+    "kind",
+    "detail",
+];
+/// The tables of the record and their keys, in the order [`Store::snapshot`] renders them.
+const SNAPSHOT: &[(&str, &str, &str)] = &[
+    ("cases", "*", "case_id"),
+    ("streams", "*", "case_id, stream_id"),
+    (
+        "stream_events",
+        "*",
+        "stream_id, session_epoch, kind, time_ns",
+    ),
+    ("events", "*", "event_id"),
+    ("gaps", "*", "event_id"),
+    ("frames", "*", "stream_id, session_epoch, seq"),
+    (
+        "anomalies",
+        "*",
+        "source_topic, source_partition, source_offset, kind",
+    ),
+    ("consumer_offsets", "*", "topic, partition_id"),
+    // The version counts transactions, which differ with batch boundaries; the state itself
+    // must not.
+    ("derivation_state", "stream_id, state", "stream_id"),
+];
+
+/// The record store. Reconnects by itself after a lost connection; every call says whether
+/// its failure is worth retrying ([`StoreError::is_retriable`]).
+pub struct Store {
+    url: String,
+    kind: BackendKind,
+    conn: Option<Box<dyn Connection>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.kind)
+            .field("url", &redact(&self.url))
+            .finish()
+    }
+}
+
+/// `url` with any password replaced by `***`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                url.to_owned()
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl Store {
+    /// Opens the store at `url` and brings its schema up to date: `sqlite://PATH` (the file
+    /// is created if missing), `sqlite::memory:` (a private in-memory database), or a
+    /// `postgres://` / `postgresql://` URL (libpq style parameters such as `options` and
+    /// `connect_timeout` are honoured).
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let kind = Self::kind_of(url)?;
+        let mut store = Self {
+            url: url.to_owned(),
+            kind,
+            conn: None,
+        };
+        store.connection()?;
+        Ok(store)
+    }
+
+    /// Which backend `url` names.
+    pub fn kind_of(url: &str) -> Result<BackendKind, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(BackendKind::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(BackendKind::Postgres)
+        } else {
+            Err(StoreError::Url { url: redact(url) })
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// The URL without its password.
+    pub fn url(&self) -> String {
+        redact(&self.url)
+    }
+
+    /// The connection, (re)connecting and migrating when there is none.
+    fn connection(&mut self) -> Result<&mut Box<dyn Connection>, StoreError> {
+        if self.conn.as_ref().is_some_and(|c| c.is_broken()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let mut conn: Box<dyn Connection> = match self.kind {
+                BackendKind::Postgres => Box::new(postgres::PgConnection::connect(&self.url)?),
+                BackendKind::Sqlite => Box::new(sqlite::SqliteConnection::open(&self.url)?),
+            };
+            migrate(conn.as_mut(), self.kind)?;
+            self.conn = Some(conn);
+        }
+        self.conn.as_mut().ok_or_else(|| StoreError::Database {
+            backend: self.kind.name(),
+            op: "connect".to_owned(),
+            reason: "no connection".to_owned(),
+            retriable: true,
+        })
+    }
+
+    /// Runs `f` on the connection; a retriable failure drops the connection so the next call
+    /// starts from a fresh one.
+    fn with<T>(
+        &mut self,
+        f: impl FnOnce(&mut dyn Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.connection()?;
+        let result = f(conn.as_mut());
+        if let Err(e) = &result
+            && matches!(
+                e,
+                StoreError::Database {
+                    retriable: true,
+                    ..
+                }
+            )
+            && self.kind == BackendKind::Postgres
+        {
+            self.conn = None;
+        }
+        result
+    }
+
+    /// Runs a read query (for record views).
+    pub fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
+        self.with(|c| c.autocommit().query(sql, params))
+    }
+
+    /// Writes `batch` in one transaction. [`StoreError::Conflict`] means nothing was written
+    /// because an offset or state moved since it was read.
+    pub fn write(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
+        self.with(|c| c.transaction(&mut |sql| write_batch(sql, batch)))
+    }
+
+    /// Every stored consumer offset (next offset to read per partition).
+    pub fn offsets(&mut self) -> Result<BTreeMap<TopicPartition, i64>, StoreError> {
+        let rows = self.query(
+            "SELECT topic, partition_id, next_offset FROM consumer_offsets",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    TopicPartition::new(r[0].text(), r[1].int() as i32),
+                    r[2].int(),
+                )
+            })
+            .collect())
+    }
+
+    /// A stream's stored derivation state and its version.
+    pub fn load_state(
+        &mut self,
+        stream_id: &str,
+    ) -> Result<Option<(i64, StreamState)>, StoreError> {
+        let rows = self.query(
+            "SELECT version, state FROM derivation_state WHERE stream_id = $1",
+            &[stream_id.into()],
+        )?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let state = serde_json::from_str(row[1].text()).map_err(|e| StoreError::State {
+            stream_id: stream_id.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(Some((row[0].int(), state)))
+    }
+
+    /// Every stored derivation state of streams whose latest results belong to `case_id`.
+    pub fn states_of_case(&mut self, case_id: &str) -> Result<Vec<StreamState>, StoreError> {
+        let rows = self.query(
+            "SELECT stream_id, state FROM derivation_state ORDER BY stream_id",
+            &[],
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let state: StreamState =
+                serde_json::from_str(row[1].text()).map_err(|e| StoreError::State {
+                    stream_id: row[0].text().to_owned(),
+                    reason: e.to_string(),
+                })?;
+            if state.case_id == case_id {
+                out.push(state);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored start of a case (capture time of its first frame), if any.
+    pub fn case_start(&mut self, case_id: &str) -> Result<Option<i64>, StoreError> {
+        let rows = self.query(
+            "SELECT started_ns FROM cases WHERE case_id = $1",
+            &[case_id.into()],
+        )?;
+        Ok(rows.first().map(|r| r[0].int()))
+    }
+
+    /// Up to `limit` events waiting to be published, oldest first.
+    pub fn outbox(&mut self, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = self.query(
+            "SELECT position, event_id, case_id, payload FROM event_outbox \
+             ORDER BY position LIMIT $1",
+            &[(limit as u64).into()],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|mut r| {
+                let payload = match std::mem::replace(&mut r[3], Value::Null) {
+                    Value::Blob(b) => b,
+                    _ => Vec::new(),
+                };
+                OutboxItem {
+                    position: r[0].int(),
+                    entry: Outbox {
+                        event_id: r[1].text().to_owned(),
+                        case_id: r[2].text().to_owned(),
+                        payload,
+                    },
+                }
+            })
+            .collect())
+    }
+
+    /// Forgets published outbox entries, up to and including `position`.
+    pub fn delete_outbox(&mut self, up_to: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.autocommit()
+                .execute(
+                    "DELETE FROM event_outbox WHERE position <= $1",
+                    &[up_to.into()],
+                )
+                .map(drop)
+        })
+    }
+
+    /// Every row of the record, table by table in key order, each rendered canonically (equal
+    /// records give equal snapshots, on either backend). The outbox is left out (it empties
+    /// as events are published) and so are state versions (they count transactions).
+    pub fn snapshot(&mut self) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
+        let mut out = BTreeMap::new();
+        for (table, columns, key) in SNAPSHOT {
+            let rows = self.query(
+                &format!("SELECT {columns} FROM {table} ORDER BY {key}"),
+                &[],
+            )?;
+            out.insert(
+                (*table).to_owned(),
+                rows.iter()
+                    .map(|r| r.iter().map(Value::render).collect::<Vec<_>>().join(" | "))
+                    .collect(),
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn migrate(conn: &mut dyn Connection, kind: BackendKind) -> Result<(), StoreError> {
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    conn.transaction(&mut |sql| {
+        if kind == BackendKind::Postgres {
+            // Two sinks starting together must not both create the tables.
+            sql.query("SELECT pg_advisory_xact_lock(7461626)", &[])?;
+        }
+        sql.batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (\
+                 version BIGINT PRIMARY KEY, name TEXT NOT NULL)",
+        )?;
+        let rows = sql.query("SELECT version FROM schema_migrations", &[])?;
+        let applied: Vec<i64> = rows.iter().map(|r| r[0].int()).collect();
+        if let Some(&found) = applied.iter().max()
+            && found > known
+        {
+            return Err(StoreError::SchemaTooNew {
+                backend: kind.name(),
+                found,
+                known,
+            });
+        }
+        for m in MIGRATIONS {
+            if applied.contains(&m.version) {
+                continue;
+            }
+            sql.batch(match kind {
+                BackendKind::Postgres => m.postgres,
+                BackendKind::Sqlite => m.sqlite,
+            })?;
+            sql.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[m.version.into(), m.name.into()],
+            )?;
+            tracing::info!(
+                backend = kind.name(),
+                version = m.version,
+                name = m.name,
+                "migrated"
+            );
+        }
+        Ok(())
+    })
+}
+
+fn conflict(what: String) -> StoreError {
+    StoreError::Conflict { what }
+}
+
+fn write_batch(sql: &mut dyn Sql, batch: &WriteBatch) -> Result<(), StoreError> {
+    // Offsets and states first: if another writer moved them, nothing else is attempted.
+    for o in &batch.offsets {
+        let changed = match o.expected {
+            None => sql.execute(
+                "INSERT INTO consumer_offsets (topic, partition_id, next_offset) \
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[
+                    o.partition.topic.as_str().into(),
+                    o.partition.partition.into(),
+                    o.next.into(),
+                ],
+            )?,
+            Some(expected) => sql.execute(
+                "UPDATE consumer_offsets SET next_offset = $1 \
+                 WHERE topic = $2 AND partition_id = $3 AND next_offset = $4",
+                &[
+                    o.next.into(),
+                    o.partition.topic.as_str().into(),
+                    o.partition.partition.into(),
+                    expected.into(),
+                ],
+            )?,
+        };
+        if changed != 1 {
+            return Err(conflict(format!("offset of {}", o.partition)));
+        }
+    }
+    for s in &batch.states {
+        let changed = if s.expected_version == 0 {
+            sql.execute(
+                "INSERT INTO derivation_state (stream_id, version, state) VALUES ($1, 1, $2) \
+                 ON CONFLICT DO NOTHING",
+                &[s.stream_id.as_str().into(), s.json.as_str().into()],
+            )?
+        } else {
+            sql.execute(
+                "UPDATE derivation_state SET version = version + 1, state = $1 \
+                 WHERE stream_id = $2 AND version = $3",
+                &[
+                    s.json.as_str().into(),
+                    s.stream_id.as_str().into(),
+                    s.expected_version.into(),
+                ],
+            )?
+        };
+        if changed != 1 {
+            return Err(conflict(format!("state of stream {}", s.stream_id)));
+        }
+    }
+    for (case_id, first_ns) in &batch.cases {
+        // The case starts at its earliest first frame, whichever stream's result came first.
+        sql.execute(
+            "INSERT INTO cases (case_id, started_ns) VALUES ($1, $2) \
+             ON CONFLICT (case_id) DO UPDATE SET started_ns = \
+             CASE WHEN excluded.started_ns < cases.started_ns \
+             THEN excluded.started_ns ELSE cases.started_ns END",
+            &[case_id.as_str().into(), (*first_ns).into()],
+        )?;
+    }
+    for row in &batch.streams {
+        sql.execute(
+            "INSERT INTO streams (case_id, stream_id, first_frame_ns, last_frame_ns, results) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (case_id, stream_id) DO UPDATE SET \
+             first_frame_ns = excluded.first_frame_ns, last_frame_ns = excluded.last_frame_ns, \
+             results = excluded.results",
+            row,
+        )?;
+    }
+    insert_rows(
+        sql,
+        "stream_events",
+        STREAM_EVENT_COLUMNS,
+        &batch.stream_events,
+    )?;
+    for (table, columns, rows) in [
+        ("events", EVENT_COLUMNS, &batch.events),
+        ("gaps", GAP_COLUMNS, &batch.gaps),
+    ] {
+        let statement = insert_statement(table, columns, 1);
+        for (row, outbox) in rows {
+            let inserted = sql.execute(&statement, row)?;
+            // Only a first insert is published: a replayed event is already in the outbox or
+            // out.
+            if inserted == 1
+                && let Some(o) = outbox
+            {
+                sql.execute(
+                    "INSERT INTO event_outbox (event_id, case_id, payload) VALUES ($1, $2, $3)",
+                    &[
+                        o.event_id.as_str().into(),
+                        o.case_id.as_str().into(),
+                        o.payload.clone().into(),
+                    ],
+                )?;
+            }
+        }
+    }
+    insert_rows(sql, "anomalies", ANOMALY_COLUMNS, &batch.anomalies)?;
+    insert_rows(sql, "frames", FRAME_COLUMNS, &batch.frames)?;
+    Ok(())
+}
+
+/// `INSERT INTO table (columns) VALUES (...), ... ON CONFLICT DO NOTHING` for `rows` rows.
+fn insert_statement(table: &str, columns: &[&str], rows: usize) -> String {
+    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+    let mut n = 1;
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..columns.len() {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&n.to_string());
+            n += 1;
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    sql
+}
+
+/// Inserts rows in multi-row statements of a few fixed sizes, so the backends can keep the
+/// statements prepared and the number of round trips stays small.
+fn insert_rows(
+    sql: &mut dyn Sql,
+    table: &str,
+    columns: &[&str],
+    rows: &[Vec<Value>],
+) -> Result<(), StoreError> {
+    const CHUNKS: [usize; 4] = [128, 32, 8, 1];
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = CHUNKS.into_iter().find(|&c| c <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(size);
+        let params: Vec<Value> = chunk.iter().flatten().cloned().collect();
+        sql.execute(&insert_statement(table, columns, size), &params)?;
+        rest = tail;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://orstream:secret@127.0.0.1:55432/db?x=1"),
+            "postgres://orstream:***@127.0.0.1:55432/db?x=1"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://record.db"), "sqlite://record.db");
+    }
+
+    #[test]
+    fn insert_statements_number_their_placeholders() {
+        assert_eq!(
+            insert_statement("t", &["a", "b"], 2),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING"
+        );
+    }
+
+    #[test]
+    fn unknown_urls_are_refused() {
+        assert!(matches!(
+            Store::open("mysql://x"),
+            Err(StoreError::Url { .. })
+        ));
+    }
+}

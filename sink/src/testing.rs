@@ -1,0 +1,348 @@
+//! Support for tests and benchmarks of the sink and of its users (the root crate's end-to-end
+//! tests): isolated stores, one per test so tests run in parallel (a fresh PostgreSQL schema,
+//! or a fresh SQLite file), and scripted input that exercises every derivation rule.
+//!
+//! PostgreSQL is found through `$ORSTREAM_POSTGRES_URL` (default [`DEFAULT_POSTGRES_URL`], the
+//! project's local cluster). When it does not answer, [`isolated`] fails with a message that
+//! says so: tests that need it fail, they never pass silently.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use orstream_bus::Record;
+use orstream_proto::{
+    Category, ClockSource, FrameResult, FrameStatus, Instance, ModelIdentity, SCHEMA_VERSION,
+    StreamDiscontinuity, StreamEnded, StreamEvent, StreamStarted, headers, stream_event,
+};
+
+use crate::derive::{Output, Rules, StreamState};
+use crate::error::StoreError;
+use crate::store::{BackendKind, Store};
+
+/// The project's local test database (`scripts/postgres.sh url`).
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://orstream:orstream@127.0.0.1:55432/orstream_test";
+
+/// `$ORSTREAM_POSTGRES_URL`, or [`DEFAULT_POSTGRES_URL`].
+pub fn postgres_url() -> String {
+    std::env::var("ORSTREAM_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+}
+
+/// A name no other test of any process uses: `prefix` + pid + time + counter, lowercase.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{prefix}_{}_{nanos}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A store no other test sees; dropped (schema or file removed) when this value is.
+#[derive(Debug)]
+pub struct IsolatedStore {
+    url: String,
+    kind: BackendKind,
+    cleanup: Cleanup,
+}
+
+#[derive(Debug)]
+enum Cleanup {
+    Schema { base_url: String, schema: String },
+    File(std::path::PathBuf),
+}
+
+impl IsolatedStore {
+    /// The store's URL (for a child process or a second connection).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The backend.
+    pub fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// Opens a connection to it.
+    pub fn open(&self) -> Result<Store, StoreError> {
+        Store::open(&self.url)
+    }
+}
+
+impl Drop for IsolatedStore {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::Schema { base_url, schema } => {
+                if let Ok(mut client) = postgres::Client::connect(base_url, postgres::NoTls) {
+                    let _ =
+                        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+                }
+            }
+            Cleanup::File(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+    }
+}
+
+/// A fresh, empty store of `kind`: a new schema in the PostgreSQL database of
+/// [`postgres_url`], or a new SQLite file in the temporary directory. The error says what to
+/// start when PostgreSQL does not answer.
+pub fn isolated(kind: BackendKind) -> Result<IsolatedStore, String> {
+    match kind {
+        BackendKind::Sqlite => {
+            let path = std::env::temp_dir().join(format!("{}.db", unique("orstream_sink")));
+            Ok(IsolatedStore {
+                url: format!("sqlite://{}", path.display()),
+                kind,
+                cleanup: Cleanup::File(path),
+            })
+        }
+        BackendKind::Postgres => {
+            let base_url = postgres_url();
+            let mut config: postgres::Config = base_url
+                .parse()
+                .map_err(|e| format!("ORSTREAM_POSTGRES_URL is not a PostgreSQL URL: {e}"))?;
+            config.connect_timeout(Duration::from_secs(3));
+            let mut client = config.connect(postgres::NoTls).map_err(|e| {
+                format!(
+                    "no PostgreSQL answers at {} ({e}): run `scripts/postgres.sh start`",
+                    crate::store::redact(&base_url)
+                )
+            })?;
+            let schema = unique("t");
+            client
+                .batch_execute(&format!("CREATE SCHEMA {schema}"))
+                .map_err(|e| format!("creating schema {schema}: {e}"))?;
+            let separator = if base_url.contains('?') { '&' } else { '?' };
+            Ok(IsolatedStore {
+                url: format!("{base_url}{separator}options=-csearch_path%3D{schema}"),
+                kind,
+                cleanup: Cleanup::Schema { base_url, schema },
+            })
+        }
+    }
+}
+
+/// A message of the results topic as the inference service publishes it.
+pub fn result_record(topic: &str, result: &FrameResult) -> Record {
+    Record::new(topic, orstream_proto::encode(result))
+        .with_key(result.stream_id.clone().into_bytes())
+        .with_header(headers::SCHEMA_VERSION, SCHEMA_VERSION)
+}
+
+/// A message of the streams topic as the ingest service publishes it.
+pub fn stream_record(topic: &str, event: &StreamEvent) -> Record {
+    Record::new(topic, orstream_proto::encode(event))
+        .with_key(event.stream_id.clone().into_bytes())
+        .with_header(headers::SCHEMA_VERSION, SCHEMA_VERSION)
+}
+
+/// Classes of the scripted model: (id, label, category, frames visible, frames hidden).
+const CLASSES: &[(u32, &str, Category, u64, u64)] = &[
+    (1, "grasper", Category::Tool, 90, 60),
+    (2, "hook", Category::Tool, 45, 120),
+    (3, "clipper", Category::Tool, 30, 200),
+    (101, "liver", Category::Organ, 400, 30),
+    (102, "gallbladder", Category::Organ, 150, 90),
+];
+
+/// Deterministic input for a case: `streams` cameras at `fps`, `frames` results each, with
+/// tools and organs coming and going, one-frame flickers and false positives, a run of
+/// SKIPPED_STALE frames (even streams) and a reconnect under a new epoch (odd streams), and
+/// the lifecycle events ingest would publish (started, discontinuity, ended).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Script {
+    /// Streams, named `<case>-cam-<n>`.
+    pub streams: usize,
+    /// Results per stream.
+    pub frames: u64,
+    /// The case.
+    pub case_id: String,
+    /// Capture time of the first frame.
+    pub t0_ns: i64,
+    /// Frames per second.
+    pub fps: u32,
+}
+
+impl Script {
+    /// A script with the usual clock (30 fps from a fixed instant).
+    pub fn new(case_id: &str, streams: usize, frames: u64) -> Self {
+        Self {
+            streams,
+            frames,
+            case_id: case_id.to_owned(),
+            t0_ns: 1_795_000_000_000_000_000,
+            fps: 30,
+        }
+    }
+
+    /// The name of stream `s`.
+    pub fn stream_id(&self, s: usize) -> String {
+        format!("{}-cam-{s}", self.case_id)
+    }
+
+    fn frame_ns(&self) -> i64 {
+        1_000_000_000 / i64::from(self.fps.max(1))
+    }
+
+    /// Where frame `i` of stream `s` lands: (epoch, seq, capture time).
+    fn place(&self, s: usize, i: u64) -> (u64, u64, i64) {
+        let reconnect = self.frames / 2;
+        let base = self.t0_ns + (s as i64) * 7_000_000 + i as i64 * self.frame_ns();
+        if s % 2 == 1 && i >= reconnect {
+            // The camera was away for two seconds and came back under a new epoch.
+            (1, i - reconnect, base + 2_000_000_000)
+        } else {
+            (0, i, base)
+        }
+    }
+
+    /// Result `i` of stream `s`.
+    pub fn result(&self, s: usize, i: u64) -> FrameResult {
+        let (epoch, seq, capture) = self.place(s, i);
+        let skipped = s.is_multiple_of(2) && (self.frames / 3..self.frames / 3 + 5).contains(&i);
+        let mut instances = Vec::new();
+        if !skipped {
+            for (k, &(class_id, label, category, on, off)) in CLASSES.iter().enumerate() {
+                let phase = (i + (s as u64) * 37 + k as u64 * 53) % (on + off);
+                let h = hash(s as u64, u64::from(class_id), i);
+                // One frame in 40 flips: a flicker inside a visible run, or a false positive.
+                let visible = (phase < on) != h.is_multiple_of(40);
+                if visible {
+                    instances.push(Instance {
+                        class_id,
+                        label: label.to_owned(),
+                        category: category as i32,
+                        score: 0.55 + (h % 44) as f32 / 100.0,
+                        area: 0.01 + (h % 20) as f32 / 100.0,
+                        ..Instance::default()
+                    });
+                }
+            }
+        }
+        FrameResult {
+            stream_id: self.stream_id(s),
+            case_id: self.case_id.clone(),
+            session_epoch: epoch,
+            seq,
+            capture_time_ns: capture,
+            clock_source: ClockSource::Host as i32,
+            status: if skipped {
+                FrameStatus::SkippedStale as i32
+            } else {
+                FrameStatus::Ok as i32
+            },
+            status_detail: if skipped {
+                "deadline missed".to_owned()
+            } else {
+                String::new()
+            },
+            model: Some(ModelIdentity {
+                name: "scripted".to_owned(),
+                version: "1.0.0".to_owned(),
+                digest: "sha256:5c417e".to_owned(),
+            }),
+            instances,
+            result_time_ns: capture + 40_000_000,
+            width: 640,
+            height: 360,
+            ..FrameResult::default()
+        }
+    }
+
+    /// Every result, interleaved across streams frame by frame (as the cameras produce them).
+    pub fn results(&self) -> Vec<FrameResult> {
+        (0..self.frames)
+            .flat_map(|i| (0..self.streams).map(move |s| (s, i)))
+            .map(|(s, i)| self.result(s, i))
+            .collect()
+    }
+
+    /// The lifecycle events of stream `s`, in order.
+    pub fn stream_events(&self, s: usize) -> Vec<StreamEvent> {
+        let stream_id = self.stream_id(s);
+        let event = |epoch, time_ns, kind| StreamEvent {
+            stream_id: stream_id.clone(),
+            case_id: self.case_id.clone(),
+            session_epoch: epoch,
+            time_ns,
+            kind: Some(kind),
+        };
+        let started = || {
+            stream_event::Kind::Started(StreamStarted {
+                source_kind: "test".to_owned(),
+                width: 640,
+                height: 360,
+                fps: f64::from(self.fps),
+            })
+        };
+        let mut out = vec![event(0, self.place(s, 0).2, started())];
+        if s % 2 == 1 && self.frames >= 2 {
+            let before = self.place(s, self.frames / 2 - 1);
+            let after = self.place(s, self.frames / 2);
+            out.push(event(
+                1,
+                after.2,
+                stream_event::Kind::Discontinuity(StreamDiscontinuity {
+                    previous_epoch: 0,
+                    previous_last_seq: Some(before.1),
+                    gap_start_ns: before.2,
+                    gap_end_ns: after.2,
+                    reason: "stall: no buffer for 2s".to_owned(),
+                }),
+            ));
+            out.push(event(1, after.2, started()));
+        }
+        let last = self.place(s, self.frames.saturating_sub(1));
+        out.push(event(
+            last.0,
+            last.2 + 1,
+            stream_event::Kind::Ended(StreamEnded {
+                reason: 1,
+                frames_published: self.frames,
+                frames_dropped: 0,
+                detail: String::new(),
+            }),
+        ));
+        out
+    }
+
+    /// Every lifecycle event, stream by stream.
+    pub fn all_stream_events(&self) -> Vec<StreamEvent> {
+        (0..self.streams)
+            .flat_map(|s| self.stream_events(s))
+            .collect()
+    }
+
+    /// What derivation must give for this script, computed offline with the same pure
+    /// derivation the sink runs: the (closed) outputs of every stream, in stream order.
+    pub fn expected(&self, rules: &Rules) -> Vec<Output> {
+        let mut out = Vec::new();
+        for s in 0..self.streams {
+            let mut state = StreamState::new(&self.stream_id(s));
+            for i in 0..self.frames {
+                out.extend(state.apply_result(&self.result(s, i), rules));
+            }
+            for e in self.stream_events(s) {
+                out.extend(state.apply_stream_event(&e));
+            }
+        }
+        out
+    }
+}
+
+fn hash(a: u64, b: u64, c: u64) -> u64 {
+    let mut x = a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b.wrapping_mul(0xc2b2_ae3d_27d4_eb4f) ^ c;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}

@@ -1,0 +1,197 @@
+//! Helpers shared by the sink's integration tests: running a sink on a thread, waiting for
+//! it, feeding scripted input, reading topics back.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use orstream_bus::{Bus, Message};
+use orstream_sink::derive::Output;
+use orstream_sink::testing::{
+    IsolatedStore, Script, isolated, result_record, stream_record, unique,
+};
+use orstream_sink::{BackendKind, Progress, Sink, SinkConfig, SinkError, Stats};
+use tokio_util::sync::CancellationToken;
+
+pub const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Generates one test per backend: `mod sqlite { fn name() }` and `mod postgres { ... }`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(orstream_sink::BackendKind::Sqlite) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name(orstream_sink::BackendKind::Postgres) } )*
+        }
+    };
+}
+
+pub fn store(kind: BackendKind) -> IsolatedStore {
+    isolated(kind).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Topic names of one test.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub results: String,
+    pub streams: String,
+    pub events: String,
+}
+
+impl Topics {
+    pub fn unique() -> Self {
+        let id = unique("t").replace('_', "-");
+        Self {
+            results: format!("test.results.{id}"),
+            streams: format!("test.streams.{id}"),
+            events: format!("test.events.{id}"),
+        }
+    }
+
+    pub fn create(&self, bus: &Bus, partitions: u32) {
+        for t in [&self.results, &self.streams] {
+            bus.create_topic(t, partitions, TIMEOUT).unwrap();
+        }
+    }
+}
+
+pub fn config(store: &IsolatedStore, topics: &Topics) -> SinkConfig {
+    let mut config = SinkConfig {
+        store: store.url().to_owned(),
+        group_id: unique("sink"),
+        results_topic: topics.results.clone(),
+        streams_topic: topics.streams.clone(),
+        events_topic: topics.events.clone(),
+        batch_max_wait: Duration::from_millis(20),
+        retry_initial: Duration::from_millis(20),
+        retry_max: Duration::from_millis(500),
+        ..SinkConfig::default()
+    };
+    config.kafka = orstream_bus::KafkaConfig::from_env();
+    config
+}
+
+/// Publishes a script: lifecycle events and results (results in camera order).
+pub fn publish(bus: &Bus, topics: &Topics, script: &Script) -> u64 {
+    let producer = bus.producer().unwrap();
+    let mut handles = Vec::new();
+    for e in script.all_stream_events() {
+        handles.push(
+            producer
+                .send(&stream_record(&topics.streams, &e), TIMEOUT)
+                .unwrap(),
+        );
+    }
+    for r in script.results() {
+        handles.push(
+            producer
+                .send(&result_record(&topics.results, &r), TIMEOUT)
+                .unwrap(),
+        );
+    }
+    let n = handles.len() as u64;
+    for h in handles {
+        h.wait(TIMEOUT).unwrap();
+    }
+    producer.flush(TIMEOUT).unwrap();
+    n
+}
+
+pub struct RunningSink {
+    pub stop: CancellationToken,
+    pub progress: Progress,
+    handle: JoinHandle<Result<Stats, SinkError>>,
+}
+
+pub fn start(bus: &Bus, config: SinkConfig) -> RunningSink {
+    let store = orstream_sink::Store::open(&config.store).unwrap();
+    let sink = Sink::new(config, bus.clone(), store).unwrap();
+    let progress = sink.progress();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let handle = std::thread::spawn(move || sink.run(token));
+    RunningSink {
+        stop,
+        progress,
+        handle,
+    }
+}
+
+impl RunningSink {
+    /// Waits until `done(stats)` holds (panics after TIMEOUT or if the sink ended).
+    pub fn wait_for(&self, what: &str, done: impl Fn(&Stats) -> bool) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let stats = self.progress.stats();
+            if done(&stats) {
+                return;
+            }
+            assert!(
+                !self.handle.is_finished(),
+                "the sink ended while waiting for {what}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {stats:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        !self.handle.is_finished()
+    }
+
+    pub fn stop(self) -> Stats {
+        self.stop.cancel();
+        self.handle.join().unwrap().unwrap()
+    }
+}
+
+/// Reads `topic` from the beginning until `n` messages came (or TIMEOUT).
+pub fn read_topic(bus: &Bus, topic: &str, n: usize) -> Vec<Message> {
+    let consumer = bus.consumer(&unique("reader")).unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {n} messages from {topic}",
+            out.len()
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(200)).unwrap() {
+            out.push(m);
+        }
+    }
+    // Anything beyond n that is already there is read too, to catch duplicates.
+    while let Some(m) = consumer.poll(Duration::from_millis(500)).unwrap() {
+        out.push(m);
+    }
+    out
+}
+
+/// Event id -> (start, end).
+pub type Spans = BTreeMap<String, (i64, i64)>;
+
+/// Expected (event id -> (start, end)) for presences and gaps of a script.
+pub fn expected_ids(outputs: &[Output]) -> (Spans, Spans) {
+    let mut presences = BTreeMap::new();
+    let mut gaps = BTreeMap::new();
+    for o in outputs {
+        match o {
+            Output::Presence(p) => {
+                presences.insert(p.event_id(), (p.start_ns, p.end_ns));
+            }
+            Output::Gap(g) => {
+                gaps.insert(g.event_id(), (g.start_ns, g.end_ns));
+            }
+            Output::Anomaly(_) => {}
+        }
+    }
+    (presences, gaps)
+}

@@ -1,0 +1,106 @@
+//! The sink against the real broker (`scripts/kafka.sh start`) and PostgreSQL
+//! (`scripts/postgres.sh start`): the scripted record end to end, and resuming from the
+//! store's offsets when the group's are ahead (the seek after a real group assignment).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests state expectations this way
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use orstream_bus::{Bus, KafkaConfig, Offsets};
+use orstream_proto::SurgicalEvent;
+use orstream_sink::derive::Rules;
+use orstream_sink::testing::Script;
+use orstream_sink::{BackendKind, record};
+
+use common::{Topics, config, expected_ids, publish, read_topic, start, store};
+
+fn kafka() -> Bus {
+    let config = KafkaConfig::from_env();
+    if let Err(err) = config.probe(Duration::from_secs(3)) {
+        panic!("{err}: run `scripts/kafka.sh start`");
+    }
+    Bus::kafka(config).unwrap()
+}
+
+#[test]
+fn the_scripted_record_through_kafka_into_postgres() {
+    let bus = kafka();
+    let topics = Topics::unique();
+    topics.create(&bus, 3);
+    let script = Script::new("case-k", 3, 300);
+    let total = publish(&bus, &topics, &script);
+    let isolated = store(BackendKind::Postgres);
+    let config = config(&isolated, &topics);
+    let rules = Rules::from(&config.derive);
+    let sink = start(&bus, config);
+    sink.wait_for("every message stored", |s| s.messages >= total);
+    sink.wait_for("every event published", |s| {
+        s.published >= s.presences + s.gaps
+    });
+    let stats = sink.stop();
+    assert_eq!(stats.messages, total);
+
+    let (presences, gaps) = expected_ids(&script.expected(&rules));
+    let mut s = isolated.open().unwrap();
+    let timeline = record::timeline(&mut s, "case-k").unwrap().unwrap();
+    let got: BTreeSet<String> = timeline.events.iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!(got, presences.keys().cloned().collect());
+    assert_eq!(timeline.gaps.len(), gaps.len());
+
+    let published = read_topic(&bus, &topics.events, presences.len() + gaps.len());
+    let ids: BTreeSet<String> = published
+        .iter()
+        .map(|m| {
+            orstream_proto::decode::<SurgicalEvent>(&m.payload)
+                .unwrap()
+                .event_id
+        })
+        .collect();
+    assert_eq!(ids.len(), published.len(), "no event published twice");
+    assert_eq!(ids.len(), presences.len() + gaps.len());
+}
+
+#[test]
+fn a_group_ahead_of_the_store_is_moved_back_to_the_stores_offsets() {
+    let bus = kafka();
+    let topics = Topics::unique();
+    topics.create(&bus, 2);
+    let script = Script::new("case-g", 2, 150);
+    let total = publish(&bus, &topics, &script);
+    let isolated = store(BackendKind::Postgres);
+    let config = config(&isolated, &topics);
+    {
+        // Read everything as the group and commit its ends, as a sink whose database was
+        // lost or restored from an older backup would have.
+        let consumer = bus.consumer(&config.group_id).unwrap();
+        consumer
+            .subscribe(&[&topics.results, &topics.streams])
+            .unwrap();
+        let deadline = std::time::Instant::now() + common::TIMEOUT;
+        let mut ends = Offsets::new();
+        let mut read = 0;
+        while read < total {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "read {read} of {total}"
+            );
+            if let Some(m) = consumer.poll(Duration::from_millis(200)).unwrap() {
+                ends.insert(m.topic_partition(), m.next_offset());
+                read += 1;
+            }
+        }
+        consumer.commit(&ends).unwrap();
+        assert_eq!(
+            consumer
+                .committed(&ends.keys().cloned().collect::<Vec<_>>(), common::TIMEOUT)
+                .unwrap(),
+            ends
+        );
+    }
+    let sink = start(&bus, config);
+    sink.wait_for("every message", |s| s.messages >= total);
+    assert_eq!(sink.stop().results, 300);
+}

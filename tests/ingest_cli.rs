@@ -1,0 +1,210 @@
+//! `orstream ingest` as operators run it: the example configuration parses, and SIGTERM stops
+//! a running service with exit code 0 after everything it captured reached Kafka.
+//!
+//! The SIGTERM test needs the Kafka broker (`scripts/kafka.sh start`); it fails when it is down.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use orstream_bus::{Bus, KafkaConfig};
+use orstream_proto::{EndReason, Frame, StreamEvent, stream_event::Kind};
+
+const ORSTREAM: &str = env!("CARGO_BIN_EXE_orstream");
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let text = include_str!("../config/ingest.example.toml");
+    let service = orstream_ingest::ServiceConfig::from_toml(text).unwrap();
+    service.validate().unwrap();
+    assert!(service.ingest.streams.len() >= 4);
+    let kinds: Vec<&str> = service
+        .ingest
+        .streams
+        .iter()
+        .map(|s| s.source.kind())
+        .collect();
+    for kind in ["rtsp", "file", "v4l2", "test"] {
+        assert!(kinds.contains(&kind), "the example lacks a {kind} stream");
+    }
+
+    let output = Command::new(ORSTREAM)
+        .args(["ingest", "--check", "--config"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/ingest.example.toml"
+        ))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("configuration OK"));
+}
+
+#[test]
+fn invalid_flags_are_reported_with_every_problem() {
+    let output = Command::new(ORSTREAM)
+        .args([
+            "ingest",
+            "--check",
+            "--stream",
+            "=test:",
+            "--stream",
+            "cam=http://user:secret@host/x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unsupported scheme `http`"), "{stderr}");
+
+    let output = Command::new(ORSTREAM)
+        .args([
+            "ingest",
+            "--check",
+            "--stream",
+            "=test:",
+            "--events-topic",
+            "or.frames.v1",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("streams[0].stream_id"), "{stderr}");
+    assert!(stderr.contains("events_topic"), "{stderr}");
+}
+
+#[test]
+fn sigterm_drains_flushes_and_exits_zero() {
+    let config = KafkaConfig::from_env();
+    if let Err(err) = config.probe(Duration::from_secs(3)) {
+        panic!("{err}: this test needs the Kafka broker; run `scripts/kafka.sh start`");
+    }
+    let bootstrap = config.bootstrap_servers.clone();
+    let bus = Bus::kafka(config).unwrap();
+    let suffix = format!(
+        "{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let frames_topic = format!("test.ingest-cli.{suffix}.frames");
+    let events_topic = format!("test.ingest-cli.{suffix}.streams");
+    for topic in [&frames_topic, &events_topic] {
+        bus.create_topic(topic, 1, Duration::from_secs(30)).unwrap();
+    }
+    let mut child = Command::new(ORSTREAM)
+        .args([
+            "ingest",
+            "--stream",
+            "cam-1=test:",
+            "--stream",
+            "cam-2=test:",
+        ])
+        .args(["--width", "64", "--height", "48", "--case-id", "case-cli"])
+        .args(["--kafka", &bootstrap])
+        .args([
+            "--frames-topic",
+            &frames_topic,
+            "--events-topic",
+            &events_topic,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let frames_reader = bus.consumer(&format!("test-cli-{suffix}-f")).unwrap();
+    frames_reader.subscribe(&[frames_topic.as_str()]).unwrap();
+    let mut frames: Vec<Frame> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while frames.len() < 40 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} frames arrived",
+            frames.len()
+        );
+        if let Ok(Some(message)) = frames_reader.poll(Duration::from_millis(200)) {
+            frames.push(orstream_proto::decode(&message.payload).unwrap());
+        }
+    }
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orstream ingest did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut stderr).unwrap();
+    }
+    assert!(status.success(), "exit {status:?}: {stderr}");
+
+    // Everything the service counted as published is on the topic, and it said so.
+    let idle_after = |reader: &orstream_bus::Consumer, sink: &mut dyn FnMut(&[u8])| {
+        let mut last = Instant::now();
+        while last.elapsed() < Duration::from_secs(3) {
+            if let Ok(Some(message)) = reader.poll(Duration::from_millis(200)) {
+                sink(&message.payload);
+                last = Instant::now();
+            }
+        }
+    };
+    idle_after(&frames_reader, &mut |payload| {
+        frames.push(orstream_proto::decode(payload).unwrap());
+    });
+    let events_reader = bus.consumer(&format!("test-cli-{suffix}-e")).unwrap();
+    events_reader.subscribe(&[events_topic.as_str()]).unwrap();
+    let mut events: Vec<StreamEvent> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while events
+        .iter()
+        .filter(|e| matches!(e.kind, Some(Kind::Ended(_))))
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "no ended events: {events:?}");
+        if let Ok(Some(message)) = events_reader.poll(Duration::from_millis(200)) {
+            events.push(orstream_proto::decode(&message.payload).unwrap());
+        }
+    }
+    for stream_id in ["cam-1", "cam-2"] {
+        let seqs: Vec<u64> = frames
+            .iter()
+            .filter(|f| f.stream_id == stream_id)
+            .map(|f| f.seq)
+            .collect();
+        assert_eq!(
+            seqs,
+            (0..seqs.len() as u64).collect::<Vec<_>>(),
+            "{stream_id}"
+        );
+        let ended = events
+            .iter()
+            .filter(|e| e.stream_id == stream_id)
+            .find_map(|e| match &e.kind {
+                Some(Kind::Ended(ended)) => Some(ended.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(ended.reason, EndReason::Shutdown as i32);
+        assert_eq!(
+            ended.frames_published,
+            seqs.len() as u64,
+            "{stream_id}: {stderr}"
+        );
+    }
+    assert!(frames.iter().all(|f| f.case_id == "case-cli"));
+}
