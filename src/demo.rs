@@ -1,35 +1,73 @@
-//! The embedded demo: what the pipeline can do today, in one process, over the in-process bus.
+//! The embedded demo: the whole job in one process.
 //!
-//! Ingest (GStreamer test sources, one pipeline per stream) publishes v1 `Frame`s to
-//! `or.frames.v1` keyed by stream_id; a consumer group reads them back, decodes them with the
-//! contract's bounded decoder and checks the frame identity rules (gap-free `seq` per stream and
-//! epoch). The report counts every frame: captured, dropped before publishing, published,
-//! consumed, rejected. Later stages (inference, the record) join here as they are built.
+//! The committed demo clip (or any file or RTSP camera) is played as a live OR camera through
+//! ingest -> `or.frames.v1` -> infer (the demo model) -> `or.results.v1` -> sink -> the
+//! surgical record, over the in-process bus into an SQLite file — or, with `--kafka` and
+//! `--postgres`, over the real broker into PostgreSQL. Each service runs on its own thread
+//! with its own child of one cancellation token, exactly as it does as a separate process.
+//!
+//! While it runs, a monitor (its own consumer group on the results topic) prints frames in and
+//! out, throughput, batch size, capture-to-result latency and skips. At the end the demo
+//! prints the case's timeline, the per-tool usage totals and, for a clip with ground truth,
+//! how the derived events compare with it; and it writes the timeline picture.
+//!
+//! Shutdown order: ingest ends (end of file, or the operator's SIGINT), then infer is
+//! cancelled once every published frame has a committed result, then the sink once every
+//! result and the stream's end are stored.
 
-use std::collections::BTreeMap;
+pub mod truth;
+
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
-use orstream_bus::{Bus, Offsets, Record};
-use orstream_ingest::{FramePipeline, FullPolicy, StreamConfig, TestSourceConfig};
-use orstream_proto::{ClockSource, Encoding, Frame, SCHEMA_VERSION, headers, topics};
+use anyhow::{Context, Result, anyhow, bail};
+use orstream_bus::{Bus, KafkaConfig};
+use orstream_infer::config::Mode;
+use orstream_infer::{InferConfig, Model, Worker};
+use orstream_ingest::{
+    FileSourceConfig, FullPolicy, Ingest, IngestConfig, RtspSourceConfig, SourceConfig,
+    StreamConfig,
+};
+use orstream_proto::{FrameResult, FrameStatus, topics};
+use orstream_sink::record::{self, Format, Timeline};
+use orstream_sink::{Sink, SinkConfig, Store};
+use tokio_util::sync::CancellationToken;
+
+/// Where the demo's video comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DemoSource {
+    /// A video file, played once.
+    File(PathBuf),
+    /// An RTSP camera; runs until SIGINT/SIGTERM.
+    Rtsp(String),
+}
 
 /// What the demo runs.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
-    /// Concurrent streams (one GStreamer pipeline each).
-    pub streams: usize,
-    /// Frames per stream.
-    pub frames: u32,
-    /// Frame width in pixels.
+    /// The video.
+    pub source: DemoSource,
+    /// Ground truth of the clip (`*.timeline.json`), to compare the derived events with.
+    pub truth: Option<PathBuf>,
+    /// Process every frame as fast as possible instead of at camera pace.
+    pub archive: bool,
+    /// Kafka bootstrap servers; the in-process bus when absent.
+    pub kafka: Option<String>,
+    /// PostgreSQL URL for the record; an SQLite file in `out_dir` when absent.
+    pub postgres: Option<String>,
+    /// TorchScript model; its card is the same path with `.toml`.
+    pub model: PathBuf,
+    /// Device for the model: `cpu` or `cuda:N`.
+    pub device: String,
+    /// Where the record (SQLite) and the timeline picture are written.
+    pub out_dir: PathBuf,
+    /// Frame size published by ingest.
     pub width: u32,
-    /// Frame height in pixels.
+    /// Frame size published by ingest.
     pub height: u32,
-    /// Pace sources like cameras (true) or run them as fast as possible (false).
-    pub live: bool,
     /// Print a progress line this often (None: quiet).
     pub progress_every: Option<Duration>,
 }
@@ -37,275 +75,553 @@ pub struct DemoOptions {
 impl Default for DemoOptions {
     fn default() -> Self {
         Self {
-            streams: 2,
-            frames: 150,
+            source: DemoSource::File(PathBuf::from("models/demo/clip.mp4")),
+            truth: Some(PathBuf::from("models/demo/clip.timeline.json")),
+            archive: false,
+            kafka: None,
+            postgres: None,
+            model: PathBuf::from("models/demo/seg.pt"),
+            device: "cpu".into(),
+            out_dir: PathBuf::from("demo-output"),
             width: 640,
             height: 360,
-            live: true,
             progress_every: Some(Duration::from_secs(1)),
         }
     }
 }
 
-/// Per-stream figures of a demo run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StreamTally {
-    /// Samples that reached the end of the GStreamer pipeline.
-    pub captured: u64,
-    /// Captured but dropped before publishing (ingest queue full, or invalid sample).
-    pub dropped: u64,
-    /// Published to `or.frames.v1`.
-    pub published: u64,
-    /// Read back by the consumer group and accepted by the decoder.
-    pub consumed: u64,
-    /// Read back but rejected by the decoder, or out of sequence.
-    pub rejected: u64,
-    /// Bytes of JPEG consumed.
-    pub jpeg_bytes: u64,
+/// What the results monitor saw.
+#[derive(Debug, Clone, Default)]
+pub struct ResultTally {
+    /// Results of this case, by status.
+    pub ok: u64,
+    /// SKIPPED_STALE + SKIPPED_OVERLOAD.
+    pub skipped: u64,
+    /// Any error status.
+    pub errors: u64,
+    /// Capture -> result latency of OK results, in ms, sorted.
+    pub latencies_ms: Vec<f64>,
+    /// Sum of batch sizes of OK results.
+    pub batch_sum: u64,
+    /// Sum of model forward time per OK result's batch, in µs.
+    pub forward_us_sum: u64,
+}
+
+impl ResultTally {
+    /// All results.
+    pub fn total(&self) -> u64 {
+        self.ok + self.skipped + self.errors
+    }
+
+    /// Latency quantile (0..=1) in ms.
+    pub fn latency_ms(&self, q: f64) -> Option<f64> {
+        if self.latencies_ms.is_empty() {
+            return None;
+        }
+        let i = ((self.latencies_ms.len() - 1) as f64 * q).round() as usize;
+        self.latencies_ms.get(i).copied()
+    }
+
+    /// Mean batch size of OK results.
+    pub fn mean_batch(&self) -> f64 {
+        self.batch_sum as f64 / self.ok.max(1) as f64
+    }
 }
 
 /// The outcome of a demo run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DemoReport {
-    /// Figures per stream_id.
-    pub streams: BTreeMap<String, StreamTally>,
-    /// Wall time from start to the last frame consumed.
+    /// The case the run recorded.
+    pub case_id: String,
+    /// Frames published by ingest.
+    pub published: u64,
+    /// Frames captured but dropped by ingest before publishing (live backpressure).
+    pub ingest_dropped: u64,
+    /// Inference figures.
+    pub infer: orstream_infer::Stats,
+    /// Sink figures.
+    pub sink: orstream_sink::Stats,
+    /// What the results monitor saw for this case.
+    pub results: ResultTally,
+    /// The case's timeline as stored.
+    pub timeline: Timeline,
+    /// Comparison with the clip's ground truth, when it has one.
+    pub comparison: Option<truth::Comparison>,
+    /// The timeline picture.
+    pub picture: PathBuf,
+    /// Where the record is.
+    pub store: String,
+    /// Wall time from start to the record being complete.
     pub wall: Duration,
 }
 
 impl DemoReport {
-    /// Every captured frame is published or counted as dropped, and every published frame is
-    /// consumed exactly once and accepted.
+    /// Every published frame has exactly one result, and every result is stored.
     pub fn all_accounted(&self) -> bool {
-        self.streams.values().all(|t| {
-            t.captured == t.published + t.dropped && t.published == t.consumed && t.rejected == 0
-        })
-    }
-
-    /// Total frames consumed.
-    pub fn consumed(&self) -> u64 {
-        self.streams.values().map(|t| t.consumed).sum()
+        self.published == self.results.total()
+            && self.published == self.infer.results()
+            && self.published == self.sink.results
     }
 }
 
-const CASE_ID: &str = "demo-case";
-const GROUP: &str = "orstream-demo";
-const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Results the infer worker has committed, read from its live counters.
+fn committed_results(counters: &orstream_infer::stats::Counters) -> u64 {
+    counters.snapshot().results()
+}
 
-fn now_ns() -> i64 {
+fn unix_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-/// Runs the demo to completion and reports what happened to every frame.
-pub fn run(options: &DemoOptions) -> Result<DemoReport> {
-    if options.streams == 0 || options.frames == 0 {
-        bail!("the demo needs at least one stream and one frame");
+/// Smallest instance that counts as a sighting, as a fraction of the frame (the ground truth's
+/// visibility rule).
+const VISIBLE_FRACTION: f32 = 0.005;
+
+/// Partitions of the demo's topics (one camera uses one of them; the rest show the layout).
+const TOPIC_PARTITIONS: u32 = 3;
+
+fn card_path(model: &Path) -> PathBuf {
+    model.with_extension("toml")
+}
+
+/// Runs the demo to completion (or until `shutdown` for a camera) and reports.
+pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoReport> {
+    if options.postgres.is_some() && options.kafka.is_none() {
+        // The record stores the offsets it consumed; an in-process bus starts from zero every
+        // run, so a persistent database would see this run's results as replays.
+        bail!("--postgres needs --kafka: a persistent record needs a persistent bus");
     }
-    let bus = Bus::memory();
-    let partitions = u32::try_from(options.streams).context("too many streams")?;
-    bus.create_topic(topics::FRAMES, partitions, Duration::from_secs(5))
-        .context("creating or.frames.v1 on the in-process bus")?;
-    let producer = Arc::new(bus.producer().context("creating the frame producer")?);
-    let consumer = bus.consumer(GROUP).context("creating the consumer")?;
-    consumer
-        .subscribe(&[topics::FRAMES])
-        .context("subscribing to or.frames.v1")?;
+    std::fs::create_dir_all(&options.out_dir)
+        .with_context(|| format!("creating {}", options.out_dir.display()))?;
+    let run_id = unix_secs();
+    let case_id = format!("demo-{run_id}");
+    let stream_id = format!("demo-{run_id}-laparoscope");
+
+    let bus = match &options.kafka {
+        Some(bootstrap) => {
+            let config = KafkaConfig {
+                bootstrap_servers: bootstrap.clone(),
+                ..KafkaConfig::default()
+            };
+            config
+                .probe(Duration::from_secs(3))
+                .map_err(|e| anyhow!("{e}: start it with scripts/kafka.sh start"))?;
+            Bus::kafka(config).context("connecting to Kafka")?
+        }
+        None => Bus::memory(),
+    };
+    let store_url = match &options.postgres {
+        Some(url) => url.clone(),
+        None => {
+            let path = options.out_dir.join("record.db");
+            if path.exists() {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing the previous {}", path.display()))?;
+            }
+            format!("sqlite://{}", path.display())
+        }
+    };
+
+    // Every topic exists before any service starts: a consumer may not join a topic that a
+    // producer has yet to create.
+    for topic in [
+        topics::FRAMES,
+        topics::STREAMS,
+        topics::RESULTS,
+        topics::EVENTS,
+    ] {
+        for name in [topic.to_owned(), topics::dlq(topic)] {
+            bus.create_topic(&name, TOPIC_PARTITIONS, Duration::from_secs(30))
+                .with_context(|| format!("creating topic {name}"))?;
+        }
+    }
+
+    // Inference first: the model is loaded, checked against its card and warmed up before
+    // any frame is published.
+    let mut infer_config = InferConfig::default();
+    infer_config.model.path = options.model.clone();
+    infer_config.model.card = Some(card_path(&options.model));
+    infer_config.model.device = options.device.clone();
+    infer_config.mode = if options.archive {
+        Mode::Archive
+    } else {
+        Mode::Live
+    };
+    infer_config.transactional_id = format!("orstream-demo-infer-{run_id}");
+    // The clip's ground truth counts a class as visible when it covers at least 0.5% of the
+    // frame; blobs smaller than that are segmentation noise for this purpose.
+    infer_config.postprocess.min_area = VISIBLE_FRACTION;
+    infer_config
+        .validate()
+        .context("the demo's inference settings")?;
+    let model = Model::open(&infer_config.model)
+        .with_context(|| format!("loading the model {}", options.model.display()))?;
+    let worker = Worker::new(infer_config, bus.clone(), model).context("starting inference")?;
+    let infer_counters = worker.counters();
+
+    let mut sink_config = SinkConfig {
+        store: store_url.clone(),
+        ..SinkConfig::default()
+    };
+    if let Some(bootstrap) = &options.kafka {
+        sink_config.kafka.bootstrap_servers = bootstrap.clone();
+    }
+    let store = Store::open(&store_url).context("opening the record")?;
+    let sink = Sink::new(sink_config, bus.clone(), store).context("starting the sink")?;
+    let sink_progress = sink.progress();
+
+    let ingest_config = IngestConfig {
+        streams: vec![stream_config(options, &stream_id, &case_id)],
+        ..IngestConfig::default()
+    };
+    let ingest = Ingest::new(ingest_config, bus.clone()).context("starting ingest")?;
 
     let started = Instant::now();
-    let published = Arc::new(AtomicU64::new(0));
-    let sources_done = Arc::new(AtomicBool::new(false));
-    let mut handles = Vec::new();
-    for i in 0..options.streams {
-        let stream_id = format!("demo-or-{i}");
-        let mut config = StreamConfig::test(
-            stream_id.clone(),
-            TestSourceConfig {
-                num_buffers: Some(options.frames),
-                is_live: options.live,
-            },
-        );
-        config.output.width = options.width;
-        config.output.height = options.height;
-        if !options.live {
-            config.full_policy = FullPolicy::Block;
-        }
-        let producer = Arc::clone(&producer);
-        let published = Arc::clone(&published);
-        handles.push(thread::spawn(move || {
-            publish_stream(&config, &producer, &published)
-        }));
-    }
+    let tokens = (
+        shutdown.child_token(),
+        shutdown.child_token(),
+        shutdown.child_token(),
+    );
+    let (ingest_token, infer_token, sink_token) = tokens;
+    let sink_thread = spawn("orstream-demo-sink", {
+        let token = sink_token.clone();
+        move || sink.run(token).map_err(anyhow::Error::from)
+    })?;
+    let infer_thread = spawn("orstream-demo-infer", {
+        let token = infer_token.clone();
+        move || worker.run(token).map_err(anyhow::Error::from)
+    })?;
+    let monitor = Monitor::start(&bus, &case_id)?;
+    let ingest_thread = spawn("orstream-demo-ingest", {
+        let token = ingest_token.clone();
+        move || ingest.run(token).map_err(anyhow::Error::from)
+    })?;
 
-    // Consume on this thread while the sources run; stop once they are done and the topic is
-    // drained (an idle poll after the last publish).
-    let mut tallies: BTreeMap<String, StreamTally> = BTreeMap::new();
-    let mut next_seq: BTreeMap<(String, u64), u64> = BTreeMap::new();
-    let mut offsets = Offsets::new();
-    let mut consumed_total = 0u64;
-    let mut last_progress = Instant::now();
-    loop {
-        let message = consumer
-            .poll(Duration::from_millis(100))
-            .context("polling or.frames.v1")?;
-        match message {
-            Some(message) => {
-                offsets.insert(message.topic_partition(), message.next_offset());
-                let key = message
-                    .key
-                    .as_deref()
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
-                    .unwrap_or_default();
-                match orstream_proto::decode::<Frame>(&message.payload) {
-                    Ok(frame) => {
-                        let tally = tallies.entry(frame.stream_id.clone()).or_default();
-                        let expected = next_seq
-                            .entry((frame.stream_id.clone(), frame.session_epoch))
-                            .or_insert(0);
-                        if frame.seq == *expected {
-                            *expected += 1;
-                            tally.consumed += 1;
-                            tally.jpeg_bytes += frame.data.len() as u64;
-                        } else {
-                            tracing::warn!(stream_id = %frame.stream_id, expected = *expected,
-                                seq = frame.seq, "frame out of sequence");
-                            tally.rejected += 1;
-                        }
-                        consumed_total += 1;
-                    }
-                    Err(error) => {
-                        tracing::warn!(partition = message.partition, offset = message.offset,
-                            %error, "rejected frame");
-                        tallies.entry(key).or_default().rejected += 1;
-                    }
-                }
-            }
-            None if sources_done.load(Ordering::Acquire) => break,
-            None => {
-                if handles.iter().all(|h| h.is_finished()) {
-                    // One more idle poll after this confirms the topic is drained.
-                    sources_done.store(true, Ordering::Release);
-                }
-            }
+    // Progress until ingest ends (end of file) or the operator stops it.
+    let progress = |stage: &str| {
+        if options.progress_every.is_some() {
+            print_progress(started, stage, &infer_counters, &sink_progress, &monitor);
         }
-        if let Some(every) = options.progress_every
-            && last_progress.elapsed() >= every
-        {
-            let secs = started.elapsed().as_secs_f64();
-            println!(
-                "[{secs:6.1}s] published {:>6}  consumed {:>6}  {:6.1} frames/s",
-                published.load(Ordering::Relaxed),
-                consumed_total,
-                consumed_total as f64 / secs.max(1e-9),
-            );
-            last_progress = Instant::now();
+    };
+    let every = options.progress_every.unwrap_or(Duration::from_millis(200));
+    while !ingest_thread.is_finished() {
+        if infer_thread.is_finished() || sink_thread.is_finished() {
+            ingest_token.cancel();
+            break;
+        }
+        thread::sleep(every.min(Duration::from_millis(200)));
+        if started.elapsed().as_millis() % every.as_millis().max(1) < 200 {
+            progress("playing");
         }
     }
-    consumer
-        .commit(&offsets)
-        .context("committing consumed offsets")?;
+    let ingest_stats = join(ingest_thread, "ingest")?;
+    let published = ingest_stats.published();
+
+    // Drain: every published frame gets a committed result, then every result is stored.
+    // A service that stops on its own has failed: its error ends the wait.
+    wait_until(
+        shutdown,
+        || {
+            committed_results(&infer_counters) >= published
+                || infer_thread.is_finished()
+                || sink_thread.is_finished()
+        },
+        || progress("inferring"),
+    );
+    infer_token.cancel();
+    let infer_stats = join(infer_thread, "infer")?;
+    wait_until(
+        shutdown,
+        || {
+            let s = sink_progress.stats();
+            (s.results >= published && s.stream_events >= 2) || sink_thread.is_finished()
+        },
+        || progress("recording"),
+    );
+    // The stream's end may arrive on its own topic just after the last result.
+    thread::sleep(Duration::from_millis(300));
+    sink_token.cancel();
+    let sink_stats = join(sink_thread, "sink")?;
+    let results = monitor.finish();
     let wall = started.elapsed();
 
-    for handle in handles {
-        let (stream_id, source) = match handle.join() {
-            Ok(result) => result?,
-            Err(_) => bail!("a source thread panicked"),
-        };
-        let tally = tallies.entry(stream_id).or_default();
-        tally.captured = source.captured;
-        tally.dropped = source.dropped;
-        tally.published = source.published;
-    }
+    let mut store = Store::open(&store_url).context("reopening the record")?;
+    let timeline = record::timeline(&mut store, &case_id)
+        .context("reading the case timeline")?
+        .ok_or_else(|| anyhow!("case {case_id} is not in the record"))?;
+    let picture = options.out_dir.join("timeline.svg");
+    std::fs::write(&picture, record::svg(&timeline))
+        .with_context(|| format!("writing {}", picture.display()))?;
+    let comparison = match (&options.truth, &options.source) {
+        (Some(path), DemoSource::File(_)) => {
+            let truth = truth::Truth::load(path)?;
+            Some(truth::compare(
+                &truth::truth_spans(&truth),
+                &derived_spans(&timeline),
+            ))
+        }
+        _ => None,
+    };
     Ok(DemoReport {
-        streams: tallies,
+        case_id,
+        published,
+        ingest_dropped: ingest_stats.dropped(),
+        infer: infer_stats,
+        sink: sink_stats,
+        results,
+        timeline,
+        comparison,
+        picture,
+        store: orstream_sink::store::redact(&store_url),
         wall,
     })
 }
 
-struct SourceTally {
-    captured: u64,
-    dropped: u64,
-    published: u64,
+fn stream_config(options: &DemoOptions, stream_id: &str, case_id: &str) -> StreamConfig {
+    let source = match &options.source {
+        DemoSource::File(path) => SourceConfig::File(FileSourceConfig {
+            path: path.clone(),
+            looping: false,
+            realtime: !options.archive,
+        }),
+        DemoSource::Rtsp(location) => SourceConfig::Rtsp(RtspSourceConfig {
+            location: location.clone(),
+            ..RtspSourceConfig::default()
+        }),
+    };
+    let mut config = StreamConfig::new(stream_id, source);
+    config.case_id = case_id.to_owned();
+    config.output.width = options.width;
+    config.output.height = options.height;
+    config.full_policy = if options.archive {
+        FullPolicy::Block
+    } else {
+        FullPolicy::DropOldest
+    };
+    config
 }
 
-/// Runs one stream's pipeline to its end, publishing every frame it yields.
-fn publish_stream(
-    config: &StreamConfig,
-    producer: &orstream_bus::Producer,
-    published: &AtomicU64,
-) -> Result<(String, SourceTally)> {
-    let stream_id = config.stream_id.clone();
-    let (pipeline, frames) = FramePipeline::build(config)
-        .with_context(|| format!("building the pipeline of stream {stream_id}"))?;
-    pipeline
-        .start()
-        .with_context(|| format!("starting stream {stream_id}"))?;
-    // Host clock at the pipeline's running time zero: capture time = base + running time.
-    let base_ns = now_ns();
-    let mut seq = 0u64;
-    for frame in &frames {
-        let message = Frame {
-            stream_id: stream_id.clone(),
-            case_id: CASE_ID.into(),
-            session_epoch: 1,
-            seq,
-            capture_time_ns: base_ns.saturating_add(i64::try_from(frame.running_time_ns)?),
-            clock_source: ClockSource::Host as i32,
-            pts_ns: i64::try_from(frame.pts_ns)?,
-            width: frame.width,
-            height: frame.height,
-            encoding: Encoding::Jpeg as i32,
-            data: frame.jpeg,
+/// Presence intervals of the timeline as spans in seconds from the case start.
+pub fn derived_spans(timeline: &Timeline) -> Vec<truth::Span> {
+    timeline
+        .events
+        .iter()
+        .map(|e| truth::Span {
+            label: e.label.clone(),
+            category: e.category.clone(),
+            start_s: e.start_offset_ns as f64 / 1e9,
+            end_s: e.end_offset_ns as f64 / 1e9,
+        })
+        .collect()
+}
+
+fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<JoinHandle<Result<T>>> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .with_context(|| format!("starting thread {name}"))
+}
+
+fn join<T>(handle: JoinHandle<Result<T>>, what: &str) -> Result<T> {
+    handle
+        .join()
+        .map_err(|_| anyhow!("the {what} thread panicked"))?
+        .with_context(|| format!("{what} failed"))
+}
+
+/// Waits for `done`, calling `tick` about once a second, until `shutdown` says stop now.
+fn wait_until(shutdown: &CancellationToken, done: impl Fn() -> bool, tick: impl Fn()) {
+    let mut last = Instant::now();
+    while !done() && !shutdown.is_cancelled() {
+        thread::sleep(Duration::from_millis(50));
+        if last.elapsed() >= Duration::from_secs(1) {
+            tick();
+            last = Instant::now();
+        }
+    }
+}
+
+/// Reads the results topic as its own consumer group and tallies this case's results.
+struct Monitor {
+    tally: Arc<std::sync::Mutex<ResultTally>>,
+    stop: CancellationToken,
+    seen: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Monitor {
+    fn start(bus: &Bus, case_id: &str) -> Result<Self> {
+        let consumer = bus
+            .consumer(&format!("{case_id}-monitor"))
+            .context("creating the results monitor")?;
+        consumer
+            .subscribe(&[topics::RESULTS])
+            .context("subscribing the results monitor")?;
+        let tally = Arc::new(std::sync::Mutex::new(ResultTally::default()));
+        let seen = Arc::new(AtomicU64::new(0));
+        let stop = CancellationToken::new();
+        let thread = {
+            let (tally, seen, stop, case_id) = (
+                Arc::clone(&tally),
+                Arc::clone(&seen),
+                stop.clone(),
+                case_id.to_owned(),
+            );
+            thread::Builder::new()
+                .name("orstream-demo-monitor".into())
+                .spawn(move || {
+                    let mut idle_after_stop = 0;
+                    loop {
+                        match consumer.poll(Duration::from_millis(100)) {
+                            Ok(Some(message)) => {
+                                idle_after_stop = 0;
+                                if let Ok(result) =
+                                    orstream_proto::decode::<FrameResult>(&message.payload)
+                                    && result.case_id == case_id
+                                {
+                                    seen.fetch_add(1, Ordering::Relaxed);
+                                    if let Ok(mut t) = tally.lock() {
+                                        count(&mut t, &result);
+                                    }
+                                }
+                            }
+                            Ok(None) if stop.is_cancelled() => {
+                                idle_after_stop += 1;
+                                if idle_after_stop >= 3 {
+                                    break;
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(error) => {
+                                tracing::warn!(%error, "results monitor stopped");
+                                break;
+                            }
+                        }
+                    }
+                })
+                .context("starting the results monitor")?
         };
-        let record = Record::new(topics::FRAMES, orstream_proto::encode(&message))
-            .with_key(stream_id.clone().into_bytes())
-            .with_header(headers::SCHEMA_VERSION, SCHEMA_VERSION);
-        producer
-            .send(&record, SEND_TIMEOUT)
-            .and_then(|delivery| delivery.wait(SEND_TIMEOUT))
-            .with_context(|| format!("publishing frame {seq} of stream {stream_id}"))?;
-        seq += 1;
-        published.fetch_add(1, Ordering::Relaxed);
+        Ok(Self {
+            tally,
+            stop,
+            seen,
+            thread: Some(thread),
+        })
     }
-    pipeline
-        .wait_for_eos(Duration::from_secs(5))
-        .with_context(|| format!("stream {stream_id} did not end cleanly"))?;
-    let counts = pipeline.counts();
-    Ok((
-        stream_id,
-        SourceTally {
-            captured: counts.total(),
-            dropped: counts.total() - counts.delivered,
-            published: seq,
-        },
-    ))
+
+    fn snapshot(&self) -> ResultTally {
+        self.tally.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    fn finish(mut self) -> ResultTally {
+        self.stop.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let mut tally = self.snapshot();
+        tally.latencies_ms.sort_by(f64::total_cmp);
+        tally
+    }
 }
 
-/// Prints the report as a table with totals.
-pub fn print_report(report: &DemoReport) {
-    println!();
-    println!(
-        "{:<12} {:>9} {:>8} {:>10} {:>9} {:>9} {:>11}",
-        "stream", "captured", "dropped", "published", "consumed", "rejected", "JPEG KiB/fr"
-    );
-    for (stream_id, t) in &report.streams {
-        let per_frame = t.jpeg_bytes as f64 / 1024.0 / (t.consumed.max(1)) as f64;
-        println!(
-            "{stream_id:<12} {:>9} {:>8} {:>10} {:>9} {:>9} {per_frame:>11.1}",
-            t.captured, t.dropped, t.published, t.consumed, t.rejected
-        );
+fn count(tally: &mut ResultTally, result: &FrameResult) {
+    match FrameStatus::try_from(result.status) {
+        Ok(FrameStatus::Ok) => {
+            tally.ok += 1;
+            let latency_ms = (result.result_time_ns - result.capture_time_ns) as f64 / 1e6;
+            tally.latencies_ms.push(latency_ms);
+            if let Some(t) = &result.timings {
+                tally.batch_sum += u64::from(t.batch_size);
+                tally.forward_us_sum += t.forward_us;
+            }
+        }
+        Ok(FrameStatus::SkippedStale | FrameStatus::SkippedOverload) => tally.skipped += 1,
+        _ => tally.errors += 1,
     }
-    let secs = report.wall.as_secs_f64();
+}
+
+fn print_progress(
+    started: Instant,
+    stage: &str,
+    infer: &orstream_infer::stats::Counters,
+    sink: &orstream_sink::Progress,
+    monitor: &Monitor,
+) {
+    let secs = started.elapsed().as_secs_f64();
+    let infer = infer.snapshot();
+    let stored = sink.stats().results;
+    let mut tally = monitor.snapshot();
+    tally.latencies_ms.sort_by(f64::total_cmp);
+    let latency = match (tally.latency_ms(0.5), tally.latency_ms(0.99)) {
+        (Some(p50), Some(p99)) => format!("p50 {p50:5.0} ms  p99 {p99:5.0} ms"),
+        _ => "p50     - ms  p99     - ms".into(),
+    };
     println!(
-        "\n{} frames in {secs:.2} s ({:.1} frames/s); every frame accounted for: {}",
-        report.consumed(),
-        report.consumed() as f64 / secs.max(1e-9),
+        "[{secs:6.1}s {stage:<9}] in {:>5}  results {:>5}  stored {:>5}  {:5.1} fps  batch {:4.1}  {latency}  skipped {}",
+        infer.consumed,
+        monitor.seen.load(Ordering::Relaxed),
+        stored,
+        infer.results() as f64 / secs.max(1e-9),
+        tally.mean_batch(),
+        infer.skipped_stale + infer.skipped_overload,
+    );
+}
+
+/// Prints the end-of-run report: accounting, timeline, usage, the truth comparison.
+pub fn print_report(report: &DemoReport, archive: bool) {
+    let secs = report.wall.as_secs_f64();
+    let r = &report.results;
+    println!(
+        "\n== case {} ({} s of wall time) ==",
+        report.case_id,
+        fmt_s(secs)
+    );
+    println!(
+        "frames published {}  results {} (ok {}, skipped {}, errors {})  stored {}  ingest drops {}",
+        report.published,
+        r.total(),
+        r.ok,
+        r.skipped,
+        r.errors,
+        report.sink.results,
+        report.ingest_dropped
+    );
+    println!(
+        "every frame accounted for: {}",
         if report.all_accounted() { "yes" } else { "NO" }
     );
     println!(
-        "Stages run: ingest (GStreamer) -> or.frames.v1 (in-process bus) -> consumer group. \
-         Inference and the surgical record are not part of this build yet."
+        "throughput {:.1} frames/s; mean batch {:.2}; model forward {:.1} ms per batch",
+        report.published as f64 / secs.max(1e-9),
+        r.mean_batch(),
+        r.forward_us_sum as f64 / 1e3 / r.ok.max(1) as f64,
     );
+    if !archive && let (Some(p50), Some(p99)) = (r.latency_ms(0.5), r.latency_ms(0.99)) {
+        println!("capture -> result latency p50 {p50:.0} ms, p99 {p99:.0} ms");
+    }
+    println!("\n-- timeline (record: {}) --", report.store);
+    print!(
+        "{}",
+        record::render_timeline(&report.timeline, Format::Table)
+    );
+    println!("\n-- usage --");
+    print!(
+        "{}",
+        record::render_usage(&record::usage(&report.timeline), Format::Table)
+    );
+    if let Some(comparison) = &report.comparison {
+        println!("\n-- against the clip's ground truth (seconds from case start) --");
+        print!("{}", truth::render(comparison));
+    }
+    println!("\ntimeline picture: {}", report.picture.display());
+}
+
+fn fmt_s(secs: f64) -> String {
+    format!("{secs:.1}")
 }

@@ -9,3 +9,4 @@
 pub mod commands;
 pub mod demo;
 pub mod shutdown;
+pub mod telemetry;

@@ -1,7 +1,6 @@
 //! The `orstream` command: a thin entry over the `orstream` library.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -15,24 +14,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the embedded demo in one process over the in-process bus (no servers).
-    Demo {
-        /// Concurrent streams.
-        #[arg(long, default_value_t = 2)]
-        streams: usize,
-        /// Frames per stream.
-        #[arg(long, default_value_t = 150)]
-        frames: u32,
-        /// Frame width in pixels.
-        #[arg(long, default_value_t = 640)]
-        width: u32,
-        /// Frame height in pixels.
-        #[arg(long, default_value_t = 360)]
-        height: u32,
-        /// Process as fast as possible instead of at camera pace.
-        #[arg(long)]
-        archive: bool,
-    },
+    /// Play the demo clip (or a camera) through ingest, infer and sink in one process.
+    Demo(orstream::commands::demo::Args),
     /// Publish camera, file and test streams as frames to Kafka.
     Ingest(orstream::commands::ingest::Args),
     /// Run the model on frames from Kafka and publish one result per frame.
@@ -42,6 +25,9 @@ enum Command {
     /// Read the surgical record: cases, timelines, usage, pictures.
     Record(orstream::commands::record::Args),
 }
+
+/// Exit code when a run finished but not every frame was accounted for.
+const EXIT_UNACCOUNTED: u8 = 4;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -53,26 +39,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo {
-            streams,
-            frames,
-            width,
-            height,
-            archive,
-        } => {
-            let options = orstream::demo::DemoOptions {
-                streams,
-                frames,
-                width,
-                height,
-                live: !archive,
-                progress_every: Some(Duration::from_secs(1)),
-            };
-            orstream::demo::run(&options).map(|report| {
-                orstream::demo::print_report(&report);
-                report.all_accounted()
-            })
-        }
+        Command::Demo(args) => orstream::commands::demo::run(args),
         Command::Ingest(args) => orstream::commands::ingest::run(args).map(|()| true),
         Command::Infer(args) => orstream::commands::infer::run(args).map(|()| true),
         Command::Sink(args) => orstream::commands::sink::run(args).map(|()| true),
@@ -82,7 +49,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             eprintln!("error: not every frame was accounted for");
-            ExitCode::from(2)
+            ExitCode::from(EXIT_UNACCOUNTED)
         }
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -32,7 +32,12 @@
 //!   [`Delivery`], the key -> partition rule;
 //! - `client`: the clients above, dispatching to
 //! - `kafka`: the Kafka backend (rdkafka `ThreadedProducer`, `BaseConsumer`, admin client);
-//! - `memory`: the in-process backend (one mutex and condvar; keeps everything, no retention).
+//! - `memory`: the in-process backend (one mutex and condvar; keeps everything, no retention);
+//! - [`trace`]: W3C trace context (`traceparent`) in [`Headers`]: inject a span's context on
+//!   produce, extract it on consume to continue the trace or link to it;
+//! - [`metrics`]: the metric names, units, buckets and attribute keys every service records
+//!   with (OpenTelemetry global meter), and [`metrics::HealthReporter`], where service loops
+//!   report liveness and readiness.
 //!
 //! Data comes in as [`Record`]s given to a producer and goes out as [`Message`]s returned by
 //! [`Consumer::poll`]; in between it lives in Kafka, or in the memory of the process.
@@ -43,6 +48,8 @@ mod error;
 mod kafka;
 mod memory;
 mod message;
+pub mod metrics;
+pub mod trace;
 
 pub use client::{
     Backend, Bus, Consumer, DeliveryHandle, GroupMetadata, Producer, TransactionalProducer,

@@ -16,9 +16,9 @@ pub struct Args {
     /// Where the record is stored, overriding the file: sqlite://PATH or postgres://...
     #[arg(long)]
     store: Option<String>,
-    /// Kafka bootstrap servers, overriding the file.
-    #[arg(long)]
-    bootstrap_servers: Option<String>,
+    /// Kafka bootstrap servers (host:port,...), overriding the file.
+    #[arg(long, value_name = "BOOTSTRAP", alias = "bootstrap-servers")]
+    kafka: Option<String>,
     /// Consumer group, overriding the file.
     #[arg(long)]
     group: Option<String>,
@@ -34,7 +34,7 @@ fn load(args: &Args) -> Result<SinkConfig> {
     if let Some(store) = &args.store {
         config.store.clone_from(store);
     }
-    if let Some(bootstrap) = &args.bootstrap_servers {
+    if let Some(bootstrap) = &args.kafka {
         config.kafka.bootstrap_servers.clone_from(bootstrap);
     }
     if let Some(group) = &args.group {

@@ -1,0 +1,580 @@
+//! The metrics every orstream service records, in one place: names, units, descriptions,
+//! histogram buckets and the attribute keys allowed on them; and the health reports a service's
+//! loops make ([`HealthReporter`]).
+//!
+//! Services record through the OpenTelemetry global meter ([`meter`]); the process that runs
+//! them decides where the numbers go (a Prometheus scrape endpoint, OTLP, or nowhere when no
+//! meter provider is installed, which makes recording free of cost and effect). An instrument
+//! is built once from its spec and kept:
+//!
+//! ```
+//! use opentelemetry::KeyValue;
+//! use orstream_bus::metrics::{self, attr, value};
+//!
+//! let meter = metrics::meter();
+//! let published = metrics::INGEST_FRAMES_PUBLISHED.build(&meter);
+//! let dropped = metrics::INGEST_FRAMES_DROPPED.build(&meter);
+//! published.add(1, &[]);
+//! dropped.add(1, &[KeyValue::new(attr::REASON, value::QUEUE_FULL)]);
+//! ```
+//!
+//! Names follow the OpenTelemetry semantic conventions where one exists (the `messaging.*`
+//! metrics and attributes); the rest live under `orstream.`. Durations are in seconds
+//! (`s`), counts use `{thing}` units. Exported to Prometheus, dots become underscores, counters
+//! gain `_total` and second-histograms `_seconds`: `orstream.ingest.frames.published` is
+//! scraped as `orstream_ingest_frames_published_total`.
+//!
+//! Labels stay low-cardinality and free of case data: only the keys in [`attr`] (listed in
+//! [`ALLOWED_ATTRIBUTES`]) are used, never a frame id, offset, sequence number, case id or
+//! stream URI.
+
+use std::borrow::Cow;
+
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
+
+/// Name of the instrumentation scope every orstream instrument belongs to.
+pub const METER_NAME: &str = "orstream";
+
+/// The meter services record with: the global meter provider's meter for [`METER_NAME`].
+pub fn meter() -> Meter {
+    opentelemetry::global::meter(METER_NAME)
+}
+
+/// A monotonic count (`u64`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CounterSpec {
+    /// Metric name.
+    pub name: &'static str,
+    /// UCUM unit, `{thing}` for counts.
+    pub unit: &'static str,
+    /// What it counts; the Prometheus `# HELP` text.
+    pub description: &'static str,
+}
+
+impl CounterSpec {
+    /// Builds the instrument on `meter`.
+    pub fn build(&self, meter: &Meter) -> Counter<u64> {
+        meter
+            .u64_counter(self.name)
+            .with_unit(self.unit)
+            .with_description(self.description)
+            .build()
+    }
+}
+
+/// A count that goes up and down (`i64`), e.g. streams per state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UpDownCounterSpec {
+    /// Metric name.
+    pub name: &'static str,
+    /// UCUM unit, `{thing}` for counts.
+    pub unit: &'static str,
+    /// What it counts; the Prometheus `# HELP` text.
+    pub description: &'static str,
+}
+
+impl UpDownCounterSpec {
+    /// Builds the instrument on `meter`.
+    pub fn build(&self, meter: &Meter) -> UpDownCounter<i64> {
+        meter
+            .i64_up_down_counter(self.name)
+            .with_unit(self.unit)
+            .with_description(self.description)
+            .build()
+    }
+}
+
+/// A value sampled now and then (`i64`), e.g. consumer lag.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GaugeSpec {
+    /// Metric name.
+    pub name: &'static str,
+    /// UCUM unit, `{thing}` for counts.
+    pub unit: &'static str,
+    /// What it measures; the Prometheus `# HELP` text.
+    pub description: &'static str,
+}
+
+impl GaugeSpec {
+    /// Builds the instrument on `meter`.
+    pub fn build(&self, meter: &Meter) -> Gauge<i64> {
+        meter
+            .i64_gauge(self.name)
+            .with_unit(self.unit)
+            .with_description(self.description)
+            .build()
+    }
+}
+
+/// A distribution (`f64`) with explicit bucket boundaries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HistogramSpec {
+    /// Metric name.
+    pub name: &'static str,
+    /// UCUM unit: `s` for durations.
+    pub unit: &'static str,
+    /// What it measures; the Prometheus `# HELP` text.
+    pub description: &'static str,
+    /// Upper bucket boundaries, increasing.
+    pub boundaries: &'static [f64],
+}
+
+impl HistogramSpec {
+    /// Builds the instrument on `meter`.
+    pub fn build(&self, meter: &Meter) -> Histogram<f64> {
+        meter
+            .f64_histogram(self.name)
+            .with_unit(self.unit)
+            .with_description(self.description)
+            .with_boundaries(self.boundaries.to_vec())
+            .build()
+    }
+}
+
+/// Buckets for latencies, in seconds: 0.5 ms to 10 s, dense around a frame interval
+/// (33 ms at 30 fps) and the default live latency budget (1 s).
+pub const LATENCY_BOUNDARIES: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.033, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// Buckets for batch sizes, in frames.
+pub const BATCH_SIZE_BOUNDARIES: &[f64] =
+    &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0];
+
+const SECONDS: &str = "s";
+
+// ---------------------------------------------------------------------------------------------
+// OpenTelemetry semantic conventions: messaging.
+// ---------------------------------------------------------------------------------------------
+
+/// Messages a producer sent and the broker acknowledged (or failed: `error.type` set).
+/// Attributes: `messaging.system`, `messaging.destination.name`, `error.type`.
+pub const MESSAGING_SENT: CounterSpec = CounterSpec {
+    name: "messaging.client.sent.messages",
+    unit: "{message}",
+    description: "Messages a producer attempted to send to the broker.",
+};
+
+/// Messages a consumer received.
+/// Attributes: `messaging.system`, `messaging.destination.name`,
+/// `messaging.consumer.group.name`, `messaging.destination.partition.id`.
+pub const MESSAGING_CONSUMED: CounterSpec = CounterSpec {
+    name: "messaging.client.consumed.messages",
+    unit: "{message}",
+    description: "Messages delivered to a consumer.",
+};
+
+/// Duration of one client operation against the broker (`send`, `receive`, `commit`...).
+/// Attributes: `messaging.system`, `messaging.operation.name`, `error.type`.
+pub const MESSAGING_OPERATION_DURATION: HistogramSpec = HistogramSpec {
+    name: "messaging.client.operation.duration",
+    unit: SECONDS,
+    description: "Duration of a messaging operation initiated by a producer or consumer client.",
+    boundaries: LATENCY_BOUNDARIES,
+};
+
+/// Time a consumer spent processing one message (decode to result, result to row).
+/// Attributes: `messaging.system`, `messaging.destination.name`, `error.type`.
+pub const MESSAGING_PROCESS_DURATION: HistogramSpec = HistogramSpec {
+    name: "messaging.process.duration",
+    unit: SECONDS,
+    description: "Duration of processing operation.",
+    boundaries: LATENCY_BOUNDARIES,
+};
+
+// ---------------------------------------------------------------------------------------------
+// orstream: shared by the services.
+// ---------------------------------------------------------------------------------------------
+
+/// Messages the consumer group has yet to read on a partition (high watermark minus position).
+/// Attributes: `messaging.destination.name`, `messaging.destination.partition.id`,
+/// `messaging.consumer.group.name`.
+pub const CONSUMER_LAG: GaugeSpec = GaugeSpec {
+    name: "orstream.consumer.lag",
+    unit: "{message}",
+    description: "Messages not yet consumed by the group, per partition.",
+};
+
+/// Transactions ended, Kafka (infer) or database (sink). Attributes:
+/// `orstream.transaction.outcome` (`committed` / `aborted`).
+pub const TRANSACTIONS: CounterSpec = CounterSpec {
+    name: "orstream.transactions",
+    unit: "{transaction}",
+    description: "Transactions ended, by outcome (committed or aborted).",
+};
+
+/// Time from beginning a transaction to its commit or abort. Attributes:
+/// `orstream.transaction.outcome`.
+pub const TRANSACTION_DURATION: HistogramSpec = HistogramSpec {
+    name: "orstream.transaction.duration",
+    unit: SECONDS,
+    description: "Duration of a transaction from begin to commit or abort.",
+    boundaries: LATENCY_BOUNDARIES,
+};
+
+/// Messages sent to a dead-letter topic. Attributes: `orstream.reason`,
+/// `messaging.destination.name` (the source topic).
+pub const DEAD_LETTERS: CounterSpec = CounterSpec {
+    name: "orstream.dead_letters",
+    unit: "{message}",
+    description: "Messages sent to a dead-letter topic, by reason.",
+};
+
+// ---------------------------------------------------------------------------------------------
+// orstream: ingest.
+// ---------------------------------------------------------------------------------------------
+
+/// Frames that came out of the GStreamer pipelines (before any drop). Attributes:
+/// `orstream.source.kind`.
+pub const INGEST_FRAMES_CAPTURED: CounterSpec = CounterSpec {
+    name: "orstream.ingest.frames.captured",
+    unit: "{frame}",
+    description: "Frames captured from sources.",
+};
+
+/// Frames published to the frames topic and acknowledged by the broker.
+pub const INGEST_FRAMES_PUBLISHED: CounterSpec = CounterSpec {
+    name: "orstream.ingest.frames.published",
+    unit: "{frame}",
+    description: "Frames published and acknowledged.",
+};
+
+/// Frames dropped before publishing. Attributes: `orstream.reason` (`queue_full`,
+/// `oversized`, `publish_failed`, ...).
+pub const INGEST_FRAMES_DROPPED: CounterSpec = CounterSpec {
+    name: "orstream.ingest.frames.dropped",
+    unit: "{frame}",
+    description: "Frames dropped before publishing, by reason.",
+};
+
+/// Time to encode one frame to JPEG.
+pub const INGEST_ENCODE_DURATION: HistogramSpec = HistogramSpec {
+    name: "orstream.ingest.encode.duration",
+    unit: SECONDS,
+    description: "Time to encode one frame to JPEG.",
+    boundaries: LATENCY_BOUNDARIES,
+};
+
+/// Streams per state; a stream moves by adding -1 to its old state and +1 to its new one.
+/// Attributes: `orstream.stream.state` (`connecting`, `live`, `stalled`, `reconnecting`).
+pub const INGEST_STREAMS: UpDownCounterSpec = UpDownCounterSpec {
+    name: "orstream.ingest.streams",
+    unit: "{stream}",
+    description: "Streams per state.",
+};
+
+/// Source rebuilds after a failure or a stall (each one records a discontinuity).
+/// Attributes: `orstream.reason` (`stalled`, `error`, `eos`).
+pub const INGEST_RECONNECTS: CounterSpec = CounterSpec {
+    name: "orstream.ingest.reconnects",
+    unit: "{reconnect}",
+    description: "Source rebuilds after a failure or a stall, by reason.",
+};
+
+// ---------------------------------------------------------------------------------------------
+// orstream: infer.
+// ---------------------------------------------------------------------------------------------
+
+/// Results produced, one per frame consumed. Attributes: `orstream.status` (`ok`,
+/// `skipped_stale`, `skipped_overload`, `decode_error`, `invalid`, `model_error`).
+pub const INFER_RESULTS: CounterSpec = CounterSpec {
+    name: "orstream.infer.results",
+    unit: "{result}",
+    description: "Frame results produced, by status.",
+};
+
+/// Frames per model forward pass.
+pub const INFER_BATCH_SIZE: HistogramSpec = HistogramSpec {
+    name: "orstream.infer.batch.size",
+    unit: "{frame}",
+    description: "Frames per model forward pass.",
+    boundaries: BATCH_SIZE_BOUNDARIES,
+};
+
+/// Time a frame waited between being consumed and its batch starting.
+pub const INFER_QUEUE_DURATION: HistogramSpec = HistogramSpec {
+    name: "orstream.infer.queue.duration",
+    unit: SECONDS,
+    description: "Time a frame waited from consume to the start of its batch.",
+    boundaries: LATENCY_BOUNDARIES,
+};
+
+/// Time to decode and prepare one batch's input tensor.
+pub const INFER_PREPROCESS_DURATION: HistogramSpec = HistogramSpec {
+    name: "orstream.infer.preprocess.duration",
+    unit: SECONDS,
+    description: "Time to decode and prepare one batch's input.",
+    boundaries: LATENCY_BOUNDARIES,
+};
+
+/// Time of one model forward pass (one batch). Attributes: `orstream.model.name`.
+pub const INFER_FORWARD_DURATION: HistogramSpec = HistogramSpec {
+    name: "orstream.infer.forward.duration",
+    unit: SECONDS,
+    description: "Time of one model forward pass.",
+    boundaries: LATENCY_BOUNDARIES,
+};
+
+/// Time to turn one batch's output into instances.
+pub const INFER_POSTPROCESS_DURATION: HistogramSpec = HistogramSpec {
+    name: "orstream.infer.postprocess.duration",
+    unit: SECONDS,
+    description: "Time to turn one batch's model output into instances.",
+    boundaries: LATENCY_BOUNDARIES,
+};
+
+/// From a frame's capture time to its result being produced. Attributes: `orstream.status`.
+pub const INFER_CAPTURE_TO_RESULT: HistogramSpec = HistogramSpec {
+    name: "orstream.infer.capture_to_result.duration",
+    unit: SECONDS,
+    description: "Time from frame capture to its result being produced.",
+    boundaries: LATENCY_BOUNDARIES,
+};
+
+// ---------------------------------------------------------------------------------------------
+// orstream: sink.
+// ---------------------------------------------------------------------------------------------
+
+/// Frame results stored in the record.
+pub const SINK_RESULTS_STORED: CounterSpec = CounterSpec {
+    name: "orstream.sink.results.stored",
+    unit: "{result}",
+    description: "Frame results stored in the record.",
+};
+
+/// Surgical events written to the record. Attributes: `orstream.event.kind` (`presence`,
+/// `gap`, `anomaly`).
+pub const SINK_EVENTS_WRITTEN: CounterSpec = CounterSpec {
+    name: "orstream.sink.events.written",
+    unit: "{event}",
+    description: "Surgical events written to the record, by kind.",
+};
+
+/// From a frame's capture time to its result's row being committed.
+pub const SINK_CAPTURE_TO_RECORD: HistogramSpec = HistogramSpec {
+    name: "orstream.sink.capture_to_record.duration",
+    unit: SECONDS,
+    description: "Time from frame capture to its result committed in the record.",
+    boundaries: LATENCY_BOUNDARIES,
+};
+
+/// Every metric name above, for checks (unique, well-formed) and documentation.
+pub const ALL_NAMES: &[&str] = &[
+    MESSAGING_SENT.name,
+    MESSAGING_CONSUMED.name,
+    MESSAGING_OPERATION_DURATION.name,
+    MESSAGING_PROCESS_DURATION.name,
+    CONSUMER_LAG.name,
+    TRANSACTIONS.name,
+    TRANSACTION_DURATION.name,
+    DEAD_LETTERS.name,
+    INGEST_FRAMES_CAPTURED.name,
+    INGEST_FRAMES_PUBLISHED.name,
+    INGEST_FRAMES_DROPPED.name,
+    INGEST_ENCODE_DURATION.name,
+    INGEST_STREAMS.name,
+    INGEST_RECONNECTS.name,
+    INFER_RESULTS.name,
+    INFER_BATCH_SIZE.name,
+    INFER_QUEUE_DURATION.name,
+    INFER_PREPROCESS_DURATION.name,
+    INFER_FORWARD_DURATION.name,
+    INFER_POSTPROCESS_DURATION.name,
+    INFER_CAPTURE_TO_RESULT.name,
+    SINK_RESULTS_STORED.name,
+    SINK_EVENTS_WRITTEN.name,
+    SINK_CAPTURE_TO_RECORD.name,
+];
+
+/// Attribute (label) keys. Values come from small closed sets ([`value`]) or bounded
+/// configuration (topic and group names, partition numbers, model names).
+pub mod attr {
+    /// Semantic convention: the messaging system, [`super::value::KAFKA`] or
+    /// [`super::value::IN_PROCESS`].
+    pub const MESSAGING_SYSTEM: &str = "messaging.system";
+    /// Semantic convention: the topic.
+    pub const MESSAGING_DESTINATION_NAME: &str = "messaging.destination.name";
+    /// Semantic convention: the partition number, as a string.
+    pub const MESSAGING_PARTITION_ID: &str = "messaging.destination.partition.id";
+    /// Semantic convention: the consumer group.
+    pub const MESSAGING_CONSUMER_GROUP_NAME: &str = "messaging.consumer.group.name";
+    /// Semantic convention: the operation (`send`, `receive`, `commit`, ...).
+    pub const MESSAGING_OPERATION_NAME: &str = "messaging.operation.name";
+    /// Semantic convention: the class of error that ended an operation (a short fixed
+    /// word such as `timeout` or `fenced`, never an error message).
+    pub const ERROR_TYPE: &str = "error.type";
+    /// Why a frame or message was dropped or dead-lettered, or a source rebuilt.
+    pub const REASON: &str = "orstream.reason";
+    /// A frame result's status, lower snake case (`ok`, `skipped_stale`, ...).
+    pub const STATUS: &str = "orstream.status";
+    /// A stream's state.
+    pub const STREAM_STATE: &str = "orstream.stream.state";
+    /// A source's kind (`rtsp`, `file`, `v4l2`, `test`); never its location.
+    pub const SOURCE_KIND: &str = "orstream.source.kind";
+    /// How a transaction ended.
+    pub const TRANSACTION_OUTCOME: &str = "orstream.transaction.outcome";
+    /// The kind of a surgical event.
+    pub const EVENT_KIND: &str = "orstream.event.kind";
+    /// The model's name from its card.
+    pub const MODEL_NAME: &str = "orstream.model.name";
+}
+
+/// The only attribute keys orstream metrics carry.
+pub const ALLOWED_ATTRIBUTES: &[&str] = &[
+    attr::MESSAGING_SYSTEM,
+    attr::MESSAGING_DESTINATION_NAME,
+    attr::MESSAGING_PARTITION_ID,
+    attr::MESSAGING_CONSUMER_GROUP_NAME,
+    attr::MESSAGING_OPERATION_NAME,
+    attr::ERROR_TYPE,
+    attr::REASON,
+    attr::STATUS,
+    attr::STREAM_STATE,
+    attr::SOURCE_KIND,
+    attr::TRANSACTION_OUTCOME,
+    attr::EVENT_KIND,
+    attr::MODEL_NAME,
+];
+
+/// Attribute values from the closed sets above.
+pub mod value {
+    /// `messaging.system` of the Kafka backend (semantic convention value).
+    pub const KAFKA: &str = "kafka";
+    /// `messaging.system` of the in-process backend.
+    pub const IN_PROCESS: &str = "orstream_in_process";
+    /// `orstream.transaction.outcome`: committed.
+    pub const COMMITTED: &str = "committed";
+    /// `orstream.transaction.outcome`: aborted.
+    pub const ABORTED: &str = "aborted";
+    /// `orstream.reason`: a bounded queue was full and the frame was dropped.
+    pub const QUEUE_FULL: &str = "queue_full";
+    /// `orstream.reason`: the message would exceed the bus's size limit.
+    pub const OVERSIZED: &str = "oversized";
+    /// `orstream.reason`: the broker did not take the message.
+    pub const PUBLISH_FAILED: &str = "publish_failed";
+    /// `orstream.stream.state`: building the pipeline, waiting for the first frame.
+    pub const CONNECTING: &str = "connecting";
+    /// `orstream.stream.state`: frames are flowing.
+    pub const LIVE: &str = "live";
+    /// `orstream.stream.state`: the watchdog saw no frame within the stall timeout.
+    pub const STALLED: &str = "stalled";
+    /// `orstream.stream.state`: waiting out the backoff before a rebuild.
+    pub const RECONNECTING: &str = "reconnecting";
+}
+
+/// Where a service's loops report liveness and readiness. The process that runs the service
+/// serves them (`/healthz`, `/readyz`); libraries take an implementation and call it, and
+/// [`NoHealth`] ignores the reports where nothing serves them.
+pub trait HealthReporter: Send + Sync {
+    /// The loop that must keep turning (the consumer's poll loop) went round once more.
+    fn beat(&self);
+    /// Sets one named readiness check; the service is ready when every check it set is true.
+    /// Names come from [`checks`].
+    fn set_ready(&self, check: &str, ready: bool);
+}
+
+/// A [`HealthReporter`] that ignores every report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoHealth;
+
+impl HealthReporter for NoHealth {
+    fn beat(&self) {}
+    fn set_ready(&self, _check: &str, _ready: bool) {}
+}
+
+/// Names of readiness checks.
+pub mod checks {
+    /// The consumer has partitions assigned (or the group has fewer partitions than members,
+    /// which the service decides to call ready).
+    pub const PARTITIONS_ASSIGNED: &str = "partitions_assigned";
+    /// The model is loaded, checked against its card and warmed up.
+    pub const MODEL_WARM: &str = "model_warm";
+    /// The record's database answers.
+    pub const DATABASE: &str = "database";
+    /// The broker answers.
+    pub const BROKER: &str = "broker";
+    /// The service is running and not draining for shutdown.
+    pub const RUNNING: &str = "running";
+}
+
+/// A metric name as Prometheus shows it (dots to underscores, no unit or `_total` suffix),
+/// for tests and dashboards that look a metric up in scraped text.
+pub fn prometheus_base_name(name: &str) -> Cow<'_, str> {
+    if name.contains(['.', '-']) {
+        Cow::Owned(name.replace(['.', '-'], "_"))
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn well_formed(name: &str) -> bool {
+        !name.is_empty()
+            && name.split('.').all(|part| {
+                !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            })
+    }
+
+    #[test]
+    fn names_are_unique_and_well_formed() {
+        let unique: BTreeSet<&str> = ALL_NAMES.iter().copied().collect();
+        assert_eq!(unique.len(), ALL_NAMES.len());
+        for name in ALL_NAMES {
+            assert!(well_formed(name), "{name}");
+            assert!(
+                name.starts_with("orstream.") || name.starts_with("messaging."),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn attribute_keys_are_unique_and_carry_no_identifiers() {
+        let unique: BTreeSet<&str> = ALLOWED_ATTRIBUTES.iter().copied().collect();
+        assert_eq!(unique.len(), ALLOWED_ATTRIBUTES.len());
+        for key in ALLOWED_ATTRIBUTES {
+            assert!(well_formed(key), "{key}");
+            for banned in ["offset", "case", "frame", "seq", "uri", "location", "path"] {
+                assert!(!key.contains(banned), "{key} looks like an identifier");
+            }
+        }
+    }
+
+    #[test]
+    fn boundaries_increase() {
+        for boundaries in [LATENCY_BOUNDARIES, BATCH_SIZE_BOUNDARIES] {
+            assert!(boundaries.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+
+    #[test]
+    fn prometheus_names() {
+        assert_eq!(
+            prometheus_base_name(INGEST_FRAMES_PUBLISHED.name),
+            "orstream_ingest_frames_published"
+        );
+        assert_eq!(
+            prometheus_base_name(MESSAGING_CONSUMED.name),
+            "messaging_client_consumed_messages"
+        );
+    }
+
+    #[test]
+    fn instruments_build_without_a_provider() {
+        // No meter provider installed: recording is a no-op, never a panic.
+        let meter = meter();
+        INGEST_FRAMES_PUBLISHED.build(&meter).add(1, &[]);
+        INGEST_STREAMS.build(&meter).add(1, &[]);
+        CONSUMER_LAG.build(&meter).record(3, &[]);
+        INFER_BATCH_SIZE.build(&meter).record(8.0, &[]);
+        let health: &dyn HealthReporter = &NoHealth;
+        health.beat();
+        health.set_ready(checks::MODEL_WARM, true);
+    }
+}

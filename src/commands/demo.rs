@@ -1,0 +1,70 @@
+//! `orstream demo`: the whole job in one process (see [`crate::demo`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::demo::{DemoOptions, DemoSource};
+
+/// Options of `orstream demo`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Video file to play as a live camera.
+    #[arg(long, default_value = "models/demo/clip.mp4", conflicts_with = "rtsp")]
+    pub clip: PathBuf,
+    /// RTSP camera to read instead of a file (runs until Ctrl-C).
+    #[arg(long)]
+    pub rtsp: Option<String>,
+    /// Ground truth of the clip to compare the derived events with; `none` to skip.
+    #[arg(long, default_value = "models/demo/clip.timeline.json")]
+    pub truth: String,
+    /// Process every frame as fast as possible instead of at camera pace.
+    #[arg(long)]
+    pub archive: bool,
+    /// Run over this Kafka broker (host:port) instead of the in-process bus.
+    #[arg(long, value_name = "BOOTSTRAP")]
+    pub kafka: Option<String>,
+    /// Write the record to this PostgreSQL database instead of SQLite (needs --kafka).
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
+    /// TorchScript model (its card is the same path with .toml).
+    #[arg(long, default_value = "models/demo/seg.pt")]
+    pub model: PathBuf,
+    /// Device for the model: cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Directory for the SQLite record and the timeline picture.
+    #[arg(long, default_value = "demo-output")]
+    pub out: PathBuf,
+    /// No progress lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Runs the demo and prints its report; `Ok(false)` when not every frame was accounted for.
+pub fn run(args: Args) -> Result<bool> {
+    let source = match args.rtsp {
+        Some(url) => DemoSource::Rtsp(url),
+        None => DemoSource::File(args.clip),
+    };
+    let truth = match (&source, args.truth.as_str()) {
+        (DemoSource::File(_), t) if t != "none" => Some(PathBuf::from(t)),
+        _ => None,
+    };
+    let options = DemoOptions {
+        source,
+        truth,
+        archive: args.archive,
+        kafka: args.kafka,
+        postgres: args.postgres,
+        model: args.model,
+        device: args.device,
+        out_dir: args.out,
+        progress_every: (!args.quiet).then_some(Duration::from_secs(1)),
+        ..DemoOptions::default()
+    };
+    let report = crate::demo::run(&options, &crate::shutdown::root())?;
+    crate::demo::print_report(&report, options.archive);
+    Ok(report.all_accounted())
+}

@@ -1,0 +1,317 @@
+//! Telemetry of the services: logs, traces, metrics, health endpoints and exit codes.
+//!
+//! A service calls [`init`] once, first thing, with its [`TelemetryConfig`] and keeps the
+//! returned [`TelemetryGuard`] until it ends (dropping it flushes what is buffered). It gets:
+//!
+//! - logs on stderr, filtered by `log_filter` (`ORSTREAM_LOG`);
+//! - when `otlp_endpoint` is set, `tracing` spans exported as OpenTelemetry spans over
+//!   OTLP/HTTP, sampled at `sampling_ratio` where a trace starts and following the parent's
+//!   decision downstream; trace context travels in message headers through
+//!   [`orstream_bus::trace`];
+//! - the OpenTelemetry global meter provider, which the libraries record into through
+//!   [`orstream_bus::metrics`]: read by Prometheus at `/metrics`, and pushed over OTLP when an
+//!   endpoint is set (unless `otlp_metrics = false`);
+//! - when `metrics_listen` is set, an HTTP endpoint on a thread of its own: `/metrics`,
+//!   `/healthz` (liveness from [`Health::beat`]) and `/readyz` (readiness from
+//!   [`Health::set_ready`]); a [`Health`] is handed to the service's loops either way.
+//!
+//! Nothing is exported by default. Spans and metric labels never carry frame bytes, case ids or
+//! stream locations (see `orstream_bus::metrics::ALLOWED_ATTRIBUTES`).
+//!
+//! # Exit codes
+//!
+//! | code | constant | meaning |
+//! |---|---|---|
+//! | 0 | [`exit::OK`] | finished or drained cleanly after SIGINT/SIGTERM |
+//! | 1 | [`exit::FAILURE`] | failed while running (a fatal bus or database error, a panic) |
+//! | 2 | [`exit::CONFIG`] | bad configuration or command line (as clap exits on bad flags) |
+//! | 3 | [`exit::UNAVAILABLE`] | a dependency (broker, database, model file) unreachable at start |
+//! | 130 | [`exit::FORCED`] | a second signal cut the drain short ([`crate::shutdown::EXIT_FORCED`]) |
+//!
+//! An error is classified by attaching an [`ExitReason`] as anyhow context
+//! (`.context(ExitReason::Config)`); [`exit_code`] finds it anywhere in the chain, and an
+//! unclassified error is a runtime failure. Supervisors restart on 1 and 3, not on 2.
+//!
+//! Modules: `config` ([`TelemetryConfig`]), `health` ([`Health`], its clocks), `server` (the
+//! HTTP endpoint), `prometheus` ([`PrometheusMetrics`]), `otlp` (exporters and their HTTP
+//! client).
+
+mod config;
+mod health;
+mod otlp;
+mod prometheus;
+mod server;
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+pub use config::{TelemetryConfig, TelemetryConfigError, env};
+pub use health::{Clock, Health, Liveness, ManualClock, Readiness, SystemClock};
+pub use orstream_bus::metrics::{HealthReporter, checks};
+pub use prometheus::PrometheusMetrics;
+pub use server::Server;
+
+/// Process exit codes; see the module documentation.
+pub mod exit {
+    /// Finished, or drained cleanly after SIGINT/SIGTERM.
+    pub const OK: u8 = 0;
+    /// Failed while running.
+    pub const FAILURE: u8 = 1;
+    /// Bad configuration or command line.
+    pub const CONFIG: u8 = 2;
+    /// A dependency was unreachable at start.
+    pub const UNAVAILABLE: u8 = 3;
+    /// A second signal cut the drain short; the same as [`crate::shutdown::EXIT_FORCED`].
+    pub const FORCED: u8 = 130;
+}
+
+/// Why a service ends with an error; attach it as context to pick the exit code:
+/// `config.validate().context(ExitReason::Config)?`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    /// Failed while running ([`exit::FAILURE`]).
+    Failure,
+    /// Bad configuration ([`exit::CONFIG`]).
+    Config,
+    /// A dependency unreachable at start ([`exit::UNAVAILABLE`]).
+    Unavailable,
+}
+
+impl ExitReason {
+    /// The exit code.
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Failure => exit::FAILURE,
+            Self::Config => exit::CONFIG,
+            Self::Unavailable => exit::UNAVAILABLE,
+        }
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Failure => "runtime failure",
+            Self::Config => "configuration error",
+            Self::Unavailable => "dependency unavailable at start",
+        })
+    }
+}
+
+/// The exit code for an error: the [`ExitReason`] attached anywhere in its chain (the
+/// outermost wins), else [`exit::FAILURE`].
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    error
+        .downcast_ref::<ExitReason>()
+        .map_or(exit::FAILURE, |reason| reason.code())
+}
+
+/// What [`init`] set up; keep it for the life of the service. Dropping it stops the HTTP
+/// endpoint and flushes buffered spans and metrics (bounded by `otlp_timeout`).
+pub struct TelemetryGuard {
+    health: Health,
+    metrics: PrometheusMetrics,
+    server: Option<Server>,
+    tracer_provider: Option<SdkTracerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
+}
+
+impl fmt::Debug for TelemetryGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelemetryGuard")
+            .field("server", &self.server)
+            .field("tracing", &self.tracer_provider.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelemetryGuard {
+    /// The service's health: hand clones to the loops that report.
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// The address `/metrics`, `/healthz` and `/readyz` are served on, when they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(Server::local_addr)
+    }
+
+    /// The metrics now, as a scrape would return them.
+    pub fn render_metrics(&self) -> Result<String> {
+        self.metrics.render()
+    }
+
+    /// Stops the endpoint and flushes, reporting what could not be flushed (dropping the
+    /// guard does the same and logs the problems instead).
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        let mut problems = Vec::new();
+        if let Some(provider) = self.tracer_provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            problems.push(format!("flushing spans: {e}"));
+        }
+        if let Some(provider) = self.meter_provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            problems.push(format!("flushing metrics: {e}"));
+        }
+        self.server.take();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(problems.join("; ")))
+        }
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Err(error) = self.stop() {
+            tracing::warn!("telemetry: {error:#}");
+        }
+    }
+}
+
+/// Sets up logs, traces, metrics and the health endpoint for this process (see the module
+/// documentation). Call once: the `tracing` subscriber and the OpenTelemetry providers are
+/// process-wide. Errors carry an [`ExitReason`]: [`ExitReason::Config`] for a bad
+/// configuration or an address that cannot be bound.
+pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard> {
+    config.validate().context(ExitReason::Config)?;
+    let resource = Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+
+    // The wire contract fixes W3C trace context; anything using the global propagator agrees.
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+
+    let tracer_provider = match &config.otlp_endpoint {
+        Some(endpoint) => {
+            let exporter =
+                otlp::span_exporter(endpoint, config.otlp_timeout).context(ExitReason::Config)?;
+            Some(
+                SdkTracerProvider::builder()
+                    .with_resource(resource.clone())
+                    .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                        config.sampling_ratio,
+                    ))))
+                    .with_batch_exporter(exporter)
+                    .build(),
+            )
+        }
+        None => None,
+    };
+
+    let (prometheus_reader, metrics) = PrometheusMetrics::reader()?;
+    let mut meters = SdkMeterProvider::builder()
+        .with_resource(resource)
+        .with_reader(prometheus_reader);
+    if let (Some(endpoint), true) = (&config.otlp_endpoint, config.otlp_metrics) {
+        let exporter =
+            otlp::metric_exporter(endpoint, config.otlp_timeout).context(ExitReason::Config)?;
+        meters = meters.with_reader(
+            PeriodicReader::builder(exporter)
+                .with_interval(config.otlp_metrics_interval)
+                .build(),
+        );
+    }
+    let meter_provider = meters.build();
+
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(EnvFilter::builder().parse_lossy(&config.log_filter));
+    let spans = tracer_provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(orstream_bus::metrics::METER_NAME))
+            .with_filter(EnvFilter::builder().parse_lossy(&config.trace_filter))
+    });
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init()
+        .context("installing the log subscriber: one is already installed in this process")?;
+
+    if let Some(provider) = &tracer_provider {
+        opentelemetry::global::set_tracer_provider(provider.clone());
+    }
+    opentelemetry::global::set_meter_provider(meter_provider.clone());
+
+    let health = Health::new(config.liveness_timeout);
+    let server = match config.metrics_listen {
+        Some(listen) => Some(
+            Server::start(listen, health.clone(), Some(metrics.clone()))
+                .context(ExitReason::Config)?,
+        ),
+        None => None,
+    };
+    tracing::debug!(
+        service = %config.service_name,
+        otlp = config.otlp_endpoint.is_some(),
+        sampling_ratio = config.sampling_ratio,
+        "telemetry started"
+    );
+    Ok(TelemetryGuard {
+        health,
+        metrics,
+        server,
+        tracer_provider,
+        meter_provider: Some(meter_provider),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forced_matches_the_shutdown_code() {
+        assert_eq!(i32::from(exit::FORCED), crate::shutdown::EXIT_FORCED);
+    }
+
+    #[test]
+    fn exit_codes_follow_the_attached_reason() {
+        let plain = anyhow::anyhow!("boom");
+        assert_eq!(exit_code(&plain), exit::FAILURE);
+
+        let config: Result<()> = Err(anyhow::anyhow!("bad key")).context(ExitReason::Config);
+        let config = config.context("starting orstream infer").unwrap_err();
+        assert_eq!(exit_code(&config), exit::CONFIG);
+        assert_eq!(
+            format!("{config:#}"),
+            "starting orstream infer: configuration error: bad key"
+        );
+
+        let down: Result<()> =
+            Err(std::io::Error::other("connection refused")).context(ExitReason::Unavailable);
+        assert_eq!(exit_code(&down.unwrap_err()), exit::UNAVAILABLE);
+    }
+
+    #[test]
+    fn a_bad_configuration_is_a_configuration_error() {
+        let config = TelemetryConfig {
+            sampling_ratio: 2.0,
+            ..TelemetryConfig::default()
+        };
+        let error = init(&config).unwrap_err();
+        assert_eq!(exit_code(&error), exit::CONFIG);
+        assert!(format!("{error:#}").contains("telemetry.sampling_ratio"));
+    }
+}
