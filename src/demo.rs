@@ -245,6 +245,12 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
     infer_config.model.path = options.model.clone();
     infer_config.model.card = Some(card_path(&options.model));
     infer_config.model.device = options.device.clone();
+    // The demo shares the machine with ingest's decoding and the sink: one torch thread per
+    // two cores keeps libtorch's threads from fighting them (they slow the forward pass
+    // several-fold when they do).
+    infer_config.model.torch_threads = std::thread::available_parallelism()
+        .map(|n| (n.get() / 2).max(1))
+        .unwrap_or(1);
     infer_config.mode = if options.archive {
         Mode::Archive
     } else {

@@ -3,8 +3,44 @@
 use std::path::PathBuf;
 
 /// Everything that can go wrong in orstream-infer.
+///
+/// Errors about one frame (undecodable bytes, a corrupt JPEG) are not here: they become a
+/// [`FrameResult`](orstream_proto::FrameResult) with an error status and a dead letter, and the
+/// service goes on. These are the errors that stop a start or a run.
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
+    /// The configuration is invalid; every problem is listed, each naming its key.
+    #[error("invalid inference configuration: {}", problems.join("; "))]
+    Config {
+        /// One line per problem, starting with the key it concerns.
+        problems: Vec<String>,
+    },
+    /// A configuration or model card file could not be read or parsed.
+    #[error("cannot read {}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong (I/O or TOML error, with line and column).
+        reason: String,
+    },
+    /// A model card breaks a rule; every problem is listed.
+    #[error("invalid model card {}: {}", path.display(), problems.join("; "))]
+    Card {
+        /// The card file.
+        path: PathBuf,
+        /// One line per problem, naming the key.
+        problems: Vec<String>,
+    },
+    /// The model's output does not match what its card says.
+    #[error("model {} does not match its card {}: {reason}", model.display(), card.display())]
+    CardMismatch {
+        /// The TorchScript file.
+        model: PathBuf,
+        /// The card file.
+        card: PathBuf,
+        /// What differs, with both values.
+        reason: String,
+    },
     /// A device string is neither `cpu` nor `cuda:N`.
     #[error("invalid device `{spec}`: expected `cpu` or `cuda:N` (for example `cuda:0`)")]
     InvalidDevice {
@@ -33,6 +69,14 @@ pub enum InferError {
         /// libtorch's error.
         source: tch::TchError,
     },
+    /// A shared library (torchvision's operators, libpython) could not be loaded.
+    #[error("cannot load the shared library {}: {reason}", path.display())]
+    Library {
+        /// The library file.
+        path: PathBuf,
+        /// The dynamic loader's message.
+        reason: String,
+    },
     /// The input tensor does not have the shape or type the model takes.
     #[error("bad input for model {}: {reason}", path.display())]
     BadInput {
@@ -49,12 +93,35 @@ pub enum InferError {
         /// libtorch's error.
         source: tch::TchError,
     },
-    /// The model returned something other than semantic segmentation logits.
+    /// The model returned something other than what its output kind promises.
     #[error("unexpected output from model {}: {reason}", path.display())]
     BadOutput {
         /// The model file.
         path: PathBuf,
         /// What was expected and what came back.
         reason: String,
+    },
+    /// A bus operation failed in a way the worker cannot recover from.
+    #[error("bus: {0}")]
+    Bus(#[from] orstream_bus::BusError),
+    /// A pipeline thread could not be started or died.
+    #[error("pipeline stage {stage}: {reason}")]
+    Stage {
+        /// The stage (`poll`, `decode`, `batcher`, `replica 0`, `produce`).
+        stage: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The drain after a stop request did not finish in time.
+    #[error(
+        "drain did not finish within {timeout:?} (still running: {}); uncommitted work is \
+         redone after a restart",
+        running.join(", ")
+    )]
+    DrainTimeout {
+        /// The configured `drain_timeout`.
+        timeout: std::time::Duration,
+        /// The stages that had not finished.
+        running: Vec<String>,
     },
 }

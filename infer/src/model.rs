@@ -1,8 +1,9 @@
-//! Loading a TorchScript segmentation model and running its forward pass.
+//! Loading a TorchScript model onto a device and running its forward pass.
 //!
 //! A [`TorchModel`] takes a normalised `[B, 3, H, W]` f32 batch and returns the logits of a
-//! `semantic` model, `[B, C, H', W']`. Preprocessing, batching and turning logits into instances
-//! live in other modules.
+//! `semantic` model, `[B, C, H', W']` ([`TorchModel::forward`]), or runs any call on
+//! TorchScript values ([`TorchModel::forward_values`], for detection models that take a list
+//! of images). Batching, output kinds and instances live in [`crate::runner`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,16 @@ impl fmt::Debug for TorchModel {
 impl TorchModel {
     /// Loads the TorchScript file at `path` onto `device` and switches it to eval mode.
     pub fn load(path: impl AsRef<Path>, device: Device) -> Result<Self, InferError> {
+        Self::load_with(path, device, false)
+    }
+
+    /// Like [`load`](Self::load); with `half`, the module's floating point parameters are
+    /// cast to f16 (CUDA only: half-precision convolutions on the CPU are slow or missing).
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        device: Device,
+        half: bool,
+    ) -> Result<Self, InferError> {
         let path = path.as_ref().to_path_buf();
         if let Device::Cuda(index) = device {
             let available = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
@@ -71,6 +82,9 @@ impl TorchModel {
         };
         if let Err(source) = module.f_set_eval() {
             return Err(InferError::ModelLoad { path, source });
+        }
+        if half {
+            module.to(device, Kind::Half, false);
         }
         Ok(Self {
             module,
@@ -132,6 +146,31 @@ impl TorchModel {
         Ok(logits)
     }
 
+    /// Runs the module's `forward` on TorchScript values (no gradients) and returns what it
+    /// returns.
+    pub fn forward_values(&self, inputs: &[IValue]) -> Result<IValue, InferError> {
+        let _no_grad = tch::no_grad_guard();
+        self.module
+            .forward_is(inputs)
+            .map_err(|source| self.forward_error(source))
+    }
+
+    /// The shape of the named parameter (e.g. `roi_heads.box_predictor.cls_score.weight`),
+    /// `None` when the module has no such parameter.
+    pub fn parameter_shape(&self, name: &str) -> Result<Option<Vec<i64>>, InferError> {
+        let parameters =
+            self.module
+                .named_parameters()
+                .map_err(|source| InferError::ModelLoad {
+                    path: self.path.clone(),
+                    source,
+                })?;
+        Ok(parameters
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.size()))
+    }
+
     fn forward_error(&self, source: tch::TchError) -> InferError {
         InferError::Forward {
             path: self.path.clone(),
@@ -148,7 +187,7 @@ impl TorchModel {
 }
 
 /// The name of an output's variant, for error messages; the value itself may be large.
-fn ivalue_kind(value: &IValue) -> &'static str {
+pub(crate) fn ivalue_kind(value: &IValue) -> &'static str {
     match value {
         IValue::None => "None",
         IValue::Tensor(_) => "Tensor",

@@ -42,7 +42,7 @@ impl Truth {
             .with_context(|| format!("reading ground truth {}", path.display()))?;
         let truth: Truth = serde_json::from_str(&text)
             .with_context(|| format!("parsing ground truth {}", path.display()))?;
-        if !(truth.fps > 0.0) {
+        if truth.fps.is_nan() || truth.fps <= 0.0 {
             anyhow::bail!("ground truth {}: fps must be positive", path.display());
         }
         Ok(truth)

@@ -127,10 +127,10 @@ mod tests {
             loop {
                 let n = stream.read(&mut buf).unwrap();
                 seen.extend_from_slice(&buf[..n]);
-                if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                    if seen.len() >= at + 4 + 5 || n == 0 {
-                        break;
-                    }
+                if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n")
+                    && (seen.len() >= at + 4 + 5 || n == 0)
+                {
+                    break;
                 }
             }
             stream

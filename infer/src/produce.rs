@@ -1,0 +1,456 @@
+//! The output stage: answers in intake order -> results (and dead letters) on the bus,
+//! committed with the consumed offsets.
+//!
+//! Exactly-once: a transaction is opened at the first answer after a commit; results and dead
+//! letters are sent into it; at the commit interval the consumer's offsets (one past the last
+//! answered message per partition, group metadata read anew) are added and it commits. Since
+//! answers come in intake order, every answered message before an offset has its result in
+//! the same or an earlier transaction.
+//!
+//! Work read before a position reset must not be committed, because the reset reads it again:
+//! - every answer carries the consumer *epoch* it was read in (the poll loop bumps it at each
+//!   rebalance it sees and at each rewind); an answer from a newer epoch aborts the open
+//!   transaction, and answers from older epochs are dropped;
+//! - before committing, the consumer's rebalance count must still be the one the
+//!   transaction's messages were read under, or it aborts;
+//! - an abortable error aborts and asks the poll loop to rewind to the committed offsets, and
+//!   answers are dropped until that rewind is done; a fatal error (fenced, or a commit that
+//!   timed out) recreates the producer, whose `init` fences the old one, then rewinds.
+//!
+//! At-least-once: results are produced as they come; at the commit interval the producer is
+//! flushed, every delivery checked, and only then the offsets are committed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use orstream_bus::{
+    Bus, BusError, Consumer, DeliveryHandle, ErrorKind, Headers, Offsets, Producer, Record,
+    TopicPartition, TransactionalProducer,
+};
+use orstream_proto::{FrameResult, SCHEMA_VERSION, headers};
+
+use crate::config::Delivery;
+use crate::error::InferError;
+use crate::stats::{Counters, Stats};
+
+/// How long a send may wait for room in the producer's queue.
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on transaction steps (init, offsets, commit, abort) and flushes.
+const BUS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Tries to recreate a transactional producer before the worker gives up.
+const RECREATE_TRIES: u32 = 10;
+
+/// Where a message came from and when, carried through the stages with it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin {
+    /// Intake position; answers are emitted in this order.
+    pub ticket: u64,
+    /// The consumer epoch it was read in (see the module doc).
+    pub epoch: u64,
+    /// The consumer's rebalance count when it was read.
+    pub rebalances: u64,
+    /// Partition of the frames topic.
+    pub partition: i32,
+    /// Offset in it.
+    pub offset: i64,
+    /// When the poll loop received it.
+    pub polled_at: Instant,
+}
+
+/// A rejected message, to the dead-letter topic.
+#[derive(Debug)]
+pub(crate) struct DeadLetter {
+    pub key: Option<Bytes>,
+    pub payload: Bytes,
+    pub headers: Headers,
+}
+
+/// The answer to one consumed message: its result (absent when the frame's identity could not
+/// be read) and, for poison, its dead letter.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub origin: Origin,
+    pub result: Option<FrameResult>,
+    pub dead_letter: Option<DeadLetter>,
+    pub traceparent: Option<Vec<u8>>,
+}
+
+/// Rewinds of the consumer to the committed offsets, always decided by the output stage (so
+/// nothing it commits can race the seek): it aborts its open work, asks, and drops every
+/// answer until the poll loop has done it. The poll loop, when it needs one itself, asks the
+/// output stage to ask.
+#[derive(Debug, Default)]
+pub(crate) struct RewindControl {
+    /// Rewinds the poll loop wants (a message read across an in-process rebalance).
+    pub wanted: AtomicU64,
+    /// Of those, how many the output stage has turned into requests.
+    pub wanted_seen: AtomicU64,
+    /// Rewinds asked for so far.
+    pub requested: AtomicU64,
+    /// Rewinds done so far (stored after `served_epoch`).
+    pub served: AtomicU64,
+    /// The epoch the poll loop moved to at the last rewind it did.
+    pub served_epoch: AtomicU64,
+}
+
+/// Topics and timing of the output stage.
+#[derive(Debug, Clone)]
+pub(crate) struct OutputSettings {
+    pub delivery: Delivery,
+    pub frames_topic: String,
+    pub results_topic: String,
+    pub dlq_topic: String,
+    pub transactional_id: String,
+    pub commit_interval: Duration,
+    /// Dead-letter payloads are cut to this many bytes so they fit the broker's limit.
+    pub max_dlq_payload: usize,
+}
+
+enum Sink {
+    Transactional(TransactionalProducer),
+    Plain(Producer),
+}
+
+/// What was sent since the last commit.
+struct Open {
+    epoch: u64,
+    rebalances: u64,
+    started: Instant,
+    offsets: Offsets,
+    tally: Stats,
+    /// At-least-once: deliveries to check before committing offsets.
+    deliveries: Vec<DeliveryHandle>,
+}
+
+/// The output stage's state; it runs on one thread.
+pub(crate) struct Output {
+    settings: OutputSettings,
+    bus: Bus,
+    sink: Sink,
+    consumer: Arc<Consumer>,
+    open: Option<Open>,
+    /// Answers read in an older epoch are dropped.
+    min_epoch: u64,
+    /// A rewind asked for and not yet done: answers are dropped until it is.
+    awaiting_rewind: Option<u64>,
+    rewind: Arc<RewindControl>,
+    counters: Arc<Counters>,
+    /// Answers waiting for their turn, by ticket.
+    reorder: BTreeMap<u64, Answer>,
+    next_ticket: u64,
+}
+
+impl Output {
+    /// Creates the producer (and, with transactions, registers its id, which fences any
+    /// earlier producer with the same id).
+    pub fn new(
+        settings: OutputSettings,
+        bus: Bus,
+        consumer: Arc<Consumer>,
+        rewind: Arc<RewindControl>,
+        counters: Arc<Counters>,
+    ) -> Result<Self, InferError> {
+        let sink = Self::make_sink(&settings, &bus)?;
+        Ok(Self {
+            settings,
+            bus,
+            sink,
+            consumer,
+            open: None,
+            min_epoch: 0,
+            awaiting_rewind: None,
+            rewind,
+            counters,
+            reorder: BTreeMap::new(),
+            next_ticket: 0,
+        })
+    }
+
+    fn make_sink(settings: &OutputSettings, bus: &Bus) -> Result<Sink, InferError> {
+        Ok(match settings.delivery {
+            Delivery::ExactlyOnce => {
+                let producer = bus.transactional_producer(&settings.transactional_id)?;
+                producer.init(BUS_TIMEOUT)?;
+                Sink::Transactional(producer)
+            }
+            Delivery::AtLeastOnce => Sink::Plain(bus.producer()?),
+        })
+    }
+
+    /// When the open transaction is due to commit, if one is open.
+    pub fn commit_due(&self) -> Option<Instant> {
+        self.open
+            .as_ref()
+            .map(|open| open.started + self.settings.commit_interval)
+    }
+
+    /// Takes an answer in any order; emits every answer whose turn has come. Returns how many
+    /// were emitted (each frees one in-flight slot).
+    pub fn accept(&mut self, answer: Answer) -> Result<usize, InferError> {
+        self.reorder.insert(answer.origin.ticket, answer);
+        let mut emitted = 0;
+        while let Some(answer) = self.reorder.remove(&self.next_ticket) {
+            self.next_ticket += 1;
+            emitted += 1;
+            self.emit(answer)?;
+        }
+        Ok(emitted)
+    }
+
+    /// Answers waiting for an earlier ticket.
+    pub fn waiting(&self) -> usize {
+        self.reorder.len()
+    }
+
+    /// Turns a rewind the poll loop wants into one this stage asks for, after aborting the
+    /// open work.
+    pub fn serve_wanted_rewind(&mut self) -> Result<(), InferError> {
+        let wanted = self.rewind.wanted.load(Ordering::Acquire);
+        if wanted > self.rewind.wanted_seen.load(Ordering::Acquire) {
+            self.rewind.wanted_seen.store(wanted, Ordering::Release);
+            self.end_open_epoch()?;
+            self.request_rewind();
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, answer: Answer) -> Result<(), InferError> {
+        let origin = answer.origin;
+        if let Some(request) = self.awaiting_rewind {
+            if self.rewind.served.load(Ordering::Acquire) >= request {
+                let epoch = self.rewind.served_epoch.load(Ordering::Acquire);
+                self.min_epoch = self.min_epoch.max(epoch);
+                self.awaiting_rewind = None;
+            } else {
+                self.counters.discarded.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+        if origin.epoch < self.min_epoch {
+            self.counters.discarded.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|open| open.epoch < origin.epoch)
+        {
+            // The position was reset after the open work was read: it will be read again.
+            self.end_open_epoch()?;
+        }
+        self.min_epoch = origin.epoch;
+        if self.open.is_none() {
+            if let Sink::Transactional(producer) = &self.sink
+                && let Err(err) = producer.begin()
+            {
+                return self.on_error(err);
+            }
+            self.open = Some(Open {
+                epoch: origin.epoch,
+                rebalances: origin.rebalances,
+                started: Instant::now(),
+                offsets: Offsets::new(),
+                tally: Stats::default(),
+                deliveries: Vec::new(),
+            });
+        }
+        let mut records = Vec::with_capacity(2);
+        let mut tally = Stats::default();
+        if let Some(mut result) = answer.result {
+            result.result_time_ns = crate::synthetic::now_ns();
+            tally.count_status(result.status);
+            let mut record = Record::new(
+                self.settings.results_topic.clone(),
+                orstream_proto::encode(&result),
+            )
+            .with_key(result.stream_id.clone().into_bytes())
+            .with_header(headers::SCHEMA_VERSION, SCHEMA_VERSION);
+            if let Some(traceparent) = &answer.traceparent {
+                record = record.with_header(headers::TRACEPARENT, traceparent.clone());
+            }
+            records.push(record);
+        }
+        if let Some(letter) = answer.dead_letter {
+            tally.dead_letters += 1;
+            if records.is_empty() {
+                tally.unanswerable += 1;
+            }
+            let mut payload = letter.payload;
+            payload.truncate(self.settings.max_dlq_payload);
+            records.push(Record {
+                topic: self.settings.dlq_topic.clone(),
+                key: letter.key,
+                payload,
+                headers: letter.headers,
+            });
+        }
+        for record in &records {
+            let sent = match &self.sink {
+                Sink::Transactional(p) => p.send(record, QUEUE_TIMEOUT).map(|h| (h, false)),
+                Sink::Plain(p) => p.send(record, QUEUE_TIMEOUT).map(|h| (h, true)),
+            };
+            match sent {
+                Ok((handle, keep)) => {
+                    if keep && let Some(open) = self.open.as_mut() {
+                        open.deliveries.push(handle);
+                    }
+                }
+                Err(err) => return self.on_error(err),
+            }
+        }
+        if let Some(open) = self.open.as_mut() {
+            let tp = TopicPartition::new(self.settings.frames_topic.clone(), origin.partition);
+            let next = open.offsets.entry(tp).or_insert(origin.offset + 1);
+            *next = (*next).max(origin.offset + 1);
+            add(&mut open.tally, &tally);
+        }
+        Ok(())
+    }
+
+    /// The open work belongs to an epoch that has ended: abort it (exactly-once), or commit
+    /// what was already produced (at-least-once, where it is visible anyway).
+    fn end_open_epoch(&mut self) -> Result<(), InferError> {
+        match self.settings.delivery {
+            Delivery::ExactlyOnce => {
+                self.counters.aborts.fetch_add(1, Ordering::Relaxed);
+                self.abort_open()
+            }
+            Delivery::AtLeastOnce => self.commit(),
+        }
+    }
+
+    /// Aborts the open transaction; its answers are discarded.
+    fn abort_open(&mut self) -> Result<(), InferError> {
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        self.counters.discarded.fetch_add(
+            open.tally.results() + open.tally.unanswerable,
+            Ordering::Relaxed,
+        );
+        if let Sink::Transactional(producer) = &self.sink
+            && let Err(err) = producer.abort(BUS_TIMEOUT)
+        {
+            tracing::warn!(%err, "abort failed; recreating the transactional producer");
+            self.recreate()?;
+        }
+        Ok(())
+    }
+
+    /// Reacts to a bus error on the open work.
+    fn on_error(&mut self, err: BusError) -> Result<(), InferError> {
+        tracing::warn!(%err, kind = ?err.kind(), "output error; the open work is redone");
+        self.counters.aborts.fetch_add(1, Ordering::Relaxed);
+        match err.kind() {
+            ErrorKind::Fatal if matches!(self.sink, Sink::Transactional(_)) => {
+                if let Some(open) = self.open.take() {
+                    self.counters
+                        .discarded
+                        .fetch_add(open.tally.results(), Ordering::Relaxed);
+                }
+                self.recreate()?;
+            }
+            _ => self.abort_open()?,
+        }
+        self.request_rewind();
+        Ok(())
+    }
+
+    fn request_rewind(&mut self) {
+        let request = self.rewind.requested.fetch_add(1, Ordering::AcqRel) + 1;
+        self.awaiting_rewind = Some(request);
+        self.counters.rewinds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Replaces the producer: the new one's `init` fences the old one and resolves whatever
+    /// transaction it left open.
+    fn recreate(&mut self) -> Result<(), InferError> {
+        self.open = None;
+        let mut last = None;
+        for attempt in 0..RECREATE_TRIES {
+            match Self::make_sink(&self.settings, &self.bus) {
+                Ok(sink) => {
+                    self.sink = sink;
+                    self.counters
+                        .producer_restarts
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(err) => {
+                    tracing::warn!(%err, attempt, "recreating the transactional producer");
+                    last = Some(err);
+                    std::thread::sleep(Duration::from_millis(200 << attempt.min(4)));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| InferError::Stage {
+            stage: "produce".to_owned(),
+            reason: "cannot recreate the producer".to_owned(),
+        }))
+    }
+
+    /// Commits the open work: offsets and transaction, or flush then offsets.
+    pub fn commit(&mut self) -> Result<(), InferError> {
+        let Some(mut open) = self.open.take() else {
+            return Ok(());
+        };
+        match &self.sink {
+            Sink::Transactional(producer) => {
+                let rebalances = self.consumer.rebalances();
+                if rebalances != open.rebalances {
+                    // Its messages were read before the group changed; their partitions
+                    // restart from the committed offsets and read them again.
+                    self.open = Some(open);
+                    self.counters.aborts.fetch_add(1, Ordering::Relaxed);
+                    return self.abort_open();
+                }
+                let steps = self.consumer.group_metadata().and_then(|meta| {
+                    producer.send_offsets_to_transaction(&open.offsets, &meta, BUS_TIMEOUT)?;
+                    producer.commit(BUS_TIMEOUT)
+                });
+                if let Err(err) = steps {
+                    self.open = Some(open);
+                    return self.on_error(err);
+                }
+            }
+            Sink::Plain(producer) => {
+                let delivered = producer.flush(BUS_TIMEOUT).and_then(|()| {
+                    for handle in open.deliveries.drain(..) {
+                        handle.wait(BUS_TIMEOUT)?;
+                    }
+                    Ok(())
+                });
+                if let Err(err) = delivered {
+                    // Not everything got out: do not move the offsets; read it all again.
+                    tracing::warn!(%err, "delivery failed; rewinding to the committed offsets");
+                    self.counters.aborts.fetch_add(1, Ordering::Relaxed);
+                    self.request_rewind();
+                    return Ok(());
+                }
+                if let Err(err) = self.consumer.commit(&open.offsets) {
+                    // The results are out; a later commit or a re-read repeats them at worst.
+                    tracing::warn!(%err, "offset commit failed");
+                    self.counters.aborts.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
+        }
+        self.counters.add(&open.tally);
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn add(into: &mut Stats, tally: &Stats) {
+    into.ok += tally.ok;
+    into.skipped_stale += tally.skipped_stale;
+    into.skipped_overload += tally.skipped_overload;
+    into.decode_error += tally.decode_error;
+    into.invalid += tally.invalid;
+    into.model_error += tally.model_error;
+    into.dead_letters += tally.dead_letters;
+    into.unanswerable += tally.unanswerable;
+}

@@ -1,0 +1,403 @@
+//! The whole worker over the in-process bus (same semantics as Kafka: keys, partitions, group
+//! offsets, read_committed transactions): frames in, exactly one result per frame out, in
+//! order per stream; poison to the dead-letter topic; live-mode skipping; a second worker
+//! joining and leaving the group mid-stream.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails at the first broken expectation, with its message"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use orstream_bus::{Bus, Message, Record};
+use orstream_infer::config::{Delivery, Mode};
+use orstream_infer::{InferConfig, Model, Stats, Worker, synthetic};
+use orstream_proto::{Frame, FrameResult, FrameStatus, SCHEMA_VERSION, headers};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn config() -> InferConfig {
+    let mut config = InferConfig {
+        frames_topic: unique("frames"),
+        results_topic: unique("results"),
+        dlq_topic: unique("dlq"),
+        group_id: unique("group"),
+        transactional_id: unique("tx"),
+        mode: Mode::Archive,
+        commit_interval: Duration::from_millis(20),
+        ..InferConfig::default()
+    };
+    config.model.path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/tiny_semantic.pt");
+    config.batch.max_batch_size = 4;
+    config.batch.max_linger = Duration::from_millis(2);
+    config
+}
+
+fn frame(stream: &str, seq: u64, capture_time_ns: i64) -> Frame {
+    let image = synthetic::scene(64, 48, seq);
+    let jpeg = synthetic::encode_jpeg(&image, 80).unwrap();
+    synthetic::frame(stream, seq, capture_time_ns, 64, 48, jpeg)
+}
+
+fn publish(bus: &Bus, records: &[Record]) {
+    let producer = bus.producer().unwrap();
+    for record in records {
+        let _ = producer.send(record, WAIT).unwrap().wait(WAIT).unwrap();
+    }
+}
+
+fn frames(config: &InferConfig, streams: usize, per_stream: u64) -> Vec<Record> {
+    let mut records = Vec::new();
+    for seq in 0..per_stream {
+        for s in 0..streams {
+            let f = frame(&format!("cam-{s}"), seq, synthetic::now_ns());
+            records.push(synthetic::frame_record(&config.frames_topic, &f));
+        }
+    }
+    records
+}
+
+/// A running worker: its thread, stop token and counters.
+struct Running {
+    stop: CancellationToken,
+    thread: std::thread::JoinHandle<Result<Stats, orstream_infer::InferError>>,
+    counters: std::sync::Arc<orstream_infer::Counters>,
+}
+
+fn start(config: InferConfig, bus: &Bus) -> Running {
+    let model = Model::open(&config.model).unwrap();
+    let worker = Worker::new(config, bus.clone(), model).unwrap();
+    let counters = worker.counters();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let thread = std::thread::spawn(move || worker.run(token));
+    Running {
+        stop,
+        thread,
+        counters,
+    }
+}
+
+impl Running {
+    /// Waits until `done` holds for the counters, then stops and returns the final figures.
+    fn finish_when(self, done: impl Fn(&Stats) -> bool) -> Stats {
+        let deadline = Instant::now() + WAIT;
+        while !done(&self.counters.snapshot()) {
+            assert!(
+                Instant::now() < deadline,
+                "the worker did not get there: {:?}",
+                self.counters.snapshot()
+            );
+            assert!(!self.thread.is_finished(), "the worker stopped early");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop.cancel();
+        self.thread.join().unwrap().unwrap()
+    }
+}
+
+/// Everything committed on `topic`, read by a fresh group.
+fn read_all(bus: &Bus, topic: &str) -> Vec<Message> {
+    let consumer = bus.consumer(&unique("reader")).unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    while let Some(message) = consumer.poll(Duration::from_millis(300)).unwrap() {
+        out.push(message);
+    }
+    out
+}
+
+fn results(bus: &Bus, topic: &str) -> Vec<FrameResult> {
+    read_all(bus, topic)
+        .iter()
+        .map(|m| {
+            let result: FrameResult = orstream_proto::decode(&m.payload).unwrap();
+            assert_eq!(m.key.as_deref(), Some(result.stream_id.as_bytes()));
+            assert_eq!(
+                m.headers.get(headers::SCHEMA_VERSION),
+                Some(SCHEMA_VERSION.as_bytes())
+            );
+            result
+        })
+        .collect()
+}
+
+/// Checks exactly one result per (stream, seq) and order within each stream.
+fn check_exactly_once(results: &[FrameResult], streams: usize, per_stream: u64) {
+    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for r in results {
+        seen.entry(r.stream_id.clone()).or_default().push(r.seq);
+    }
+    assert_eq!(seen.len(), streams, "{:?}", seen.keys());
+    for (stream, seqs) in &seen {
+        let expected: Vec<u64> = (0..per_stream).collect();
+        assert_eq!(
+            seqs, &expected,
+            "stream {stream}: duplicates, gaps or disorder"
+        );
+    }
+}
+
+#[test]
+fn every_frame_gets_exactly_one_result_in_order() {
+    let bus = Bus::memory();
+    let config = config();
+    bus.create_topic(&config.frames_topic, 3, WAIT).unwrap();
+    publish(&bus, &frames(&config, 3, 16));
+    let running = start(config.clone(), &bus);
+    let stats = running.finish_when(|s| s.results() >= 48);
+    assert_eq!(stats.ok, 48, "{stats:?}");
+    let results = results(&bus, &config.results_topic);
+    assert_eq!(results.len(), 48);
+    check_exactly_once(&results, 3, 16);
+    for r in &results {
+        assert_eq!(r.status, FrameStatus::Ok as i32, "{r:?}");
+        let model = r.model.as_ref().unwrap();
+        assert_eq!(model.name, "tiny_semantic");
+        assert!(model.digest.starts_with("sha256:"));
+        let timings = r.timings.unwrap();
+        assert!((1..=4).contains(&timings.batch_size), "{timings:?}");
+        assert!(r.result_time_ns >= r.capture_time_ns);
+        // The scene has a red and a green block in every frame.
+        let labels: BTreeSet<&str> = r.instances.iter().map(|i| i.label.as_str()).collect();
+        assert!(
+            labels.contains("grasper") && labels.contains("liver"),
+            "{labels:?}"
+        );
+    }
+    assert!(read_all(&bus, &config.dlq_topic).is_empty());
+}
+
+#[test]
+fn poison_goes_to_the_dead_letter_topic_and_valid_frames_are_unaffected() {
+    let bus = Bus::memory();
+    let config = config();
+    bus.create_topic(&config.frames_topic, 2, WAIT).unwrap();
+    let topic = config.frames_topic.as_str();
+    let mut records = Vec::new();
+    let good = |seq| synthetic::frame_record(topic, &frame("good", seq, synthetic::now_ns()));
+    records.push(good(0));
+    // Random bytes, a truncated protobuf, an empty payload, an oversized one: no identity.
+    records.push(Record::new(topic, vec![0x8Fu8; 333]).with_key("junk"));
+    let whole = orstream_proto::encode(&frame("cut", 0, 1));
+    records.push(Record::new(topic, whole[..whole.len() / 2].to_vec()).with_key("cut"));
+    records.push(Record::new(topic, Bytes::new()).with_key("empty"));
+    records.push(Record::new(topic, vec![0u8; 17 << 20]).with_key("huge"));
+    records.push(good(1));
+    // Identity readable: a corrupt JPEG, a JPEG header of 65535x65535, a frame of 65535
+    // columns, a frame whose JPEG is another size, an unknown schema version.
+    let mut corrupt = frame("bad", 0, 1);
+    corrupt.data = Bytes::from_static(b"\xFF\xD8\xFF\xE0 definitely not a jpeg");
+    records.push(synthetic::frame_record(topic, &corrupt));
+    let mut absurd = frame("bad", 1, 1);
+    let mut jpeg = absurd.data.to_vec();
+    let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    jpeg[sof + 5..sof + 9].copy_from_slice(&[0xFF; 4]);
+    absurd.data = jpeg.into();
+    records.push(synthetic::frame_record(topic, &absurd));
+    let mut wide = frame("bad", 2, 1);
+    wide.width = 65_535;
+    records.push(synthetic::frame_record(topic, &wide));
+    let mut lying = frame("bad", 3, 1);
+    lying.height = 480;
+    records.push(synthetic::frame_record(topic, &lying));
+    let future = synthetic::frame_record(topic, &frame("bad", 4, 1));
+    let future = Record {
+        headers: orstream_bus::Headers::new().with(headers::SCHEMA_VERSION, "2"),
+        ..future
+    };
+    records.push(future);
+    records.push(good(2));
+    publish(&bus, &records);
+
+    let running = start(config.clone(), &bus);
+    let stats = running.finish_when(|s| s.results() + s.unanswerable >= 12);
+    assert_eq!(stats.ok, 3, "{stats:?}");
+    assert_eq!(stats.dead_letters, 9, "{stats:?}");
+    assert_eq!(stats.unanswerable, 4, "{stats:?}");
+
+    let results = results(&bus, &config.results_topic);
+    let good: Vec<&FrameResult> = results.iter().filter(|r| r.stream_id == "good").collect();
+    assert_eq!(good.len(), 3);
+    assert!(good.iter().all(|r| r.status == FrameStatus::Ok as i32));
+    let bad: BTreeMap<u64, &FrameResult> = results
+        .iter()
+        .filter(|r| r.stream_id == "bad")
+        .map(|r| (r.seq, r))
+        .collect();
+    assert_eq!(bad.len(), 5, "{bad:?}");
+    assert_eq!(bad[&0].status, FrameStatus::DecodeError as i32);
+    assert_eq!(bad[&1].status, FrameStatus::DecodeError as i32);
+    assert!(
+        bad[&1].status_detail.contains("65535x65535"),
+        "{}",
+        bad[&1].status_detail
+    );
+    assert_eq!(bad[&2].status, FrameStatus::Invalid as i32);
+    assert_eq!(bad[&3].status, FrameStatus::DecodeError as i32);
+    assert_eq!(bad[&4].status, FrameStatus::Invalid as i32);
+    assert!(bad[&4].status_detail.contains("schema version"));
+
+    let letters = read_all(&bus, &config.dlq_topic);
+    assert_eq!(letters.len(), 9);
+    for letter in &letters {
+        assert_eq!(
+            letter.headers.get(headers::DLQ_SOURCE_TOPIC),
+            Some(config.frames_topic.as_bytes())
+        );
+        assert!(letter.headers.get(headers::DLQ_SOURCE_PARTITION).is_some());
+        assert!(letter.headers.get(headers::DLQ_SOURCE_OFFSET).is_some());
+        let reason = letter.headers.get(headers::DLQ_ERROR).unwrap();
+        assert!(!reason.is_empty());
+    }
+    let keys: BTreeSet<&[u8]> = letters.iter().filter_map(|m| m.key.as_deref()).collect();
+    for key in ["junk", "cut", "empty", "huge", "bad"] {
+        assert!(keys.contains(key.as_bytes()), "{key} missing from the DLQ");
+    }
+}
+
+#[test]
+fn live_mode_answers_stale_frames_without_running_them() {
+    let bus = Bus::memory();
+    let mut config = config();
+    config.mode = Mode::Live;
+    config.latency_budget = Duration::from_millis(500);
+    bus.create_topic(&config.frames_topic, 1, WAIT).unwrap();
+    let topic = config.frames_topic.clone();
+    let an_hour_ago = synthetic::now_ns() - 3_600_000_000_000;
+    let mut records = Vec::new();
+    for seq in 0..5 {
+        records.push(synthetic::frame_record(
+            &topic,
+            &frame("old", seq, an_hour_ago),
+        ));
+    }
+    publish(&bus, &records);
+    let running = start(config.clone(), &bus);
+    // Fresh frames are stamped when they are sent, after the worker is up.
+    std::thread::sleep(Duration::from_millis(300));
+    let fresh: Vec<Record> = (0..5)
+        .map(|seq| synthetic::frame_record(&topic, &frame("fresh", seq, synthetic::now_ns())))
+        .collect();
+    publish(&bus, &fresh);
+    let stats = running.finish_when(|s| s.results() >= 10);
+    assert_eq!(stats.skipped_stale, 5, "{stats:?}");
+    assert_eq!(stats.ok, 5, "{stats:?}");
+    for r in results(&bus, &config.results_topic) {
+        let expected = if r.stream_id == "old" {
+            FrameStatus::SkippedStale
+        } else {
+            FrameStatus::Ok
+        };
+        assert_eq!(r.status, expected as i32, "{r:?}");
+        if r.stream_id == "old" {
+            assert!(r.instances.is_empty());
+            assert!(r.status_detail.contains("deadline"));
+        }
+    }
+}
+
+#[test]
+fn a_worker_joining_and_leaving_mid_stream_loses_and_duplicates_nothing() {
+    let bus = Bus::memory();
+    let config = config();
+    bus.create_topic(&config.frames_topic, 4, WAIT).unwrap();
+    let all = frames(&config, 4, 30);
+    let (first, rest) = all.split_at(40);
+    publish(&bus, first);
+    let a = start(config.clone(), &bus);
+    std::thread::sleep(Duration::from_millis(300));
+    let b_config = InferConfig {
+        transactional_id: unique("tx-b"),
+        ..config.clone()
+    };
+    let b = start(b_config, &bus);
+    let (second, third) = rest.split_at(40);
+    publish(&bus, second);
+    std::thread::sleep(Duration::from_millis(500));
+    // b leaves while frames keep coming.
+    b.stop.cancel();
+    let b_stats = b.thread.join().unwrap().unwrap();
+    publish(&bus, third);
+    let a_stats = a.finish_when(|_| {
+        let results = results(&bus, &config.results_topic);
+        results.len() >= 120
+    });
+    eprintln!("rebalance figures: a {a_stats:?}\nb {b_stats:?}");
+    let results = results(&bus, &config.results_topic);
+    assert_eq!(results.len(), 120);
+    check_exactly_once(&results, 4, 30);
+    assert_eq!(
+        a_stats.ok + b_stats.ok,
+        120,
+        "counted output matches the topic"
+    );
+}
+
+#[test]
+fn the_trace_context_follows_the_frame_to_its_result() {
+    let bus = Bus::memory();
+    let config = config();
+    bus.create_topic(&config.frames_topic, 1, WAIT).unwrap();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let record = synthetic::frame_record(&config.frames_topic, &frame("t", 0, synthetic::now_ns()))
+        .with_header(headers::TRACEPARENT, traceparent);
+    publish(&bus, &[record]);
+    start(config.clone(), &bus).finish_when(|s| s.results() >= 1);
+    let messages = read_all(&bus, &config.results_topic);
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        messages[0].headers.get(headers::TRACEPARENT),
+        Some(traceparent.as_bytes())
+    );
+}
+
+#[test]
+fn at_least_once_delivers_every_result() {
+    let bus = Bus::memory();
+    let config = InferConfig {
+        delivery: Delivery::AtLeastOnce,
+        ..config()
+    };
+    bus.create_topic(&config.frames_topic, 2, WAIT).unwrap();
+    publish(&bus, &frames(&config, 2, 10));
+    let running = start(config.clone(), &bus);
+    let stats = running.finish_when(|s| s.results() >= 20);
+    assert_eq!(stats.ok, 20);
+    let results = results(&bus, &config.results_topic);
+    check_exactly_once(&results, 2, 10);
+}
+
+#[test]
+fn a_wide_decode_pool_out_of_order_never_stalls_the_batcher() {
+    // Decode threads finish out of order; the batcher must keep taking input while it waits
+    // for the missing ticket, or it deadlocks with the channel full of later ones.
+    let bus = Bus::memory();
+    let mut config = config();
+    config.decode.workers = 4;
+    config.decode.queue = 4;
+    config.batch.max_batch_size = 2;
+    bus.create_topic(&config.frames_topic, 1, WAIT).unwrap();
+    publish(&bus, &frames(&config, 2, 100));
+    let running = start(config.clone(), &bus);
+    let stats = running.finish_when(|s| s.results() >= 200);
+    assert_eq!(stats.ok, 200);
+    check_exactly_once(&results(&bus, &config.results_topic), 2, 100);
+}
