@@ -123,7 +123,10 @@ fn interrupted_runs_give_the_record_of_an_uninterrupted_one(kind: BackendKind) {
     }
     // How much each run stores before it stops depends on scheduling; what the test needs is
     // that the record was built over several interrupted runs.
-    assert!(runs >= 3, "the record was built in {runs} runs, expected several");
+    assert!(
+        runs >= 3,
+        "the record was built in {runs} runs, expected several"
+    );
     assert_eq!(
         stored, total,
         "every message stored exactly once over all runs"

@@ -33,8 +33,8 @@ pub struct Args {
     #[arg(long)]
     pub replicas: Option<usize>,
     /// Kafka bootstrap servers (host:port,...).
-    #[arg(long)]
-    pub bootstrap: Option<String>,
+    #[arg(long, value_name = "BOOTSTRAP", alias = "bootstrap")]
+    pub kafka: Option<String>,
     /// Consumer group shared by the workers.
     #[arg(long)]
     pub group: Option<String>,
@@ -72,7 +72,7 @@ fn configuration(args: &Args) -> Result<InferConfig> {
     if let Some(replicas) = args.replicas {
         config.model.replicas = replicas;
     }
-    if let Some(bootstrap) = &args.bootstrap {
+    if let Some(bootstrap) = &args.kafka {
         config.kafka.bootstrap_servers = bootstrap.clone();
     }
     if let Some(group) = &args.group {
