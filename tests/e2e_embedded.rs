@@ -3,8 +3,10 @@
 //!
 //! Checks the accounting invariant (frames in == results == OK + skipped + errors == rows
 //! stored) and that the derived events match the clip's ground truth within a stated
-//! tolerance: at least 11 of the clip's 15 truth intervals are found with both ends within
-//! 500 ms (6 frames at 12 fps), and at most 6 derived events match no truth interval. The demo
+//! tolerance: at least 13 of the clip's 15 truth intervals are found with both ends within
+//! 500 ms (6 frames at 12 fps), at most one is missed, and at most 4 derived events match no
+//! truth interval. Archive mode is deterministic, so a run that falls outside these bounds
+//! means the model, the clip or the derivation changed. The demo
 //! model is small and trained on synthetic scenes only; where it errs (a class seen in small
 //! patches where it is not) is printed with the comparison table when the test fails.
 
@@ -12,8 +14,9 @@ use orstream::demo::{DemoOptions, run};
 use tokio_util::sync::CancellationToken;
 
 const MAX_ERROR_MS: f64 = 500.0;
-const MIN_FOUND: usize = 11;
-const MAX_SPURIOUS: usize = 6;
+const MIN_FOUND: usize = 13;
+const MAX_MISSED: usize = 1;
+const MAX_SPURIOUS: usize = 4;
 
 #[test]
 fn the_demo_clip_is_recorded_completely_and_matches_its_ground_truth() {
@@ -51,5 +54,6 @@ fn the_demo_clip_is_recorded_completely_and_matches_its_ground_truth() {
         found >= MIN_FOUND,
         "only {found} truth intervals found within {MAX_ERROR_MS} ms:\n{table}"
     );
+    assert!(comparison.missed.len() <= MAX_MISSED, "{table}");
     assert!(comparison.spurious.len() <= MAX_SPURIOUS, "{table}");
 }

@@ -78,7 +78,7 @@ LAYOUT = Layout(
         Blob(1.6, 0.8, 0.35, 0.22, 0.4, [(3, 0.08, 0.2)]),
         Blob(-2.2, 0.85, 0.32, 0.2, 1.0, [(3, 0.1, 0.1)]),
     ],
-    flaps=[Blob(-0.38, 0.52, 0.3, 0.17, 0.3, [(3, 0.08, 1.0)])],
+    flaps=[Blob(-0.38, 0.6, 0.32, 0.18, 0.3, [(3, 0.08, 1.0)])],
 )
 FIELD = Field(0.0, 0.0, 1.12)
 
@@ -129,7 +129,7 @@ SCRIPT = [
     Appearance("scissors", 35.5, 46.0, -52, ("screen", 0.18, -0.18), width=0.15, jaw_hz=0.5, seed=5),
     Appearance("irrigator", 49.5, 59.0, 188, ("screen", -0.12, 0.1), width=0.17, wiggle=0.12, seed=6),
     Appearance("hook", 54.0, 66.5, 22, ("screen", 0.32, 0.22), width=0.14, side=-1.0, wiggle=0.04, seed=7),
-    Appearance("grasper", 61.5, 69.5, 160, ("world", 0.3, 0.5), behind=True, wiggle=0.04, seed=8),
+    Appearance("grasper", 61.5, 69.5, 160, ("world", 0.42, 0.47), behind=True, wiggle=0.04, seed=8),
 ]
 
 # Cautery smoke while the hook works: (start, peak, end) in seconds, peak density.
