@@ -37,6 +37,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Signal handlers first: a SIGTERM from here on drains instead of killing the process.
+    let _shutdown = orstream::shutdown::root();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => orstream::commands::demo::run(args),

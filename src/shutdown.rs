@@ -12,16 +12,14 @@ pub const EXIT_FORCED: i32 = 130;
 
 static ROOT: OnceLock<CancellationToken> = OnceLock::new();
 
-/// The process's root token. The first call installs the signal handlers (on a small thread
-/// of its own, so sync and async services can both use it).
+/// The process's root token. The first call installs the SIGINT/SIGTERM handlers before it
+/// returns (so a signal that arrives right after start-up drains instead of killing the
+/// process) and watches them on a small thread of its own, so sync and async services can
+/// both use it.
 pub fn root() -> CancellationToken {
     ROOT.get_or_init(|| {
         let token = CancellationToken::new();
-        let for_signals = token.clone();
-        let spawned = std::thread::Builder::new()
-            .name("orstream-signals".into())
-            .spawn(move || watch_signals(&for_signals));
-        if let Err(error) = spawned {
+        if let Err(error) = install(token.clone()) {
             tracing::error!(%error, "cannot watch for SIGINT/SIGTERM; stop with SIGKILL");
         }
         token
@@ -29,36 +27,35 @@ pub fn root() -> CancellationToken {
     .clone()
 }
 
-fn watch_signals(token: &CancellationToken) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+fn install(token: CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(%error, "cannot start the signal watcher");
-            return;
-        }
+        .build()?;
+    // Registering the streams installs the process-wide handlers, here and now.
+    let (mut term, mut int) = {
+        let _context = runtime.enter();
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        )
     };
-    runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install SIGINT/SIGTERM handlers");
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: draining"),
-            _ = int.recv() => tracing::info!("SIGINT: draining"),
-        }
-        token.cancel();
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        tracing::warn!("second signal: exiting without draining");
-        std::process::exit(EXIT_FORCED);
-    });
+    std::thread::Builder::new()
+        .name("orstream-signals".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: draining"),
+                    _ = int.recv() => tracing::info!("SIGINT: draining"),
+                }
+                token.cancel();
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+                tracing::warn!("second signal: exiting without draining");
+                std::process::exit(EXIT_FORCED);
+            });
+        })?;
+    Ok(())
 }

@@ -84,7 +84,27 @@ fn spawn_sink(config: &Path, log: &Path) -> Child {
         .unwrap()
 }
 
+/// True once the process catches SIGTERM (its handler is installed): a SIGTERM sent before
+/// that, while the binary is still loading, would kill it instead of draining it.
+fn catches_sigterm(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (15 - 1)) != 0)
+}
+
 fn terminate(mut child: Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !catches_sigterm(child.id()) {
+        assert!(child.try_wait().unwrap().is_none(), "the sink exited early");
+        assert!(
+            Instant::now() < deadline,
+            "the sink never installed its SIGTERM handler"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let status = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
