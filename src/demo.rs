@@ -312,16 +312,17 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
             print_progress(started, stage, &infer_counters, &sink_progress, &monitor);
         }
     };
-    let every = options.progress_every.unwrap_or(Duration::from_millis(200));
-    while !ingest_thread.is_finished() {
-        if infer_thread.is_finished() || sink_thread.is_finished() {
-            ingest_token.cancel();
-            break;
-        }
-        thread::sleep(every.min(Duration::from_millis(200)));
-        if started.elapsed().as_millis() % every.as_millis().max(1) < 200 {
-            progress("playing");
-        }
+    let every = options.progress_every.unwrap_or(Duration::from_secs(1));
+    wait_until(
+        shutdown,
+        every,
+        || ingest_thread.is_finished() || infer_thread.is_finished() || sink_thread.is_finished(),
+        || progress("playing"),
+    );
+    // A service that stopped while the source still plays has failed: stop the source so the
+    // joins below report that failure.
+    if !ingest_thread.is_finished() {
+        ingest_token.cancel();
     }
     let ingest_stats = join(ingest_thread, "ingest")?;
     let published = ingest_stats.published();
@@ -330,6 +331,7 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
     // A service that stops on its own has failed: its error ends the wait.
     wait_until(
         shutdown,
+        every,
         || {
             committed_results(&infer_counters) >= published
                 || infer_thread.is_finished()
@@ -341,6 +343,7 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
     let infer_stats = join(infer_thread, "infer")?;
     wait_until(
         shutdown,
+        every,
         || {
             let s = sink_progress.stats();
             (s.results >= published && s.stream_events >= 2) || sink_thread.is_finished()
@@ -441,12 +444,17 @@ fn join<T>(handle: JoinHandle<Result<T>>, what: &str) -> Result<T> {
         .with_context(|| format!("{what} failed"))
 }
 
-/// Waits for `done`, calling `tick` about once a second, until `shutdown` says stop now.
-fn wait_until(shutdown: &CancellationToken, done: impl Fn() -> bool, tick: impl Fn()) {
+/// Waits for `done`, calling `tick` every `every`, until `shutdown` says stop now.
+fn wait_until(
+    shutdown: &CancellationToken,
+    every: Duration,
+    done: impl Fn() -> bool,
+    tick: impl Fn(),
+) {
     let mut last = Instant::now();
     while !done() && !shutdown.is_cancelled() {
         thread::sleep(Duration::from_millis(50));
-        if last.elapsed() >= Duration::from_secs(1) {
+        if last.elapsed() >= every {
             tick();
             last = Instant::now();
         }
