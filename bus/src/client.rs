@@ -490,6 +490,41 @@ impl Consumer {
         }
     }
 
+    /// Stops delivering messages while staying in the group: [`poll`](Self::poll) goes on
+    /// serving membership and rebalances but returns no message, and partitions assigned
+    /// meanwhile start paused too. For flow control: a consumer whose downstream is full
+    /// pauses and keeps polling, so it never overstays `max.poll.interval.ms` and leaves its
+    /// group. On Kafka the prefetched messages are dropped and fetched again on resume.
+    pub fn pause(&self) -> Result<(), BusError> {
+        match &self.inner {
+            ConsumerInner::Kafka(c) => c.pause(),
+            ConsumerInner::Memory(c) => {
+                c.pause();
+                Ok(())
+            }
+        }
+    }
+
+    /// Delivers messages again after [`pause`](Self::pause): each partition continues with
+    /// the first message not yet delivered, so a pause neither skips nor repeats one.
+    pub fn resume(&self) -> Result<(), BusError> {
+        match &self.inner {
+            ConsumerInner::Kafka(c) => c.resume(),
+            ConsumerInner::Memory(c) => {
+                c.resume();
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the consumer is paused.
+    pub fn is_paused(&self) -> bool {
+        match &self.inner {
+            ConsumerInner::Kafka(c) => c.is_paused(),
+            ConsumerInner::Memory(c) => c.is_paused(),
+        }
+    }
+
     /// The partitions currently assigned to this consumer, in order.
     pub fn assignment(&self) -> Result<Vec<TopicPartition>, BusError> {
         match &self.inner {

@@ -13,8 +13,9 @@
 //! - topics are created through the admin API with the configured partition count, the
 //!   broker's default replication factor and `max.message.bytes` = `message_max_bytes`.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -202,6 +203,46 @@ impl ProducerContext for DeliveryContext {
 struct GroupContext {
     group: String,
     rebalances: AtomicU64,
+    /// Set by `pause`: partitions assigned while it is set are paused on arrival.
+    paused: AtomicBool,
+    /// Partitions this consumer paused and has not resumed. librdkafka keeps a partition's
+    /// pause across a revoke, so one handed back after `resume` is resumed on arrival.
+    paused_partitions: Mutex<BTreeSet<(String, i32)>>,
+}
+
+impl GroupContext {
+    fn paused_set(&self) -> MutexGuard<'_, BTreeSet<(String, i32)>> {
+        self.paused_partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Pauses `tpl` if the consumer is paused, else resumes those of it left paused earlier.
+    fn apply_pause(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let keys = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect::<Vec<_>>();
+        let mut set = self.paused_set();
+        let outcome = if self.paused.load(Ordering::SeqCst) {
+            set.extend(keys);
+            consumer.pause(tpl)
+        } else {
+            let stale: Vec<_> = keys.into_iter().filter(|k| set.remove(k)).collect();
+            if stale.is_empty() {
+                return;
+            }
+            let mut list = TopicPartitionList::with_capacity(stale.len());
+            for (topic, partition) in &stale {
+                list.add_partition(topic, *partition);
+            }
+            consumer.resume(&list)
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(group = %self.group, %error, "pause/resume of new partitions");
+        }
+    }
 }
 
 impl ClientContext for GroupContext {
@@ -215,13 +256,14 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if !matches!(rebalance, Rebalance::Error(_)) {
             self.rebalances.fetch_add(1, Ordering::SeqCst);
         }
         match rebalance {
             Rebalance::Assign(tpl) => {
                 tracing::info!(group = %self.group, partitions = %render_tpl(tpl), "assigned");
+                self.apply_pause(consumer, tpl);
             }
             Rebalance::Revoke(tpl) => {
                 tracing::info!(group = %self.group, partitions = %render_tpl(tpl), "revoked");
@@ -432,6 +474,8 @@ impl KafkaBus {
             .create_with_context(GroupContext {
                 group: group.to_owned(),
                 rebalances: AtomicU64::new(0),
+                paused: AtomicBool::new(false),
+                paused_partitions: Mutex::new(BTreeSet::new()),
             })
             .map_err(|e| BusError::Client {
                 client: format!("consumer of group {group}"),
@@ -784,6 +828,32 @@ impl KafkaConsumer {
 
     pub(crate) fn rebalances(&self) -> u64 {
         self.inner.context().rebalances.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn pause(&self) -> Result<(), BusError> {
+        let context = self.inner.context();
+        context.paused.store(true, Ordering::SeqCst);
+        let tpl = self
+            .inner
+            .assignment()
+            .map_err(|e| self.error("assignment", &e))?;
+        context.apply_pause(&self.inner, &tpl);
+        Ok(())
+    }
+
+    pub(crate) fn resume(&self) -> Result<(), BusError> {
+        let context = self.inner.context();
+        context.paused.store(false, Ordering::SeqCst);
+        let tpl = self
+            .inner
+            .assignment()
+            .map_err(|e| self.error("assignment", &e))?;
+        context.apply_pause(&self.inner, &tpl);
+        Ok(())
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        self.inner.context().paused.load(Ordering::SeqCst)
     }
 
     pub(crate) fn assignment(&self) -> Result<Vec<TopicPartition>, BusError> {

@@ -23,6 +23,7 @@
 //! demos and tests, not a long live run.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -464,6 +465,7 @@ impl MemoryBus {
             shared: Arc::clone(&self.shared),
             group: group.to_owned(),
             member,
+            paused: AtomicBool::new(false),
         }
     }
 }
@@ -733,6 +735,8 @@ pub(crate) struct MemoryConsumer {
     shared: Arc<Shared>,
     group: String,
     member: u64,
+    /// Set by `pause`: polls deliver nothing until `resume`.
+    paused: AtomicBool,
 }
 
 impl MemoryConsumer {
@@ -773,7 +777,9 @@ impl MemoryConsumer {
         let deadline = Instant::now().checked_add(timeout);
         let mut state = self.shared.lock();
         loop {
-            if let Some(message) = state.fetch(&self.group, self.member) {
+            if !self.is_paused()
+                && let Some(message) = state.fetch(&self.group, self.member)
+            {
                 return Ok(Some(message));
             }
             let remaining = match deadline {
@@ -790,6 +796,20 @@ impl MemoryConsumer {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+    }
+
+    pub(crate) fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+        // Wake a poll waiting in another thread: messages may already be there.
+        self.shared.changed.notify_all();
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
     }
 
     pub(crate) fn commit(&self, offsets: &Offsets) -> Result<(), BusError> {

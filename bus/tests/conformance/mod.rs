@@ -47,6 +47,10 @@ macro_rules! conformance_tests {
         fn group_members_split_partitions() {
             crate::conformance::group_members_split_partitions(&$factory());
         }
+        #[test]
+        fn pause_holds_and_resume_continues() {
+            crate::conformance::pause_holds_and_resume_continues(&$factory());
+        }
     };
 }
 pub(crate) use conformance_tests;
@@ -475,4 +479,73 @@ pub fn group_members_split_partitions(bus: &Bus) {
     }
     let expected: BTreeSet<String> = (0..TOTAL).map(|i| format!("m{i}")).collect();
     assert_eq!(seen, expected);
+}
+
+/// Polls for `how_long` and fails on any message: the consumer is paused.
+fn assert_nothing_while_paused(consumer: &Consumer, how_long: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < how_long {
+        if let Some(m) = poll_once(consumer) {
+            panic!("paused consumer delivered {} at {}", text(&m), m.offset);
+        }
+    }
+}
+
+/// 7. A paused consumer stays in its group but delivers nothing, also from partitions
+///    assigned while paused; after resume every message arrives exactly once, in order per
+///    partition, whether it was produced before the pause (prefetched) or during it.
+pub fn pause_holds_and_resume_continues(bus: &Bus) {
+    const PARTITIONS: u32 = 2;
+    let topic = new_topic(bus, "pause", PARTITIONS);
+    let group = unique("pause-group");
+    let record =
+        |i: usize| Record::new(topic.clone(), format!("m{i}")).with_key(format!("k{}", i % 4));
+    send_all(bus, &(0..10).map(record).collect::<Vec<_>>());
+
+    // Paused before it has partitions: the assignment arrives paused.
+    let consumer = bus.consumer(&group).unwrap();
+    consumer.pause().unwrap();
+    assert!(consumer.is_paused());
+    consumer.subscribe(&[&topic]).unwrap();
+    let start = Instant::now();
+    while consumer.assignment().unwrap().len() < PARTITIONS as usize {
+        assert!(start.elapsed() < PATIENCE, "no assignment while paused");
+        if let Some(m) = poll_once(&consumer) {
+            panic!("paused consumer delivered {} before resume", text(&m));
+        }
+    }
+    assert_nothing_while_paused(&consumer, Duration::from_millis(500));
+
+    consumer.resume().unwrap();
+    assert!(!consumer.is_paused());
+    let mut received = read_until(&consumer, |m| m.len() >= 4);
+
+    // Paused mid-stream, with more produced meanwhile.
+    consumer.pause().unwrap();
+    assert_nothing_while_paused(&consumer, Duration::from_millis(500));
+    send_all(bus, &(10..16).map(record).collect::<Vec<_>>());
+    assert_nothing_while_paused(&consumer, Duration::from_millis(1500));
+
+    consumer.resume().unwrap();
+    let start = Instant::now();
+    while received.len() < 16 {
+        assert!(start.elapsed() < PATIENCE, "read {} of 16", received.len());
+        received.extend(poll_once(&consumer));
+    }
+    assert_nothing_while_paused(&consumer, Duration::from_millis(300));
+
+    let payloads: Vec<String> = received.iter().map(text).collect();
+    let unique_payloads: BTreeSet<&String> = payloads.iter().collect();
+    assert_eq!(unique_payloads.len(), 16, "repeated or lost: {payloads:?}");
+    let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for m in &received {
+        by_partition.entry(m.partition).or_default().push(m.offset);
+    }
+    for (partition, offsets) in by_partition {
+        let expected: Vec<i64> = (0..offsets.len() as i64).collect();
+        assert_eq!(
+            offsets, expected,
+            "partition {partition} out of order or with holes"
+        );
+    }
 }
