@@ -71,6 +71,9 @@ counters! {
     /// Answers thrown away because their frames will be read again (after a rebalance or a
     /// rewind).
     discarded,
+    /// Times the consumer was paused because every in-flight credit was taken (it goes on
+    /// polling, so it stays in its group).
+    pauses,
 }
 
 impl Stats {

@@ -23,10 +23,10 @@
 //! drains what it holds and closes the next; the output commits last. Any stage's fatal
 //! error cancels the others the same way.
 //!
-//! Known limit: while all `max_in_flight` credits are taken the poll loop does not call
-//! `poll`; if answering that many frames took longer than `kafka.max_poll_interval`, the
-//! consumer would leave its group (and the work would be redone elsewhere, not lost). Size
-//! `max_in_flight` below throughput x `max_poll_interval`.
+//! Flow control: while all `max_in_flight` credits are taken the poll loop pauses the
+//! consumer and goes on polling, so group membership and rebalances are served however long
+//! the frames in flight take; the first returned credit resumes it, from the next message not
+//! yet read.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -463,6 +463,10 @@ fn poll_loop(
     while !stop.is_cancelled() {
         let requested = rewind.requested.load(Ordering::Acquire);
         if requested > served {
+            // Seek unpaused: a resume then starts from the sought offsets for sure.
+            if consumer.is_paused() {
+                consumer.resume()?;
+            }
             rewind_to_committed(consumer, topic)?;
             epoch += 1;
             seen_rebalances = consumer.rebalances();
@@ -472,14 +476,31 @@ fn poll_loop(
             want_rewind = false;
         }
         if want_rewind {
-            std::thread::sleep(TICK / 5);
+            // Still served: polling a paused consumer keeps it in its group.
+            if consumer.is_paused() {
+                consumer.poll(TICK / 5)?;
+            } else {
+                std::thread::sleep(TICK / 5);
+            }
             continue;
         }
         if !holding_credit {
-            match credits.send_timeout((), TICK) {
-                Ok(()) => holding_credit = true,
-                Err(crossbeam_channel::SendTimeoutError::Timeout(())) => continue,
-                Err(crossbeam_channel::SendTimeoutError::Disconnected(())) => break,
+            match credits.try_send(()) {
+                Ok(()) => {
+                    holding_credit = true;
+                    if consumer.is_paused() {
+                        consumer.resume()?;
+                    }
+                }
+                // Every credit is out: pause and go on polling, so the group keeps this
+                // member however long the frames in flight take.
+                Err(crossbeam_channel::TrySendError::Full(())) => {
+                    if !consumer.is_paused() {
+                        consumer.pause()?;
+                        counters.pauses.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(())) => break,
             }
         }
         let before = consumer.rebalances();
@@ -507,6 +528,11 @@ fn poll_loop(
                     want_rewind = true;
                     continue;
                 }
+                // A paused consumer delivers nothing, but should one come anyway it waits
+                // for a credit here; dropping it would leave a hole under later commits.
+                if !holding_credit && !wait_for_credit(credits, stop) {
+                    break;
+                }
                 holding_credit = false;
                 let origin = Origin {
                     ticket,
@@ -530,6 +556,19 @@ fn poll_loop(
         }
     }
     Ok(())
+}
+
+/// Takes an in-flight credit, waiting as long as it takes; `false` when the worker stops or
+/// the output stage is gone first.
+fn wait_for_credit(credits: &Sender<()>, stop: &CancellationToken) -> bool {
+    while !stop.is_cancelled() {
+        match credits.send_timeout((), TICK) {
+            Ok(()) => return true,
+            Err(crossbeam_channel::SendTimeoutError::Timeout(())) => {}
+            Err(crossbeam_channel::SendTimeoutError::Disconnected(())) => return false,
+        }
+    }
+    false
 }
 
 /// Seeks every assigned partition of `topic` back to the group's committed offset (or the

@@ -127,12 +127,16 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("inference worker of group {group}"))?;
     tracing::info!(?stats, "stopped");
     eprintln!(
-        "orstream infer: {} results committed ({} ok, {} skipped, {} errors), {} dead letters",
+        "orstream infer: {} results committed ({} ok, {} skipped, {} errors), {} dead letters, \
+         {} transactions committed, {} aborted, {} pauses",
         stats.results(),
         stats.ok,
         stats.skipped_stale + stats.skipped_overload,
         stats.decode_error + stats.invalid + stats.model_error,
-        stats.dead_letters
+        stats.dead_letters,
+        stats.commits,
+        stats.aborts,
+        stats.pauses
     );
     Ok(())
 }
