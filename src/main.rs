@@ -1,13 +1,22 @@
 //! The `orstream` command: a thin entry over the `orstream` library.
+//!
+//! Every subcommand starts the same way: signal handlers, arguments, then telemetry
+//! ([`orstream::telemetry::configure`] and [`orstream::telemetry::init`]), kept until the
+//! command ends so buffered spans and metrics are flushed. Exit codes follow
+//! [`orstream::telemetry::exit`]; the demo adds [`EXIT_UNACCOUNTED`].
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use orstream::telemetry::{self, TelemetryArgs};
 
 /// Live operating-room video to a surgical record.
 #[derive(Debug, Parser)]
 #[command(name = "orstream", version, about)]
 struct Cli {
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,36 +35,55 @@ enum Command {
     Record(orstream::commands::record::Args),
 }
 
+impl Command {
+    /// The service's name in telemetry and the configuration file its `[telemetry]` table is
+    /// read from.
+    fn telemetry_source(&self) -> (&'static str, Option<&Path>) {
+        match self {
+            Self::Demo(_) => ("orstream-demo", None),
+            Self::Ingest(args) => ("orstream-ingest", args.config.as_deref()),
+            Self::Infer(args) => ("orstream-infer", args.config.as_deref()),
+            Self::Sink(args) => ("orstream-sink", args.config.as_deref()),
+            Self::Record(_) => ("orstream-record", None),
+        }
+    }
+}
+
 /// Exit code when a run finished but not every frame was accounted for.
 const EXIT_UNACCOUNTED: u8 = 4;
 
+fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::from(telemetry::exit_code(error))
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ORSTREAM_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     // Signal handlers first: a SIGTERM from here on drains instead of killing the process.
     let _shutdown = orstream::shutdown::root();
     let cli = Cli::parse();
+    let (service, file) = cli.command.telemetry_source();
+    let guard = match telemetry::configure(service, file, &cli.telemetry)
+        .and_then(|config| telemetry::init(&config))
+    {
+        Ok(guard) => guard,
+        Err(error) => return fail(&error),
+    };
+    let health = guard.health();
     let result = match cli.command {
         Command::Demo(args) => orstream::commands::demo::run(args),
-        Command::Ingest(args) => orstream::commands::ingest::run(args).map(|()| true),
+        Command::Ingest(args) => orstream::commands::ingest::run(args, health).map(|()| true),
         Command::Infer(args) => orstream::commands::infer::run(args).map(|()| true),
-        Command::Sink(args) => orstream::commands::sink::run(args).map(|()| true),
+        Command::Sink(args) => orstream::commands::sink::run(args, health).map(|()| true),
         Command::Record(args) => orstream::commands::record::run(args).map(|()| true),
     };
+    // Flush spans and metrics before the process ends.
+    drop(guard);
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             eprintln!("error: not every frame was accounted for");
             ExitCode::from(EXIT_UNACCOUNTED)
         }
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
+        Err(error) => fail(&error),
     }
 }

@@ -1,9 +1,12 @@
 //! Telemetry of the services: logs, traces, metrics, health endpoints and exit codes.
 //!
 //! A service calls [`init`] once, first thing, with its [`TelemetryConfig`] and keeps the
-//! returned [`TelemetryGuard`] until it ends (dropping it flushes what is buffered). It gets:
+//! returned [`TelemetryGuard`] until it ends (dropping it flushes what is buffered). The
+//! `orstream` command does so for every subcommand, with the configuration [`configure`]
+//! builds: the `[telemetry]` table of the service's file ([`ServiceFile`]), the environment,
+//! then the flags ([`TelemetryArgs`]). It gets:
 //!
-//! - logs on stderr, filtered by `log_filter` (`ORSTREAM_LOG`);
+//! - logs on stderr, filtered by `log_filter` (`ORSTREAM_LOG`, default `warn`);
 //! - when `otlp_endpoint` is set, `tracing` spans exported as OpenTelemetry spans over
 //!   OTLP/HTTP, sampled at `sampling_ratio` where a trace starts and following the parent's
 //!   decision downstream; trace context travels in message headers through
@@ -13,7 +16,8 @@
 //!   endpoint is set (unless `otlp_metrics = false`);
 //! - when `metrics_listen` is set, an HTTP endpoint on a thread of its own: `/metrics`,
 //!   `/healthz` (liveness from [`Health::beat`]) and `/readyz` (readiness from
-//!   [`Health::set_ready`]); a [`Health`] is handed to the service's loops either way.
+//!   [`Health::set_ready`]); a [`Health`] is handed to the service's loops either way
+//!   ([`TelemetryGuard::health`], or [`health`] where no guard reaches).
 //!
 //! Nothing is exported by default. Spans and metric labels never carry frame bytes, case ids or
 //! stream locations (see `orstream_bus::metrics::ALLOWED_ATTRIBUTES`).
@@ -32,11 +36,12 @@
 //! (`.context(ExitReason::Config)`); [`exit_code`] finds it anywhere in the chain, and an
 //! unclassified error is a runtime failure. Supervisors restart on 1 and 3, not on 2.
 //!
-//! Modules: `config` ([`TelemetryConfig`]), `health` ([`Health`], its clocks), `server` (the
-//! HTTP endpoint), `prometheus` ([`PrometheusMetrics`]), `otlp` (exporters and their HTTP
-//! client).
+//! Modules: `config` ([`TelemetryConfig`]), `file` ([`ServiceFile`], [`TelemetryArgs`],
+//! [`configure`]), `health` ([`Health`], its clocks), `server` (the HTTP endpoint),
+//! `prometheus` ([`PrometheusMetrics`]), `otlp` (exporters and their HTTP client).
 
 mod config;
+mod file;
 mod health;
 mod otlp;
 mod prometheus;
@@ -45,6 +50,7 @@ mod server;
 use std::fmt;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 use opentelemetry::KeyValue;
@@ -58,6 +64,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 pub use config::{TelemetryConfig, TelemetryConfigError, env};
+pub use file::{ServiceFile, TelemetryArgs, configure};
 pub use health::{Clock, Health, Liveness, ManualClock, Readiness, SystemClock};
 pub use orstream_bus::metrics::{HealthReporter, checks};
 pub use prometheus::PrometheusMetrics;
@@ -188,6 +195,15 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// The health [`init`] made for this process, served at `/healthz` and `/readyz`.
+static PROCESS_HEALTH: OnceLock<Health> = OnceLock::new();
+
+/// The health of the service this process runs, once [`init`] has run: for code that the
+/// guard does not reach (it is the guard's [`TelemetryGuard::health`]).
+pub fn health() -> Option<Health> {
+    PROCESS_HEALTH.get().cloned()
+}
+
 /// Sets up logs, traces, metrics and the health endpoint for this process (see the module
 /// documentation). Call once: the `tracing` subscriber and the OpenTelemetry providers are
 /// process-wide. Errors carry an [`ExitReason`]: [`ExitReason::Config`] for a bad
@@ -255,6 +271,8 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard> {
     opentelemetry::global::set_meter_provider(meter_provider.clone());
 
     let health = Health::new(config.liveness_timeout);
+    // `try_init` above has made sure this is the first call.
+    let _first = PROCESS_HEALTH.set(health.clone());
     let server = match config.metrics_listen {
         Some(listen) => Some(
             Server::start(listen, health.clone(), Some(metrics.clone()))

@@ -30,7 +30,8 @@
 
 use std::borrow::Cow;
 
-use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
+pub use opentelemetry::KeyValue;
+pub use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
 
 /// Name of the instrumentation scope every orstream instrument belongs to.
 pub const METER_NAME: &str = "orstream";
@@ -453,6 +454,20 @@ pub mod value {
     pub const OVERSIZED: &str = "oversized";
     /// `orstream.reason`: the broker did not take the message.
     pub const PUBLISH_FAILED: &str = "publish_failed";
+    /// `orstream.reason`: a sample without buffer, caps, timestamp or readable memory.
+    pub const INVALID_SAMPLE: &str = "invalid_sample";
+    /// `orstream.reason`: the frame was still queued when its session ended.
+    pub const SESSION_ENDED: &str = "session_ended";
+    /// `orstream.reason` of a rebuild: the source failed.
+    pub const ERROR: &str = "error";
+    /// `orstream.reason` of a rebuild: the source reached its end and is read again.
+    pub const EOS: &str = "eos";
+    /// `orstream.event.kind`: a presence interval.
+    pub const PRESENCE: &str = "presence";
+    /// `orstream.event.kind`: a gap in a stream.
+    pub const GAP: &str = "gap";
+    /// `orstream.event.kind`: an anomaly (bad input, out-of-order data).
+    pub const ANOMALY: &str = "anomaly";
     /// `orstream.stream.state`: building the pipeline, waiting for the first frame.
     pub const CONNECTING: &str = "connecting";
     /// `orstream.stream.state`: frames are flowing.

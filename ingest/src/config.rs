@@ -641,7 +641,13 @@ pub struct ServiceConfig {
 impl ServiceConfig {
     /// Parses a configuration file's text. Unknown keys are errors, in both parts.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        Self::from_table(table)
+    }
+
+    /// Builds the configuration from a parsed file (a caller that took its own tables out
+    /// first). Unknown keys are errors, in both parts.
+    pub fn from_table(mut table: toml::Table) -> Result<Self, String> {
         let kafka = match table.remove("kafka") {
             Some(value) => value
                 .try_into::<orstream_bus::KafkaConfig>()

@@ -25,6 +25,12 @@
 //!   stream and the cause, and the other streams go on;
 //! - events and logs never carry the source location (RTSP URLs may hold credentials).
 //!
+//! Telemetry: a `frame capture` span per frame whose W3C trace context goes into the frame's
+//! headers, so the frame's trace continues downstream; counts of frames captured, published
+//! and dropped (by reason), JPEG encode time, streams per state and rebuilds, through the
+//! global OpenTelemetry meter. Spans and metrics carry the source kind, never the stream's
+//! location, case id or frame bytes.
+//!
 //! Modules, in the order data flows through them:
 //! - [`config`]: [`IngestConfig`] and [`StreamConfig`] (serde, validated, every problem at once).
 //! - `source` (private): the source elements for each kind and their dynamic linking.
@@ -33,7 +39,9 @@
 //! - [`queue`]: the bounded drop-oldest / blocking queue behind [`FrameReceiver`].
 //! - `stream` (private): a stream's sessions, epochs, watchdog, backoff and events.
 //! - `publish` (private): frames and events onto the bus, deliveries checked in order.
-//! - `service`: [`Ingest`], all streams on one producer; [`Stats`].
+//! - `service`: [`Ingest`], all streams on one producer; [`Stats`]; health reports
+//!   ([`Ingest::with_health`]).
+//! - `metrics` (private): the stream's instruments from [`orstream_bus::metrics`].
 //! - [`error`]: [`IngestError`], naming the stream and the element or key at fault.
 //!
 //! In: an [`IngestConfig`] and an [`orstream_bus::Bus`]. Out: `Frame`s on `frames_topic`
@@ -83,6 +91,7 @@
 
 pub mod config;
 pub mod error;
+mod metrics;
 pub mod pipeline;
 mod publish;
 pub mod queue;

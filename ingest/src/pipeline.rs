@@ -242,6 +242,7 @@ impl FramePipeline {
         if let Some(fps) = config.output.max_fps {
             install_rate_cap(stream_id, &scale, fps)?;
         }
+        install_encode_timer(&encode, config.source.kind());
         let tail: [&gst::Element; 5] = [&scale, &convert, &size, &encode, sink.upcast_ref()];
         pipeline
             .add_many(tail.iter().copied())
@@ -585,6 +586,40 @@ fn install_rate_cap(stream_id: &str, element: &gst::Element, fps: u32) -> Result
         }
     });
     Ok(())
+}
+
+/// Times `encode` (the JPEG encoder) per frame into `orstream.ingest.encode.duration`: a probe
+/// on its sink pad notes when a raw frame goes in, one on its source pad measures when the
+/// encoded frame comes out. `jpegenc` encodes on the streaming thread, one frame at a time,
+/// so the two probes pair up.
+fn install_encode_timer(encode: &gst::Element, source_kind: &'static str) {
+    let (Some(sink), Some(src)) = (encode.static_pad("sink"), encode.static_pad("src")) else {
+        return;
+    };
+    let histogram =
+        orstream_bus::metrics::INGEST_ENCODE_DURATION.build(&orstream_bus::metrics::meter());
+    let entered = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let on_entry = Arc::clone(&entered);
+    sink.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        *on_entry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        gst::PadProbeReturn::Ok
+    });
+    let attributes = [orstream_bus::metrics::KeyValue::new(
+        orstream_bus::metrics::attr::SOURCE_KIND,
+        source_kind,
+    )];
+    src.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        let started = entered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(started) = started {
+            histogram.record(started.elapsed().as_secs_f64(), &attributes);
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// The appsink callback, on the streaming thread: accounts for every sample; in live mode it

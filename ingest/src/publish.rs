@@ -6,6 +6,11 @@
 //! publisher, which in live mode makes the frame queue drop its oldest frames). A frame whose
 //! delivery fails leaves a hole in the epoch's seq on the topic; the checker records the first
 //! such failure and the stream starts a new epoch, so seq stays gap-free within every epoch.
+//!
+//! Each frame carries the W3C trace context of its capture span (`traceparent`, when tracing is
+//! on), so the services downstream continue the frame's trace. The checker counts the frames
+//! the broker acknowledged and reports the broker's readiness: ready after an acknowledged
+//! delivery, not ready after a failed one.
 
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,10 +18,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use orstream_bus::{BusError, DeliveryHandle, Producer, Record};
+use orstream_bus::metrics::{HealthReporter, checks, value};
+use orstream_bus::{BusError, DeliveryHandle, Producer, Record, trace};
 use orstream_proto::{Frame, SCHEMA_VERSION, StreamEvent, headers, stream_event};
 
 use crate::config::FullPolicy;
+use crate::metrics::StreamMetrics;
 use crate::pipeline::realtime_ns;
 
 /// Messages of one stream that may wait for their acknowledgement at once.
@@ -64,6 +71,12 @@ pub(crate) struct Publisher {
     failure: Arc<Mutex<Option<(u64, String)>>>,
 }
 
+/// What the delivery checker reports to, besides the stream's failure slot.
+pub(crate) struct Reports {
+    pub(crate) metrics: StreamMetrics,
+    pub(crate) health: Arc<dyn HealthReporter>,
+}
+
 impl Publisher {
     pub(crate) fn new(
         producer: Arc<Producer>,
@@ -71,6 +84,7 @@ impl Publisher {
         events_topic: &str,
         stream_id: &str,
         max_message_bytes: usize,
+        reports: Reports,
     ) -> Self {
         let (tx, rx) = mpsc::sync_channel(MAX_IN_FLIGHT);
         let failure = Arc::new(Mutex::new(None));
@@ -78,7 +92,7 @@ impl Publisher {
         let checker_stream = stream_id.to_owned();
         let checker = std::thread::Builder::new()
             .name(format!("ingest-acks-{stream_id}"))
-            .spawn(move || check_deliveries(&rx, &checker_failure, &checker_stream))
+            .spawn(move || check_deliveries(&rx, &checker_failure, &checker_stream, &reports))
             .map_err(|error| {
                 tracing::error!(stream_id = %stream_id, %error,
                     "cannot start the delivery checker; deliveries are not checked");
@@ -103,11 +117,13 @@ impl Publisher {
             .saturating_sub(crate::config::MESSAGE_OVERHEAD + self.key.len())
     }
 
-    /// Sends `frame`. Live: waits briefly for room in the producer's queue, then gives up.
-    /// Archive: waits for room as long as it takes, unless `give_up_at` has passed.
+    /// Sends `frame` with the trace context of `span` (its capture span). Live: waits briefly
+    /// for room in the producer's queue, then gives up. Archive: waits for room as long as it
+    /// takes, unless `give_up_at` has passed.
     pub(crate) fn send_frame(
         &self,
         frame: &Frame,
+        span: &tracing::Span,
         policy: FullPolicy,
         give_up_at: impl Fn() -> bool,
     ) -> FrameOutcome {
@@ -117,9 +133,10 @@ impl Publisher {
                 bytes: payload.len() + crate::config::MESSAGE_OVERHEAD,
             };
         }
-        let record = Record::new(self.frames_topic.clone(), payload)
+        let mut record = Record::new(self.frames_topic.clone(), payload)
             .with_key(self.key.clone())
             .with_header(headers::SCHEMA_VERSION, SCHEMA_VERSION);
+        trace::inject_span(&mut record.headers, span);
         let sent = Sent::Frame {
             epoch: frame.session_epoch,
             seq: frame.seq,
@@ -213,13 +230,31 @@ fn check_deliveries(
     rx: &Receiver<(Sent, DeliveryHandle)>,
     failure: &Mutex<Option<(u64, String)>>,
     stream_id: &str,
+    reports: &Reports,
 ) {
+    // The broker's readiness as last reported by this checker: reported on change only.
+    let mut broker_ok = None;
+    let mut report_broker = |ok: bool| {
+        if broker_ok != Some(ok) {
+            broker_ok = Some(ok);
+            reports.health.set_ready(checks::BROKER, ok);
+        }
+    };
     for (sent, handle) in rx {
-        let Err(error) = handle.wait(DELIVERY_WAIT) else {
-            continue;
+        let error = match handle.wait(DELIVERY_WAIT) {
+            Ok(_) => {
+                if matches!(sent, Sent::Frame { .. }) {
+                    reports.metrics.published();
+                }
+                report_broker(true);
+                continue;
+            }
+            Err(error) => error,
         };
+        report_broker(false);
         match sent {
             Sent::Frame { epoch, seq } => {
+                reports.metrics.dropped(value::PUBLISH_FAILED, 1);
                 tracing::error!(stream_id, epoch, seq, %error, "frame delivery failed");
                 let mut failure = failure.lock().unwrap_or_else(PoisonError::into_inner);
                 if failure.as_ref().is_none_or(|(e, _)| *e != epoch) {

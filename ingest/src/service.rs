@@ -5,18 +5,24 @@
 //! publishes what drains out of its pipeline (bounded by `drain_timeout`) -> it publishes
 //! `StreamEnded` and waits for its deliveries -> once every stream is done the producer is
 //! flushed (bounded by `flush_timeout`) and [`Ingest::run`] returns.
+//!
+//! Health ([`Ingest::with_health`]): the stream loops beat liveness; readiness has two checks,
+//! `broker` (the producer exists and the last delivery was acknowledged) and `running` (every
+//! stream's thread started; false again once the service is draining).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use orstream_bus::Bus;
+use orstream_bus::metrics::{HealthReporter, NoHealth, checks};
 use orstream_proto::EndReason;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::IngestConfig;
 use crate::error::IngestError;
+use crate::metrics::StreamMetrics;
 use crate::pipeline::init;
-use crate::publish::Publisher;
+use crate::publish::{Publisher, Reports};
 use crate::stream::{Settings, StreamRunner};
 
 /// How long topic creation may take.
@@ -75,10 +81,19 @@ impl Stats {
 }
 
 /// The ingest service over a bus. See the crate documentation for an example.
-#[derive(Debug)]
 pub struct Ingest {
     config: IngestConfig,
     bus: Bus,
+    health: Arc<dyn HealthReporter>,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("config", &self.config)
+            .field("bus", &self.bus)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ingest {
@@ -86,7 +101,19 @@ impl Ingest {
     pub fn new(config: IngestConfig, bus: Bus) -> Result<Self, IngestError> {
         config.validate()?;
         init()?;
-        Ok(Self { config, bus })
+        Ok(Self {
+            config,
+            bus,
+            health: Arc::new(NoHealth),
+        })
+    }
+
+    /// Reports liveness and readiness to `health` (see the module documentation); without
+    /// it, nothing is reported.
+    #[must_use]
+    pub fn with_health(mut self, health: Arc<dyn HealthReporter>) -> Self {
+        self.health = health;
+        self
     }
 
     /// Runs every stream until its source ends for good (a file's end, a fatal error) or
@@ -97,6 +124,9 @@ impl Ingest {
     /// a failing stream is reported in its [`StreamStats`] and its events, never here.
     pub fn run(self, shutdown: CancellationToken) -> Result<Stats, IngestError> {
         let config = &self.config;
+        let health = &self.health;
+        health.set_ready(checks::BROKER, false);
+        health.set_ready(checks::RUNNING, false);
         if config.create_topics {
             for topic in [&config.frames_topic, &config.events_topic] {
                 self.bus
@@ -111,24 +141,32 @@ impl Ingest {
             what: "creating the producer".to_owned(),
             source,
         })?);
+        health.set_ready(checks::BROKER, true);
         let settings = Settings {
             drop_report_interval: config.drop_report_interval,
             drain_timeout: config.drain_timeout,
         };
         let mut handles = Vec::with_capacity(config.streams.len());
         for stream in &config.streams {
+            let metrics = StreamMetrics::new(stream.source.kind());
             let publisher = Publisher::new(
                 Arc::clone(&producer),
                 &config.frames_topic,
                 &config.events_topic,
                 &stream.stream_id,
                 config.max_message_bytes,
+                Reports {
+                    metrics: metrics.clone(),
+                    health: Arc::clone(health),
+                },
             );
             let runner = StreamRunner::new(
                 stream.clone(),
                 settings.clone(),
                 publisher,
                 shutdown.child_token(),
+                metrics,
+                Arc::clone(health),
             );
             let spawned = std::thread::Builder::new()
                 .name(format!("ingest-{}", stream.stream_id))
@@ -142,6 +180,10 @@ impl Ingest {
                 }
             }
         }
+        health.set_ready(
+            checks::RUNNING,
+            handles.iter().all(|(_, handle)| handle.is_some()),
+        );
         let mut stats = Stats {
             streams: Vec::with_capacity(handles.len()),
         };
@@ -162,6 +204,7 @@ impl Ingest {
                 }
             });
         }
+        health.set_ready(checks::RUNNING, false);
         producer
             .flush(config.flush_timeout)
             .map_err(|source| IngestError::Bus {

@@ -9,10 +9,17 @@
 //! published one delivers its first frame, a `StreamDiscontinuity` gives the previous epoch,
 //! its last seq, the gap between the two capture times and why the previous session ended;
 //! failed attempts in between produce `StreamError`s but no extra discontinuity.
+//!
+//! Telemetry: every frame taken from the pipeline gets a `frame capture` span (its context
+//! travels in the frame's headers); frames captured, dropped (by reason) and rebuilds (by
+//! reason) are counted, the stream's state (connecting, live, stalled, reconnecting) is kept in
+//! `orstream.ingest.streams`, and the session loop beats the service's liveness.
 
+use std::sync::Arc;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
+use orstream_bus::metrics::{HealthReporter, checks, value};
 use orstream_proto::{
     ClockSource, Encoding, EndReason, Frame, FramesDropped, StreamDiscontinuity, StreamEnded,
     StreamError, StreamStarted, stream_event::Kind,
@@ -21,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::StreamConfig;
 use crate::error::IngestError;
+use crate::metrics::{StreamMetrics, StreamStateGauge};
 use crate::pipeline::{self, FrameCounts, FramePipeline};
 use crate::publish::{FrameOutcome, Publisher};
 use crate::service::StreamStats;
@@ -45,12 +53,18 @@ enum SessionEnd {
     Eos,
     /// The service is stopping.
     Shutdown,
-    /// The source failed; `unusable` when retrying cannot help.
-    Failed { reason: String, unusable: bool },
+    /// The source failed; `unusable` when retrying cannot help, `stalled` when the watchdog
+    /// found no frame in time.
+    Failed {
+        reason: String,
+        unusable: bool,
+        stalled: bool,
+    },
 }
 
-/// Frames that never reached the bus, by cause, since the last `FramesDropped` event.
-#[derive(Debug, Default)]
+/// Frames that never reached the bus, by cause, since the last `FramesDropped` event; each
+/// drop is also counted in `orstream.ingest.frames.dropped` as it is added.
+#[derive(Debug)]
 struct Drops {
     queue_full: u64,
     invalid: u64,
@@ -60,9 +74,33 @@ struct Drops {
     /// Over the stream's life.
     total: u64,
     last_report: Option<Instant>,
+    metrics: StreamMetrics,
 }
 
 impl Drops {
+    fn new(metrics: StreamMetrics) -> Self {
+        Self {
+            queue_full: 0,
+            invalid: 0,
+            oversized: 0,
+            bus_refused: 0,
+            session_ended: 0,
+            total: 0,
+            last_report: None,
+            metrics,
+        }
+    }
+
+    /// Forgets the counts reported in a `FramesDropped` event; keeps the total.
+    fn reported(&mut self) {
+        self.queue_full = 0;
+        self.invalid = 0;
+        self.oversized = 0;
+        self.bus_refused = 0;
+        self.session_ended = 0;
+        self.last_report = Some(Instant::now());
+    }
+
     fn pending(&self) -> u64 {
         self.queue_full + self.invalid + self.oversized + self.bus_refused + self.session_ended
     }
@@ -82,21 +120,24 @@ impl Drops {
         parts.join(", ")
     }
 
-    /// Takes the pipeline's new drops since `seen`.
+    /// Takes the pipeline's new frames and drops since `seen`.
     fn add_pipeline(&mut self, now: FrameCounts, seen: &mut FrameCounts) {
+        self.metrics
+            .captured(now.total().saturating_sub(seen.total()));
         let full = now.dropped_full.saturating_sub(seen.dropped_full);
         let invalid = now.dropped_invalid.saturating_sub(seen.dropped_invalid);
         let closed = now.dropped_closed.saturating_sub(seen.dropped_closed);
-        self.queue_full += full;
-        self.invalid += invalid;
-        self.session_ended += closed;
-        self.total += full + invalid + closed;
+        self.add(|d| &mut d.queue_full, value::QUEUE_FULL, full);
+        self.add(|d| &mut d.invalid, value::INVALID_SAMPLE, invalid);
+        self.add(|d| &mut d.session_ended, value::SESSION_ENDED, closed);
         *seen = now;
     }
 
-    fn add(&mut self, field: fn(&mut Self) -> &mut u64, n: u64) {
+    /// Adds `n` drops to the count `field` returns, counted under `reason`.
+    fn add(&mut self, field: fn(&mut Self) -> &mut u64, reason: &'static str, n: u64) {
         *field(self) += n;
         self.total += n;
+        self.metrics.dropped(reason, n);
     }
 }
 
@@ -152,6 +193,9 @@ pub(crate) struct StreamRunner {
     interruption: Option<String>,
     /// Failed attempts since frames last flowed.
     attempts: u32,
+    metrics: StreamMetrics,
+    state: StreamStateGauge,
+    health: Arc<dyn HealthReporter>,
 }
 
 impl StreamRunner {
@@ -160,6 +204,8 @@ impl StreamRunner {
         settings: Settings,
         publisher: Publisher,
         shutdown: CancellationToken,
+        metrics: StreamMetrics,
+        health: Arc<dyn HealthReporter>,
     ) -> Self {
         let stats = StreamStats::new(&config.stream_id);
         Self {
@@ -168,11 +214,14 @@ impl StreamRunner {
             publisher,
             shutdown,
             stats,
-            drops: Drops::default(),
+            drops: Drops::new(metrics.clone()),
             epoch: 0,
             published: None,
             interruption: None,
             attempts: 0,
+            state: metrics.state(),
+            metrics,
+            health,
         }
     }
 
@@ -188,11 +237,27 @@ impl StreamRunner {
             let published_before = self.stats.published;
             let end = self.session();
             let produced = self.stats.published > published_before;
-            let (reason, unusable) = match end {
+            let (reason, unusable, why) = match end {
                 SessionEnd::Shutdown => break (EndReason::Shutdown, String::new()),
                 SessionEnd::Eos if !retries => break (EndReason::Eos, String::new()),
-                SessionEnd::Eos => ("the source ended (end of stream)".to_owned(), false),
-                SessionEnd::Failed { reason, unusable } => (reason, unusable),
+                SessionEnd::Eos => (
+                    "the source ended (end of stream)".to_owned(),
+                    false,
+                    value::EOS,
+                ),
+                SessionEnd::Failed {
+                    reason,
+                    unusable,
+                    stalled,
+                } => (
+                    reason,
+                    unusable,
+                    if stalled {
+                        value::STALLED
+                    } else {
+                        value::ERROR
+                    },
+                ),
             };
             let fatal = unusable || !retries;
             self.stats.errors += 1;
@@ -210,6 +275,8 @@ impl StreamRunner {
             }
             self.attempts += 1;
             self.interruption.get_or_insert(reason);
+            self.metrics.reconnect(why);
+            self.state.set(value::RECONNECTING);
             if !self.sleep(backoff) {
                 break (EndReason::Shutdown, String::new());
             }
@@ -238,6 +305,7 @@ impl StreamRunner {
             if self.shutdown.is_cancelled() {
                 return false;
             }
+            self.health.beat();
             std::thread::sleep(TICK.min(until.saturating_duration_since(Instant::now())));
         }
         !self.shutdown.is_cancelled()
@@ -250,6 +318,7 @@ impl StreamRunner {
 
     /// One pipeline from build to teardown.
     fn session(&mut self) -> SessionEnd {
+        self.state.set(value::CONNECTING);
         let (pipeline, frames) = match FramePipeline::build(&self.config) {
             Ok(built) => built,
             Err(error) => return self.failed(&error),
@@ -265,7 +334,10 @@ impl StreamRunner {
         let mut stopping: Option<Instant> = None;
         let mut oversize_reported = false;
         let end = loop {
+            self.health.beat();
             if stopping.is_none() && self.shutdown.is_cancelled() {
+                // Draining: not ready any more, so a supervisor stops counting on this one.
+                self.health.set_ready(checks::RUNNING, false);
                 pipeline.request_stop();
                 stopping = Some(Instant::now());
             }
@@ -280,12 +352,21 @@ impl StreamRunner {
                 break SessionEnd::Failed {
                     reason,
                     unusable: false,
+                    stalled: false,
                 };
             }
             self.drops.add_pipeline(pipeline.counts(), &mut seen);
             self.report_drops(false);
             match frames.recv_timeout(TICK) {
                 Ok(frame) => {
+                    // Attributes from the allow-list only: never the stream's location or case.
+                    let span = tracing::info_span!(
+                        "frame capture",
+                        otel.kind = "producer",
+                        orstream.source.kind = self.config.source.kind(),
+                        orstream.reason = tracing::field::Empty,
+                    );
+                    self.state.set(value::LIVE);
                     let (capture_ns, source) = clock.stamp(frame.host_time_ns, frame.ntp_time_ns);
                     let message = Frame {
                         stream_id: self.config.stream_id.clone(),
@@ -306,7 +387,7 @@ impl StreamRunner {
                     let drain_deadline = stopping.map(|s| s + self.settings.drain_timeout);
                     let outcome =
                         self.publisher
-                            .send_frame(&message, self.config.full_policy, || {
+                            .send_frame(&message, &span, self.config.full_policy, || {
                                 drain_deadline.is_some_and(|d| Instant::now() > d)
                             });
                     match outcome {
@@ -320,7 +401,8 @@ impl StreamRunner {
                             });
                         }
                         FrameOutcome::Oversized { bytes } => {
-                            self.drops.add(|d| &mut d.oversized, 1);
+                            span.record("orstream.reason", value::OVERSIZED);
+                            self.drops.add(|d| &mut d.oversized, value::OVERSIZED, 1);
                             if !oversize_reported {
                                 oversize_reported = true;
                                 self.oversized(bytes);
@@ -329,7 +411,9 @@ impl StreamRunner {
                         FrameOutcome::NotSent(error) => {
                             tracing::debug!(stream_id = %self.config.stream_id, %error,
                                 "frame not published");
-                            self.drops.add(|d| &mut d.bus_refused, 1);
+                            span.record("orstream.reason", value::PUBLISH_FAILED);
+                            self.drops
+                                .add(|d| &mut d.bus_refused, value::PUBLISH_FAILED, 1);
                         }
                     }
                     last_progress = Instant::now();
@@ -353,9 +437,11 @@ impl StreamRunner {
                         } else {
                             format!("no frame within {limit:?} of connecting")
                         };
+                        self.state.set(value::STALLED);
                         break SessionEnd::Failed {
                             reason,
                             unusable: false,
+                            stalled: true,
                         };
                     }
                 }
@@ -372,7 +458,8 @@ impl StreamRunner {
         let left = frames.len() as u64;
         drop(frames);
         self.drops.add_pipeline(pipeline.counts(), &mut seen);
-        self.drops.add(|d| &mut d.session_ended, left);
+        self.drops
+            .add(|d| &mut d.session_ended, value::SESSION_ENDED, left);
         if clock.clamped > 0 {
             tracing::warn!(stream_id = %self.config.stream_id, epoch = self.epoch,
                 frames = clock.clamped, "capture times that went backwards were clamped");
@@ -390,6 +477,7 @@ impl StreamRunner {
         SessionEnd::Failed {
             unusable: !error.is_retriable(),
             reason: text.strip_prefix(&prefix).unwrap_or(&text).to_owned(),
+            stalled: false,
         }
     }
 
@@ -467,12 +555,7 @@ impl StreamRunner {
             total: self.drops.total,
             reason,
         }));
-        let total = self.drops.total;
-        self.drops = Drops {
-            total,
-            last_report: Some(Instant::now()),
-            ..Drops::default()
-        };
+        self.drops.reported();
     }
 }
 
@@ -525,7 +608,7 @@ mod tests {
 
     #[test]
     fn drop_reasons_name_each_cause() {
-        let mut drops = Drops::default();
+        let mut drops = Drops::new(StreamMetrics::new("test"));
         let mut seen = FrameCounts::default();
         drops.add_pipeline(
             FrameCounts {
@@ -536,7 +619,7 @@ mod tests {
             },
             &mut seen,
         );
-        drops.add(|d| &mut d.oversized, 2);
+        drops.add(|d| &mut d.oversized, value::OVERSIZED, 2);
         assert_eq!(drops.pending(), 6);
         assert_eq!(drops.total, 6);
         let reason = drops.reason();

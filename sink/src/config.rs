@@ -53,6 +53,10 @@ pub struct SinkConfig {
     /// How long to wait for the broker to acknowledge published events and dead letters.
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// How often the idle sink checks that the database and the broker answer, for its
+    /// readiness (`/readyz`); a failed store call turns it not ready at once either way.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
     /// Event derivation rules.
     pub derive: DeriveConfig,
     /// The Kafka cluster (ignored when the sink runs on the in-process bus).
@@ -75,6 +79,7 @@ impl Default for SinkConfig {
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
             publish_timeout: Duration::from_secs(30),
+            health_interval: Duration::from_secs(2),
             derive: DeriveConfig::default(),
             kafka: KafkaConfig::default(),
         }
@@ -235,6 +240,9 @@ impl SinkConfig {
         }
         if self.publish_timeout.is_zero() {
             problems.push("publish_timeout: must be longer than 0".to_owned());
+        }
+        if self.health_interval.is_zero() {
+            problems.push("health_interval: must be longer than 0".to_owned());
         }
         let d = &self.derive;
         if d.enter_frames < 2 {

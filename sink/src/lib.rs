@@ -19,7 +19,9 @@
 //!   enter, capture-time absence, gaps that split intervals, anomalies.
 //! - [`store`]: [`Store`], one interface over PostgreSQL and SQLite; migrations; the batch
 //!   transaction with compare-and-set offsets and states.
-//! - `service`: [`Sink`], the loop tying them together.
+//! - `service`: [`Sink`], the loop tying them together; its health reports
+//!   ([`Sink::with_health`]) and spans.
+//! - `metrics`: the sink's instruments from [`orstream_bus::metrics`].
 //! - [`record`]: reading the record back (cases, timeline, usage; table, JSON, CSV, SVG).
 //! - `error`: [`SinkError`], [`StoreError`].
 //! - [`testing`]: isolated stores and scripted input for tests and benchmarks.
@@ -84,6 +86,7 @@ mod config;
 mod decode;
 pub mod derive;
 mod error;
+mod metrics;
 pub mod record;
 mod service;
 pub mod store;

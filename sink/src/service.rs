@@ -1,12 +1,23 @@
 //! The sink service: consume -> decode -> derive -> store (one transaction per batch) ->
 //! publish. See the crate documentation for the guarantees and the order of steps.
+//!
+//! Telemetry: each stored result whose headers carry a sampled trace context gets a
+//! `store result` span, a child of the result's (and so of its frame's) span, ended when its
+//! transaction commits or is given up; the `sink transaction` span of the database
+//! transaction is a child of the first such result and links to the others. Counts and
+//! latencies go through [`crate::metrics`]. Health ([`Sink::with_health`]): the poll loop beats
+//! liveness; readiness is `database` (the last store call or check answered),
+//! `broker` (the last poll or metadata check answered) and `partitions_assigned`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use orstream_bus::{Bus, BusError, Consumer, ErrorKind, Message, Producer, Record, TopicPartition};
+use orstream_bus::metrics::{HealthReporter, NoHealth, checks, value};
+use orstream_bus::{
+    Bus, BusError, Consumer, ErrorKind, Headers, Message, Producer, Record, TopicPartition, trace,
+};
 use orstream_proto::{FrameResult, SCHEMA_VERSION, StreamEvent, headers, stream_event, topics};
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +25,7 @@ use crate::config::SinkConfig;
 use crate::decode::{Input, Rejection, Source, decode};
 use crate::derive::{Gap, Output, Presence, Rules, StreamState, category_name, status_name};
 use crate::error::{SinkError, StoreError};
+use crate::metrics::{Committed, SinkMetrics};
 use crate::store::{OffsetWrite, Outbox, StateWrite, Store, Value, WriteBatch};
 
 /// Figures of a sink run. Counts are of work acknowledged (stored), unless named otherwise.
@@ -175,6 +187,8 @@ pub struct Sink {
     bus: Bus,
     store: Store,
     progress: Progress,
+    health: Arc<dyn HealthReporter>,
+    metrics: SinkMetrics,
 }
 
 impl std::fmt::Debug for Sink {
@@ -213,6 +227,8 @@ struct Running {
     publish_failures: u32,
     /// Consecutive failures to load the offsets, for the backoff.
     offset_failures: u32,
+    /// When the idle loop next checks the database and the broker.
+    next_check: Instant,
 }
 
 /// One batch, derived and ready to store.
@@ -229,10 +245,32 @@ struct Prepared {
     presences: u64,
     gaps: u64,
     anomalies: u64,
+    /// Capture time of each result, for the capture-to-record latency.
+    capture_ns: Vec<i64>,
+    /// (reason, source topic) of each dead letter.
+    dead_letter_reasons: Vec<(&'static str, String)>,
+    /// Headers of the results whose trace is sampled, in batch order.
+    traced: Vec<Headers>,
+    /// The `store result` span of each of them.
+    spans: Vec<tracing::Span>,
+}
+
+impl Prepared {
+    /// Records how the batch's transaction ended on its result spans, which end with it.
+    fn end_spans(&mut self, outcome: &'static str) {
+        for span in self.spans.drain(..) {
+            span.record("orstream.transaction.outcome", outcome);
+        }
+    }
 }
 
 /// How long bus admin and seek calls may take.
 const BUS_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the broker check may take; the broker is counted away when it does not answer.
+const BROKER_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most links from a transaction span to the traces of the results it stores beyond its
+/// parent, which keeps the span small; each of those results has its own span anyway.
+const MAX_LINKS: usize = 64;
 /// Outbox entries published per round.
 const PUBLISH_CHUNK: usize = 500;
 
@@ -257,6 +295,12 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
         .min(max)
 }
 
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -273,7 +317,45 @@ impl Sink {
             bus,
             store,
             progress: Progress::default(),
+            health: Arc::new(NoHealth),
+            metrics: SinkMetrics::new(),
         })
+    }
+
+    /// Reports liveness and readiness to `health` (see the module documentation); without
+    /// it, nothing is reported.
+    #[must_use]
+    pub fn with_health(mut self, health: Arc<dyn HealthReporter>) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Whether the store answers: the sink's readiness and the `database` check.
+    fn store_ready(&self, ready: bool) {
+        self.progress.set_ready(ready);
+        self.health.set_ready(checks::DATABASE, ready);
+    }
+
+    /// Checks that the database and the broker answer, for readiness while nothing else
+    /// would tell (an idle sink makes no store calls).
+    fn check_health(&mut self, run: &mut Running) {
+        run.next_check = Instant::now() + self.config.health_interval;
+        match self.store.ping() {
+            Ok(()) => self.health.set_ready(checks::DATABASE, true),
+            Err(error) => {
+                tracing::warn!(%error, "health check: the store does not answer");
+                self.health.set_ready(checks::DATABASE, false);
+            }
+        }
+        // A topic the sink created itself, so it exists whenever the broker answers.
+        let topic = topics::dlq(&self.config.results_topic);
+        match self.bus.partitions(&topic, BROKER_CHECK_TIMEOUT) {
+            Ok(_) => self.health.set_ready(checks::BROKER, true),
+            Err(error) => {
+                tracing::warn!(%error, "health check: the broker does not answer");
+                self.health.set_ready(checks::BROKER, false);
+            }
+        }
     }
 
     /// A live view of readiness and figures, usable from other threads while [`Sink::run`]
@@ -287,6 +369,10 @@ impl Sink {
     /// blocking clients). Bad input and an unavailable store or broker never end it; a store
     /// or bus error that retrying cannot fix does.
     pub fn run(mut self, shutdown: CancellationToken) -> Result<Stats, SinkError> {
+        // The store was opened before the sink was made; the rest comes up below.
+        self.health.set_ready(checks::DATABASE, true);
+        self.health.set_ready(checks::BROKER, false);
+        self.health.set_ready(checks::PARTITIONS_ASSIGNED, false);
         self.prepare_topics(&shutdown)?;
         let consumer = self.bus.consumer(&self.config.group_id)?;
         consumer.subscribe(&[&self.config.results_topic, &self.config.streams_topic])?;
@@ -304,6 +390,7 @@ impl Sink {
             publish_after: Instant::now(),
             publish_failures: 0,
             offset_failures: 0,
+            next_check: Instant::now(),
         };
         tracing::info!(
             store = %self.store.url(),
@@ -321,6 +408,9 @@ impl Sink {
             }
             if run.outbox_dirty && Instant::now() >= run.publish_after {
                 self.publish(&mut run);
+            }
+            if Instant::now() >= run.next_check {
+                self.check_health(&mut run);
             }
         }
         // Drain: what is stored is published once more, the producer flushed; the broker's
@@ -385,10 +475,12 @@ impl Sink {
             if !run.pending_seek.is_empty() {
                 self.seek_pending(run, shutdown)?;
             }
+            self.health.beat();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let polled = match run.consumer.poll(remaining) {
                 Ok(polled) => polled,
                 Err(e) if e.kind() != ErrorKind::Fatal => {
+                    self.health.set_ready(checks::BROKER, false);
                     tracing::warn!(error = %e, "poll");
                     pause(remaining.min(Duration::from_millis(100)), shutdown);
                     None
@@ -399,6 +491,8 @@ impl Sink {
                 run.seen_rebalances = run.consumer.rebalances();
                 let assignment = run.consumer.assignment()?;
                 tracing::info!(partitions = assignment.len(), "assignment changed");
+                self.health
+                    .set_ready(checks::PARTITIONS_ASSIGNED, !assignment.is_empty());
                 self.forget(run, assignment);
                 batch.clear();
                 continue;
@@ -440,10 +534,10 @@ impl Sink {
                 Ok(offsets) => {
                     run.offsets = offsets;
                     run.offsets_loaded = true;
-                    self.progress.set_ready(true);
+                    self.store_ready(true);
                 }
                 Err(e) if e.is_retriable() => {
-                    self.progress.set_ready(false);
+                    self.store_ready(false);
                     tracing::warn!(error = %e, "loading offsets; retrying");
                     self.progress.update(|s| s.store_retries += 1);
                     // Back to polling between tries, so the group keeps this member;
@@ -517,7 +611,8 @@ impl Sink {
             match self.load(run, &streams, &cases) {
                 Ok(()) => break,
                 Err(e) if e.is_retriable() => {
-                    self.progress.set_ready(false);
+                    self.store_ready(false);
+                    self.health.beat();
                     self.progress.update(|s| s.store_retries += 1);
                     tracing::warn!(error = %e, "loading derivation state; retrying");
                     if !pause(self.backoff(attempt), shutdown) {
@@ -629,6 +724,9 @@ impl Sink {
             record = record.with_key(key.clone());
         }
         prepared.dead_letters.push(record);
+        prepared
+            .dead_letter_reasons
+            .push((rejection.kind.as_str(), message.topic.clone()));
         let stream_id = message
             .key
             .as_ref()
@@ -675,6 +773,19 @@ impl Sink {
             *start = (*start).min(first);
         }
         prepared.results += 1;
+        prepared.capture_ns.push(result.capture_time_ns);
+        if trace::span_context(&message.headers).is_some_and(|cx| cx.is_sampled()) {
+            // Only allow-listed attributes: the status, never the case, stream or offset.
+            let span = tracing::info_span!(
+                "store result",
+                otel.kind = "consumer",
+                orstream.status = status_name(result.status).to_ascii_lowercase(),
+                orstream.transaction.outcome = tracing::field::Empty,
+            );
+            trace::set_parent(&span, &message.headers);
+            prepared.spans.push(span);
+            prepared.traced.push(message.headers.clone());
+        }
         if self.config.store_frames {
             prepared.batch.frames.push(frame_row(result));
         }
@@ -758,17 +869,37 @@ impl Sink {
     fn commit(
         &mut self,
         run: &mut Running,
-        prepared: Prepared,
+        mut prepared: Prepared,
         shutdown: &CancellationToken,
     ) -> Result<(), SinkError> {
         if !self.send_dead_letters(run, &prepared.dead_letters, shutdown) {
+            prepared.end_spans(value::ABORTED);
             return Ok(());
         }
+        let span = match prepared.traced.split_first() {
+            Some((first, rest)) => {
+                let span = tracing::info_span!(
+                    "sink transaction",
+                    orstream.transaction.outcome = tracing::field::Empty,
+                );
+                trace::set_parent(&span, first);
+                for headers in rest.iter().take(MAX_LINKS) {
+                    trace::add_link(&span, headers);
+                }
+                span
+            }
+            None => tracing::Span::none(),
+        };
         let mut attempt = 0;
-        loop {
-            match self.store.write(&prepared.batch) {
-                Ok(()) => break,
+        let took = loop {
+            let started = Instant::now();
+            let written = span.in_scope(|| self.store.write(&prepared.batch));
+            match written {
+                Ok(()) => break started.elapsed(),
                 Err(StoreError::Conflict { what }) => {
+                    self.metrics.aborted(started.elapsed());
+                    span.record("orstream.transaction.outcome", value::ABORTED);
+                    prepared.end_spans(value::ABORTED);
                     tracing::warn!(%what, "store conflict: reloading offsets and state");
                     self.progress.update(|s| s.conflicts += 1);
                     let assignment = run.consumer.assignment()?;
@@ -776,21 +907,45 @@ impl Sink {
                     return Ok(());
                 }
                 Err(e) if e.is_retriable() => {
-                    self.progress.set_ready(false);
+                    self.metrics.aborted(started.elapsed());
+                    self.store_ready(false);
+                    self.health.beat();
                     self.progress.update(|s| s.store_retries += 1);
                     tracing::warn!(error = %e, attempt, "storing a batch; retrying");
                     if !pause(self.backoff(attempt), shutdown) {
                         // Stopping: nothing of this batch is acknowledged; it is read again on
                         // the next start.
+                        span.record("orstream.transaction.outcome", value::ABORTED);
+                        prepared.end_spans(value::ABORTED);
                         return Ok(());
                     }
                     attempt += 1;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    self.metrics.aborted(started.elapsed());
+                    span.record("orstream.transaction.outcome", value::ABORTED);
+                    prepared.end_spans(value::ABORTED);
+                    return Err(e.into());
+                }
             }
-        }
-        self.progress.set_ready(true);
+        };
+        self.store_ready(true);
         let committed_ms = now_ms();
+        self.metrics.committed(
+            took,
+            now_ns(),
+            &Committed {
+                results: prepared.results,
+                presences: prepared.presences,
+                gaps: prepared.gaps,
+                anomalies: prepared.anomalies,
+                capture_ns: &prepared.capture_ns,
+                dead_letters: &prepared.dead_letter_reasons,
+            },
+        );
+        span.record("orstream.transaction.outcome", value::COMMITTED);
+        prepared.end_spans(value::COMMITTED);
+        drop(span);
         for (tp, next) in &prepared.next_offsets {
             run.offsets.insert(tp.clone(), *next);
         }

@@ -56,7 +56,8 @@ pub struct Args {
 /// Builds the configuration from its layers.
 fn configuration(args: &Args) -> Result<InferConfig> {
     let mut config = match &args.config {
-        Some(path) => InferConfig::from_file(path)?,
+        // Without its `[telemetry]` table, which the `orstream` command has read already.
+        Some(path) => crate::telemetry::ServiceFile::read(path)?.service::<InferConfig>()?,
         None => InferConfig::default(),
     };
     config.apply_env(|key| std::env::var(key).ok());

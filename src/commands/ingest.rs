@@ -1,13 +1,17 @@
 //! `orstream ingest`: cameras, files and test sources to JPEG frames on Kafka.
 //!
 //! Settings come in layers: built-in defaults, then the `--config` file (the ingest keys plus
-//! an optional `[kafka]` table), then `ORSTREAM_KAFKA_BOOTSTRAP` / flags. Streams come from the
+//! optional `[kafka]` and `[telemetry]` tables), then `ORSTREAM_KAFKA_BOOTSTRAP` / flags.
+//! The `[telemetry]` table is read by the `orstream` command before this runs
+//! ([`crate::telemetry::configure`]); the service reports its health to the [`Health`] given. Streams come from the
 //! file's `[[streams]]` and from `--stream ID=URI` (repeatable), which the output flags apply to.
 //! SIGTERM or SIGINT stops the sources, publishes what drains out of them, flushes the producer
 //! and exits 0; a second signal exits at once.
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use orstream_bus::Bus;
@@ -17,11 +21,13 @@ use orstream_ingest::{
 };
 use orstream_proto::EndReason;
 
+use crate::telemetry::{ExitReason, Health, ServiceFile};
+
 /// Options of `orstream ingest`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// TOML configuration: service keys, `[[streams]]` and an optional `[kafka]` table
-    /// (see config/ingest.example.toml).
+    /// TOML configuration: service keys, `[[streams]]` and optional `[kafka]` and
+    /// `[telemetry]` tables (see config/ingest.example.toml).
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// A stream as ID=URI, repeatable. URI: rtsp://... or rtsps://... (TCP), file:PATH or a
@@ -70,13 +76,10 @@ pub struct Args {
 /// Reads and merges the configuration the arguments describe, and validates it.
 pub fn load(args: &Args) -> Result<ServiceConfig> {
     let mut service = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            ServiceConfig::from_toml(&text)
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("parsing {}", path.display()))?
-        }
+        Some(path) => ServiceConfig::from_table(ServiceFile::read(path)?.rest().clone())
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("parsing {}", path.display()))
+            .context(ExitReason::Config)?,
         None => ServiceConfig {
             ingest: IngestConfig::default(),
             kafka: orstream_bus::KafkaConfig::from_env(),
@@ -92,9 +95,15 @@ pub fn load(args: &Args) -> Result<ServiceConfig> {
         service.ingest.events_topic.clone_from(topic);
     }
     for spec in &args.streams {
-        service.ingest.streams.push(stream_from_flag(args, spec)?);
+        service
+            .ingest
+            .streams
+            .push(stream_from_flag(args, spec).context(ExitReason::Config)?);
     }
-    service.validate().context("invalid configuration")?;
+    service
+        .validate()
+        .context("invalid configuration")
+        .context(ExitReason::Config)?;
     Ok(service)
 }
 
@@ -133,8 +142,8 @@ fn stream_from_flag(args: &Args, spec: &str) -> Result<StreamConfig> {
     Ok(stream)
 }
 
-/// Runs the service until its streams end or a signal stops it.
-pub fn run(args: Args) -> Result<()> {
+/// Runs the service until its streams end or a signal stops it, reporting to `health`.
+pub fn run(args: Args, health: Health) -> Result<()> {
     let service = load(&args)?;
     if args.check {
         for stream in &service.ingest.streams {
@@ -160,10 +169,13 @@ pub fn run(args: Args) -> Result<()> {
     service
         .kafka
         .probe(Duration::from_secs(5))
-        .map_err(|cause| anyhow::anyhow!("{cause}; is Kafka running (scripts/kafka.sh start)?"))?;
+        .map_err(|cause| anyhow::anyhow!("{cause}; is Kafka running (scripts/kafka.sh start)?"))
+        .context(ExitReason::Unavailable)?;
     let bus = Bus::kafka(service.kafka.clone()).context("connecting to Kafka")?;
     let shutdown = crate::shutdown::root();
-    let ingest = Ingest::new(service.ingest, bus).context("starting ingest")?;
+    let ingest = Ingest::new(service.ingest, bus)
+        .context("starting ingest")?
+        .with_health(Arc::new(health));
     let stats = ingest.run(shutdown).context("running ingest")?;
     print_stats(&stats);
     if !stats.streams.is_empty() && stats.streams.iter().all(|s| s.end == EndReason::Failed) {

@@ -1,18 +1,26 @@
 //! `orstream sink`: per-frame results to the surgical record.
+//!
+//! Settings come in layers: built-in defaults, then the `--config` file (the sink keys plus an
+//! optional `[telemetry]` table, which the `orstream` command reads before this runs), then the
+//! `ORSTREAM_SINK_*` variables, then the flags. The sink reports its health to the [`Health`]
+//! given: not ready while the database or the broker does not answer.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use orstream_bus::Bus;
 use orstream_sink::{Sink, SinkConfig, Store, backoff};
 
+use crate::telemetry::{ExitReason, Health, ServiceFile, checks};
+
 /// Options of `orstream sink`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Configuration file (TOML; see config/sink.example.toml). Without it, the defaults.
     #[arg(long, env = "ORSTREAM_SINK_CONFIG")]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Where the record is stored, overriding the file: sqlite://PATH or postgres://...
     #[arg(long)]
     store: Option<String>,
@@ -27,7 +35,7 @@ pub struct Args {
 /// Loads the configuration: defaults, then the file, then `ORSTREAM_*` variables, then flags.
 fn load(args: &Args) -> Result<SinkConfig> {
     let mut config = match &args.config {
-        Some(path) => SinkConfig::from_file(path)?,
+        Some(path) => ServiceFile::read(path)?.service::<SinkConfig>()?,
         None => SinkConfig::default(),
     };
     config.apply_env();
@@ -40,18 +48,21 @@ fn load(args: &Args) -> Result<SinkConfig> {
     if let Some(group) = &args.group {
         config.group_id.clone_from(group);
     }
-    config.validate()?;
+    config.validate().context(ExitReason::Config)?;
     Ok(config)
 }
 
-/// Runs the service until SIGINT/SIGTERM, then stores what it read and exits.
-pub fn run(args: Args) -> Result<()> {
+/// Runs the service until SIGINT/SIGTERM, then stores what it read and exits; reports to
+/// `health`.
+pub fn run(args: Args, health: Health) -> Result<()> {
     let config = load(&args)?;
+    health.set_ready(checks::DATABASE, false);
     let shutdown = crate::shutdown::root();
     let bus = Bus::kafka(config.kafka.clone()).context("creating the Kafka clients")?;
     // The database may come up after the sink (compose, restarts): wait for it, not ready.
     let mut attempt = 0;
     let store = loop {
+        health.beat();
         match Store::open(&config.store) {
             Ok(store) => break store,
             Err(e) if e.is_retriable() => {
@@ -76,7 +87,9 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
     };
-    let sink = Sink::new(config, bus, store)?;
+    let sink = Sink::new(config, bus, store)
+        .context(ExitReason::Config)?
+        .with_health(Arc::new(health));
     let stats = sink.run(shutdown).context("the sink stopped")?;
     eprintln!(
         "sink: {} messages stored ({} results, {} lifecycle events), {} events, {} gaps, \

@@ -25,7 +25,7 @@ pub struct TelemetryConfig {
     #[serde(default = "default_service_name")]
     pub service_name: String,
     /// Which log lines reach stderr: `tracing` filter directives, e.g. `info` or
-    /// `warn,orstream_infer=debug`.
+    /// `warn,orstream_infer=debug`. Default `warn`.
     #[serde(default = "default_log_filter")]
     pub log_filter: String,
     /// Base URL of an OTLP/HTTP (protobuf) receiver, usually an OpenTelemetry collector on the
@@ -85,7 +85,7 @@ fn default_service_name() -> String {
     "orstream".to_owned()
 }
 fn default_log_filter() -> String {
-    "info".to_owned()
+    "warn".to_owned()
 }
 fn default_sampling_ratio() -> f64 {
     0.1

@@ -461,6 +461,11 @@ impl Store {
         result
     }
 
+    /// Checks that the database answers, reconnecting when the connection was lost.
+    pub fn ping(&mut self) -> Result<(), StoreError> {
+        self.query("SELECT 1", &[]).map(|_| ())
+    }
+
     /// Runs a read query (for record views).
     pub fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
         self.with(|c| c.autocommit().query(sql, params))

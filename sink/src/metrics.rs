@@ -1,0 +1,93 @@
+//! What the sink counts and times, recorded through the global meter
+//! ([`orstream_bus::metrics`]): results stored, events written (by kind), capture-to-record
+//! latency, database transactions (by outcome) and their duration, and dead letters (by
+//! reason and source topic). Labels come from closed sets and the configured topic names only.
+
+use std::time::Duration;
+
+use orstream_bus::metrics::{self, Counter, Histogram, KeyValue, attr, value};
+
+/// The sink's instruments. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct SinkMetrics {
+    results_stored: Counter<u64>,
+    events_written: Counter<u64>,
+    capture_to_record: Histogram<f64>,
+    transactions: Counter<u64>,
+    transaction_duration: Histogram<f64>,
+    dead_letters: Counter<u64>,
+}
+
+impl std::fmt::Debug for SinkMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkMetrics").finish_non_exhaustive()
+    }
+}
+
+/// What one committed transaction stored, for [`SinkMetrics::committed`].
+#[derive(Debug, Default)]
+pub(crate) struct Committed<'a> {
+    pub(crate) results: u64,
+    pub(crate) presences: u64,
+    pub(crate) gaps: u64,
+    pub(crate) anomalies: u64,
+    /// Capture time (Unix ns) of each stored result.
+    pub(crate) capture_ns: &'a [i64],
+    /// (reason, source topic) of each dead letter the transaction accounts for.
+    pub(crate) dead_letters: &'a [(&'static str, String)],
+}
+
+impl SinkMetrics {
+    pub(crate) fn new() -> Self {
+        let meter = metrics::meter();
+        Self {
+            results_stored: metrics::SINK_RESULTS_STORED.build(&meter),
+            events_written: metrics::SINK_EVENTS_WRITTEN.build(&meter),
+            capture_to_record: metrics::SINK_CAPTURE_TO_RECORD.build(&meter),
+            transactions: metrics::TRANSACTIONS.build(&meter),
+            transaction_duration: metrics::TRANSACTION_DURATION.build(&meter),
+            dead_letters: metrics::DEAD_LETTERS.build(&meter),
+        }
+    }
+
+    /// A transaction committed after `took`, at `committed_ns` (Unix ns), storing `what`.
+    pub(crate) fn committed(&self, took: Duration, committed_ns: i64, what: &Committed<'_>) {
+        self.transaction(value::COMMITTED, took);
+        self.results_stored.add(what.results, &[]);
+        for (kind, n) in [
+            (value::PRESENCE, what.presences),
+            (value::GAP, what.gaps),
+            (value::ANOMALY, what.anomalies),
+        ] {
+            if n > 0 {
+                self.events_written
+                    .add(n, &[KeyValue::new(attr::EVENT_KIND, kind)]);
+            }
+        }
+        for capture in what.capture_ns {
+            let ns = committed_ns.saturating_sub(*capture).max(0);
+            self.capture_to_record.record(ns as f64 / 1e9, &[]);
+        }
+        for (reason, topic) in what.dead_letters {
+            self.dead_letters.add(
+                1,
+                &[
+                    KeyValue::new(attr::REASON, *reason),
+                    KeyValue::new(attr::MESSAGING_DESTINATION_NAME, topic.clone()),
+                ],
+            );
+        }
+    }
+
+    /// A transaction was rolled back (conflict, or the database failed) after `took`.
+    pub(crate) fn aborted(&self, took: Duration) {
+        self.transaction(value::ABORTED, took);
+    }
+
+    fn transaction(&self, outcome: &'static str, took: Duration) {
+        let outcome = [KeyValue::new(attr::TRANSACTION_OUTCOME, outcome)];
+        self.transactions.add(1, &outcome);
+        self.transaction_duration
+            .record(took.as_secs_f64(), &outcome);
+    }
+}
