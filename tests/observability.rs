@@ -1,0 +1,809 @@
+//! Observability of the services as separate `orstream` processes over the real Kafka broker
+//! (`scripts/kafka.sh start`) and PostgreSQL (`scripts/postgres.sh start`); fails, never
+//! skips, when they do not answer.
+//!
+//! One run of the pipeline, shared by the first three tests: `orstream ingest` publishes a
+//! short test pattern (archive mode, every frame), then `orstream infer` (the tiny semantic
+//! fixture model) and `orstream sink` (an SQLite record) process it. Each reads a `[telemetry]`
+//! table from its configuration file: every trace sampled, logs at debug level, spans and
+//! metrics posted to an OTLP/HTTP receiver inside this test. On that run:
+//!
+//! - every frame's `frame capture` span (ingest) and its `store result` span (sink) are in one
+//!   trace, the sink's span a child of the frame's span or of an inference span of that trace;
+//!   the sink's `sink transaction` span is in a frame's trace; inference spans, where the
+//!   infer service exports them, are in the frames' traces too;
+//! - neither the logs of the three processes nor any exported span carries JPEG bytes
+//!   (`FF D8 FF`, or base64 `/9j/`) or the run's case id;
+//! - the sink's `/metrics` counts every result stored and its capture-to-record latency, and
+//!   ingest's metrics (pushed over OTLP when it exits) count every frame captured and
+//!   published.
+//!
+//! The fourth test puts TCP proxies in front of the broker and the database and cuts them:
+//! the sink's `/readyz` says not ready while either is away, and ready again once it is back.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails at the first broken expectation, with its message"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+use orstream_bus::{Bus, KafkaConfig};
+use prost::Message as _;
+
+/// Frames the test pattern produces.
+const FRAMES: u64 = 12;
+/// Longest wait for any one step of a run.
+const STEP: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------------------
+// The OTLP receiver.
+// ---------------------------------------------------------------------------------------------
+
+/// What an OTLP/HTTP receiver on 127.0.0.1 got: the request bodies by path.
+#[derive(Clone, Default)]
+struct Received {
+    bodies: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+}
+
+impl Received {
+    fn start() -> (SocketAddr, Self) {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let addr = server.server_addr().to_ip().unwrap();
+        let received = Self::default();
+        let bodies = Arc::clone(&received.bodies);
+        std::thread::spawn(move || {
+            for mut request in server.incoming_requests() {
+                let mut body = Vec::new();
+                if request.as_reader().read_to_end(&mut body).is_ok() {
+                    let path = request.url().to_owned();
+                    bodies.lock().unwrap().push((path, body));
+                }
+                let _answered = request.respond(tiny_http::Response::empty(200));
+            }
+        });
+        (addr, received)
+    }
+
+    fn bodies(&self, path: &str) -> Vec<Vec<u8>> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, body)| body.clone())
+            .collect()
+    }
+}
+
+/// One exported span, flattened.
+#[derive(Debug, Clone)]
+struct Span {
+    service: String,
+    name: String,
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    parent_span_id: Vec<u8>,
+    links: Vec<Vec<u8>>,
+    attributes: Vec<KeyValue>,
+    /// Names and attribute values of the span's events.
+    event_texts: Vec<Vec<u8>>,
+}
+
+fn string_attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| match &v.value {
+            Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        })
+}
+
+/// Every byte string an attribute value holds (strings, bytes, nested values).
+fn value_bytes(value: &AnyValue, out: &mut Vec<Vec<u8>>) {
+    match &value.value {
+        Some(any_value::Value::StringValue(s)) => out.push(s.as_bytes().to_vec()),
+        Some(any_value::Value::BytesValue(b)) => out.push(b.clone()),
+        Some(any_value::Value::ArrayValue(a)) => {
+            a.values.iter().for_each(|v| value_bytes(v, out));
+        }
+        Some(any_value::Value::KvlistValue(l)) => {
+            for kv in &l.values {
+                out.push(kv.key.as_bytes().to_vec());
+                if let Some(v) = &kv.value {
+                    value_bytes(v, out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn attribute_bytes(attributes: &[KeyValue]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for kv in attributes {
+        out.push(kv.key.as_bytes().to_vec());
+        if let Some(v) = &kv.value {
+            value_bytes(v, &mut out);
+        }
+    }
+    out
+}
+
+fn spans(received: &Received) -> Vec<Span> {
+    let mut spans = Vec::new();
+    for body in received.bodies("/v1/traces") {
+        let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        for resource_spans in request.resource_spans {
+            let resource = resource_spans.resource.unwrap_or_default();
+            let service = string_attribute(&resource.attributes, "service.name").unwrap();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    let mut event_texts = Vec::new();
+                    for event in &span.events {
+                        event_texts.push(event.name.as_bytes().to_vec());
+                        event_texts.extend(attribute_bytes(&event.attributes));
+                    }
+                    spans.push(Span {
+                        service: service.clone(),
+                        name: span.name,
+                        trace_id: span.trace_id,
+                        span_id: span.span_id,
+                        parent_span_id: span.parent_span_id,
+                        links: span.links.into_iter().map(|l| l.trace_id).collect(),
+                        attributes: span.attributes,
+                        event_texts,
+                    });
+                }
+            }
+        }
+    }
+    spans
+}
+
+/// The last value each sum metric of `service` was exported with (the exports are
+/// cumulative), summed over its attribute sets.
+fn sums(received: &Received, service: &str) -> BTreeMap<String, f64> {
+    let mut latest: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for body in received.bodies("/v1/metrics") {
+        let request = ExportMetricsServiceRequest::decode(body.as_slice()).unwrap();
+        for resource_metrics in request.resource_metrics {
+            let resource = resource_metrics.resource.unwrap_or_default();
+            if string_attribute(&resource.attributes, "service.name").as_deref() != Some(service) {
+                continue;
+            }
+            for scope in resource_metrics.scope_metrics {
+                for m in scope.metrics {
+                    let Some(metric::Data::Sum(sum)) = m.data else {
+                        continue;
+                    };
+                    for point in sum.data_points {
+                        let value = match point.value {
+                            Some(number_data_point::Value::AsInt(v)) => v as f64,
+                            Some(number_data_point::Value::AsDouble(v)) => v,
+                            None => continue,
+                        };
+                        let labels = format!("{:?}", point.attributes);
+                        latest.insert((m.name.clone(), labels), value);
+                    }
+                }
+            }
+        }
+    }
+    let mut totals = BTreeMap::new();
+    for ((name, _), value) in latest {
+        *totals.entry(name).or_insert(0.0) += value;
+    }
+    totals
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes and endpoints.
+// ---------------------------------------------------------------------------------------------
+
+fn kafka() -> KafkaConfig {
+    let config = KafkaConfig::from_env();
+    if let Err(err) = config.probe(Duration::from_secs(5)) {
+        panic!("{err}: run `scripts/kafka.sh start`");
+    }
+    config
+}
+
+fn unique(prefix: &str) -> String {
+    orstream_sink::testing::unique(prefix).replace('_', "-")
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// `GET http://addr/path`: the status and body, or None while nothing answers.
+fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent();
+    let mut response = agent.get(format!("http://{addr}{path}")).call().ok()?;
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().ok()?;
+    Some((status, body))
+}
+
+/// Waits until `done` gives a value, failing with `what` after `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut done: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = done() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `orstream <args>` with its stderr in `log`, no `ORSTREAM_*` telemetry variables (the
+/// configuration files say it all).
+fn orstream(args: &[&str], log: &Path) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_orstream"));
+    command
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ORSTREAM_") && key != "ORSTREAM_KAFKA_BOOTSTRAP" {
+            command.env_remove(key);
+        }
+    }
+    command.spawn().unwrap()
+}
+
+/// Whether the process has its SIGTERM handler installed (a SIGTERM before that would kill it
+/// instead of draining it).
+fn handles_sigterm(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.strip_prefix("SigCgt:"))
+        .filter_map(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .any(|mask| mask & (1 << 14) != 0)
+}
+
+/// SIGTERM, then waits for a clean exit.
+fn stop(mut child: Child, name: &str) {
+    let pid = child.id();
+    wait_for(&format!("{name}'s SIGTERM handler"), STEP, || {
+        assert!(child.try_wait().unwrap().is_none(), "{name} exited early");
+        handles_sigterm(pid).then_some(())
+    });
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = wait_for(&format!("{name} to exit"), STEP, || {
+        child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{name} exited with {status}");
+}
+
+/// The first sample of `metric` in Prometheus text, summed over its label sets.
+fn scraped(text: &str, metric: &str) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared run.
+// ---------------------------------------------------------------------------------------------
+
+/// What the pipeline run left behind.
+struct Run {
+    case_id: String,
+    received: Received,
+    /// stderr of ingest, infer and sink.
+    logs: Vec<(&'static str, Vec<u8>)>,
+    /// The sink's `/metrics` once every result was stored.
+    sink_metrics: String,
+    _dir: tempfile::TempDir,
+}
+
+fn telemetry_table(collector: SocketAddr, listen: Option<SocketAddr>) -> String {
+    let listen = listen.map_or_else(String::new, |a| format!("metrics_listen = \"{a}\"\n"));
+    format!(
+        "[telemetry]\notlp_endpoint = \"http://{collector}\"\nsampling_ratio = 1.0\n\
+         log_filter = \"debug\"\notlp_metrics_interval = \"1h\"\n{listen}"
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run() -> &'static Run {
+    static RUN: OnceLock<Run> = OnceLock::new();
+    RUN.get_or_init(run_pipeline)
+}
+
+fn run_pipeline() -> Run {
+    let kafka = kafka();
+    let bootstrap = kafka.bootstrap_servers.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let (collector, received) = Received::start();
+    let case_id = unique("obs-case");
+    let frames = unique("test.obs.frames");
+    let streams = unique("test.obs.streams");
+    let results = unique("test.obs.results");
+    let bus = Bus::kafka(kafka).unwrap();
+    for topic in [&frames, &streams, &results] {
+        bus.create_topic(topic, 1, Duration::from_secs(30)).unwrap();
+    }
+
+    let ingest = write(
+        dir.path(),
+        "ingest.toml",
+        &format!(
+            "frames_topic = \"{frames}\"\nevents_topic = \"{streams}\"\n\
+             [kafka]\nbootstrap_servers = \"{bootstrap}\"\n{}\n\
+             [[streams]]\nstream_id = \"obs-cam\"\ncase_id = \"{case_id}\"\nmode = \"archive\"\n\
+             source = {{ kind = \"test\", num_buffers = {FRAMES}, is_live = false }}\n\
+             output = {{ width = 64, height = 48 }}\n",
+            telemetry_table(collector, None)
+        ),
+    );
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fixtures/tiny_semantic.pt");
+    let infer = write(
+        dir.path(),
+        "infer.toml",
+        &format!(
+            "frames_topic = \"{frames}\"\nresults_topic = \"{results}\"\n\
+             dlq_topic = \"{frames}.dlq\"\ngroup_id = \"{}\"\ntransactional_id = \"{}\"\n\
+             mode = \"archive\"\ncommit_interval = \"50ms\"\n\
+             [model]\npath = \"{}\"\n[batch]\nmax_batch_size = 4\nmax_linger = \"2ms\"\n\
+             [kafka]\nbootstrap_servers = \"{bootstrap}\"\n{}",
+            unique("test-obs-infer"),
+            unique("test-obs-tx"),
+            model.display(),
+            telemetry_table(collector, None)
+        ),
+    );
+    let sink_listen = free_port();
+    let sink = write(
+        dir.path(),
+        "sink.toml",
+        &format!(
+            "store = \"sqlite://{}\"\ngroup_id = \"{}\"\nresults_topic = \"{results}\"\n\
+             streams_topic = \"{streams}\"\nevents_topic = \"{}\"\nbatch_max_wait = \"50ms\"\n\
+             [kafka]\nbootstrap_servers = \"{bootstrap}\"\n{}",
+            dir.path().join("record.db").display(),
+            unique("test-obs-sink"),
+            unique("test.obs.events"),
+            telemetry_table(collector, Some(sink_listen))
+        ),
+    );
+
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let mut ingest = orstream(
+        &["ingest", "--config", ingest.to_str().unwrap()],
+        &log("ingest"),
+    );
+    let status = wait_for("ingest to publish the test pattern", STEP, || {
+        ingest.try_wait().unwrap()
+    });
+    assert!(
+        status.success(),
+        "ingest: {status}\n{}",
+        std::fs::read_to_string(log("ingest")).unwrap_or_default()
+    );
+    let infer = orstream(
+        &["infer", "--config", infer.to_str().unwrap()],
+        &log("infer"),
+    );
+    let sink = orstream(&["sink", "--config", sink.to_str().unwrap()], &log("sink"));
+    let results_stored = orstream_bus::metrics::prometheus_base_name(
+        orstream_bus::metrics::SINK_RESULTS_STORED.name,
+    ) + "_total";
+    let sink_metrics = wait_for("the sink to store every result", STEP, || {
+        let (_, text) = get(sink_listen, "/metrics")?;
+        (scraped(&text, &results_stored)? >= FRAMES as f64).then_some(text)
+    });
+    stop(infer, "infer");
+    stop(sink, "sink");
+
+    let logs = ["ingest", "infer", "sink"]
+        .into_iter()
+        .map(|name| (name, std::fs::read(log(name)).unwrap()))
+        .collect();
+    Run {
+        case_id,
+        received,
+        logs,
+        sink_metrics,
+        _dir: dir,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_frames_capture_inference_and_storage_share_one_trace() {
+    let run = run();
+    let spans = spans(&run.received);
+    let named = |service: &str, name: &str| -> Vec<&Span> {
+        spans
+            .iter()
+            .filter(|s| s.service == service && s.name == name)
+            .collect()
+    };
+    let captures = named("orstream-ingest", "frame capture");
+    let stored = named("orstream-sink", "store result");
+    let transactions = named("orstream-sink", "sink transaction");
+    let summary = || {
+        let mut names: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for s in &spans {
+            *names
+                .entry((s.service.clone(), s.name.clone()))
+                .or_default() += 1;
+        }
+        format!("{names:?}")
+    };
+
+    // 1. Every frame has its capture span, each in a trace of its own.
+    assert_eq!(captures.len() as u64, FRAMES, "{}", summary());
+    let frame_traces: BTreeSet<&[u8]> = captures.iter().map(|s| s.trace_id.as_slice()).collect();
+    assert_eq!(frame_traces.len() as u64, FRAMES);
+    for capture in &captures {
+        assert_eq!(capture.trace_id.len(), 16);
+        assert!(
+            capture.parent_span_id.is_empty(),
+            "capture starts the trace"
+        );
+        assert_eq!(
+            string_attribute(&capture.attributes, "orstream.source.kind").as_deref(),
+            Some("test")
+        );
+    }
+
+    // 2. Every frame's result is stored under a span of the frame's trace, whose parent is the
+    //    frame's capture span or a span of the same trace (inference).
+    assert_eq!(stored.len() as u64, FRAMES, "{}", summary());
+    let ids_by_trace: BTreeMap<&[u8], BTreeSet<&[u8]>> =
+        spans.iter().fold(BTreeMap::new(), |mut map, s| {
+            map.entry(s.trace_id.as_slice())
+                .or_default()
+                .insert(s.span_id.as_slice());
+            map
+        });
+    for store in &stored {
+        assert!(
+            frame_traces.contains(store.trace_id.as_slice()),
+            "a stored result outside every frame's trace"
+        );
+        assert!(
+            ids_by_trace[store.trace_id.as_slice()].contains(store.parent_span_id.as_slice()),
+            "the store span's parent is not in the frame's trace"
+        );
+        assert_eq!(
+            string_attribute(&store.attributes, "orstream.transaction.outcome").as_deref(),
+            Some("committed")
+        );
+        assert_eq!(
+            string_attribute(&store.attributes, "orstream.status").as_deref(),
+            Some("ok")
+        );
+    }
+
+    // 3. The database transaction is in a frame's trace and links to the other frames it
+    //    stored.
+    assert!(!transactions.is_empty(), "{}", summary());
+    for transaction in &transactions {
+        assert!(frame_traces.contains(transaction.trace_id.as_slice()));
+        assert!(
+            transaction
+                .links
+                .iter()
+                .all(|l| frame_traces.contains(l.as_slice()))
+        );
+    }
+    let linked: usize = transactions.iter().map(|t| 1 + t.links.len()).sum();
+    assert_eq!(linked as u64, FRAMES, "every frame reached one transaction");
+
+    // 4. Inference spans, where the infer service exports them, belong to the frames' traces
+    //    (as their parent or through links).
+    for span in spans.iter().filter(|s| s.service == "orstream-infer") {
+        assert!(
+            frame_traces.contains(span.trace_id.as_slice())
+                || span
+                    .links
+                    .iter()
+                    .any(|l| frame_traces.contains(l.as_slice())),
+            "inference span {} outside the frames' traces",
+            span.name
+        );
+    }
+    println!("spans: {}", summary());
+}
+
+#[test]
+fn logs_and_spans_carry_no_frame_bytes_and_no_case_id() {
+    let run = run();
+    let needles: [(&str, &[u8]); 3] = [
+        ("JPEG magic bytes", &[0xFF, 0xD8, 0xFF]),
+        ("base64 JPEG", b"/9j/"),
+        ("the case id", run.case_id.as_bytes()),
+    ];
+    let contains =
+        |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+
+    let mut log_bytes = 0;
+    for (service, log) in &run.logs {
+        log_bytes += log.len();
+        assert!(
+            contains(log, b"DEBUG"),
+            "{service} did not log at debug level"
+        );
+        for (what, needle) in needles {
+            assert!(!contains(log, needle), "{what} in the log of {service}");
+        }
+    }
+
+    let spans = spans(&run.received);
+    assert!(!spans.is_empty());
+    for span in &spans {
+        let mut texts = vec![span.name.as_bytes().to_vec()];
+        texts.extend(attribute_bytes(&span.attributes));
+        texts.extend(span.event_texts.iter().cloned());
+        for text in &texts {
+            for (what, needle) in needles {
+                assert!(
+                    !contains(text, needle),
+                    "{what} in span {} of {}",
+                    span.name,
+                    span.service
+                );
+            }
+        }
+    }
+    // The case id is text: look for it in the raw export bodies (resources, scopes) too.
+    for (_, body) in run.received.bodies.lock().unwrap().iter() {
+        assert!(
+            !contains(body, run.case_id.as_bytes()),
+            "the case id exported"
+        );
+    }
+    println!(
+        "scanned {log_bytes} bytes of logs and {} spans",
+        spans.len()
+    );
+}
+
+#[test]
+fn the_services_count_every_frame_and_result() {
+    let run = run();
+    let metrics = &run.sink_metrics;
+    let base = |name: &str| orstream_bus::metrics::prometheus_base_name(name).into_owned();
+    use orstream_bus::metrics as m;
+    assert_eq!(
+        scraped(metrics, &(base(m::SINK_RESULTS_STORED.name) + "_total")),
+        Some(FRAMES as f64),
+        "{metrics}"
+    );
+    assert_eq!(
+        scraped(
+            metrics,
+            &(base(m::SINK_CAPTURE_TO_RECORD.name) + "_seconds_count")
+        ),
+        Some(FRAMES as f64),
+        "{metrics}"
+    );
+    let committed = metrics
+        .lines()
+        .filter(|l| l.starts_with(&(base(m::TRANSACTIONS.name) + "_total")))
+        .filter(|l| l.contains("orstream_transaction_outcome=\"committed\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert!(committed >= 1.0, "{metrics}");
+    assert!(
+        metrics.contains(&base(m::SINK_EVENTS_WRITTEN.name))
+            || metrics.contains(&base(m::TRANSACTION_DURATION.name)),
+        "{metrics}"
+    );
+
+    let ingest = sums(&run.received, "orstream-ingest");
+    assert_eq!(
+        ingest.get(m::INGEST_FRAMES_CAPTURED.name),
+        Some(&(FRAMES as f64)),
+        "{ingest:?}"
+    );
+    assert_eq!(
+        ingest.get(m::INGEST_FRAMES_PUBLISHED.name),
+        Some(&(FRAMES as f64)),
+        "{ingest:?}"
+    );
+    assert_eq!(
+        ingest.get(m::INGEST_FRAMES_DROPPED.name),
+        None,
+        "{ingest:?}"
+    );
+    // The stream has ended: it is counted in no state any more.
+    assert_eq!(ingest.get(m::INGEST_STREAMS.name), Some(&0.0), "{ingest:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readiness.
+// ---------------------------------------------------------------------------------------------
+
+/// A TCP proxy on 127.0.0.1 that can be cut (every connection closed, new ones closed at once)
+/// and restored.
+struct Proxy {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: SocketAddr, open: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = Self {
+            addr: listener.local_addr().unwrap(),
+            open: Arc::new(AtomicBool::new(open)),
+            connections: Arc::default(),
+        };
+        let is_open = Arc::clone(&proxy.open);
+        let connections = Arc::clone(&proxy.connections);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !is_open.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let mut open = connections.lock().unwrap();
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+                        continue;
+                    };
+                    std::thread::spawn(move || {
+                        let _copied = std::io::copy(&mut from, &mut to);
+                        let _closed = to.shutdown(Shutdown::Both);
+                    });
+                }
+                open.extend([client, server]);
+            }
+        });
+        proxy
+    }
+
+    fn set_open(&self, open: bool) {
+        self.open.store(open, Ordering::SeqCst);
+        if !open {
+            for connection in self.connections.lock().unwrap().drain(..) {
+                let _closed = connection.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// The sink's readiness: (ready, the failing checks).
+fn readiness(addr: SocketAddr) -> Option<(bool, String)> {
+    let (status, body) = get(addr, "/readyz")?;
+    let body: serde_json::Value = serde_json::from_str(&body).ok()?;
+    Some((status == 200, body["failing"].to_string()))
+}
+
+#[test]
+fn sink_readiness_follows_the_database_and_the_broker() {
+    let kafka = kafka();
+    let store = orstream_sink::testing::isolated(orstream_sink::BackendKind::Postgres).unwrap();
+    let database: SocketAddr = "127.0.0.1:55432".parse().unwrap();
+    let database = orstream_sink::testing::postgres_url()
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|host| host.to_socket_addrs().ok()?.next())
+        .unwrap_or(database);
+    let broker = kafka
+        .bootstrap_servers
+        .split(',')
+        .next()
+        .and_then(|b| b.to_socket_addrs().ok()?.next())
+        .unwrap();
+    let database_proxy = Proxy::start(database, true);
+    let broker_proxy = Proxy::start(broker, false);
+    let proxied_store =
+        store
+            .url()
+            .replacen(&database.to_string(), &database_proxy.addr.to_string(), 1);
+    assert_ne!(proxied_store, store.url(), "the store URL names {database}");
+
+    let results = unique("test.ready.results");
+    let streams = unique("test.ready.streams");
+    let bus = Bus::kafka(kafka).unwrap();
+    for topic in [&results, &streams] {
+        bus.create_topic(topic, 1, Duration::from_secs(30)).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_port();
+    let config = write(
+        dir.path(),
+        "sink.toml",
+        &format!(
+            "store = \"{proxied_store}\"\ngroup_id = \"{}\"\nresults_topic = \"{results}\"\n\
+             streams_topic = \"{streams}\"\npublish_events = false\nhealth_interval = \"200ms\"\n\
+             retry_initial = \"50ms\"\nretry_max = \"500ms\"\n\
+             [kafka]\nbootstrap_servers = \"{}\"\n\
+             [telemetry]\nmetrics_listen = \"{listen}\"\nlog_filter = \"info\"\n",
+            unique("test-ready-sink"),
+            broker_proxy.addr
+        ),
+    );
+    let log = dir.path().join("sink.log");
+    let sink = orstream(&["sink", "--config", config.to_str().unwrap()], &log);
+    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // The broker cannot be reached yet: not ready, and the broker is what fails.
+    wait_for("not ready while the broker is away", STEP, || {
+        readiness(listen).filter(|(ready, failing)| !*ready && failing.contains("broker"))
+    });
+
+    let started = Instant::now();
+    broker_proxy.set_open(true);
+    wait_for("ready once the broker answers", STEP, || {
+        readiness(listen).filter(|(ready, _)| *ready)
+    });
+    let broker_back = started.elapsed();
+
+    let started = Instant::now();
+    database_proxy.set_open(false);
+    wait_for("not ready without the database", STEP, || {
+        readiness(listen).filter(|(ready, failing)| !*ready && failing.contains("database"))
+    });
+    let database_gone = started.elapsed();
+    assert!(
+        show_log().contains("the store does not answer"),
+        "{}",
+        show_log()
+    );
+
+    let started = Instant::now();
+    database_proxy.set_open(true);
+    wait_for("ready once the database is back", STEP, || {
+        readiness(listen).filter(|(ready, _)| *ready)
+    });
+    let database_back = started.elapsed();
+    stop(sink, "sink");
+    println!(
+        "readiness: broker back -> ready {broker_back:?}; database gone -> not ready \
+         {database_gone:?}; database back -> ready {database_back:?}"
+    );
+}
