@@ -630,6 +630,8 @@ impl IngestConfig {
 
 /// What `orstream ingest --config FILE` reads: the [`IngestConfig`] keys at the top level and an
 /// optional `[kafka]` table ([`orstream_bus::KafkaConfig`]) for the bus the service publishes to.
+/// The file's `[telemetry]` table belongs to the process that runs the service (the `orstream`
+/// command reads and checks it) and is skipped here.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
     /// The ingest settings and streams.
@@ -639,7 +641,8 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
-    /// Parses a configuration file's text. Unknown keys are errors, in both parts.
+    /// Parses a configuration file's text. Unknown keys are errors, in both parts; the
+    /// `[telemetry]` table is skipped.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
         Self::from_table(table)
@@ -648,6 +651,7 @@ impl ServiceConfig {
     /// Builds the configuration from a parsed file (a caller that took its own tables out
     /// first). Unknown keys are errors, in both parts.
     pub fn from_table(mut table: toml::Table) -> Result<Self, String> {
+        table.remove("telemetry");
         let kafka = match table.remove("kafka") {
             Some(value) => value
                 .try_into::<orstream_bus::KafkaConfig>()

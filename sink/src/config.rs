@@ -148,9 +148,15 @@ impl CategoryName {
 const MAX_WINDOW: u32 = 1_000;
 
 impl SinkConfig {
-    /// Parses TOML over the defaults (unknown keys are errors). Does not validate.
+    /// Parses TOML over the defaults (unknown keys are errors). Does not validate. The file's
+    /// `[telemetry]` table belongs to the process that runs the sink (the `orstream` command
+    /// reads and checks it) and is skipped here.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        table.remove("telemetry");
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| e.to_string())
     }
 
     /// Reads and parses a TOML file over the defaults. Does not validate.
@@ -311,6 +317,8 @@ mod tests {
             categories = ["tool"]
             [kafka]
             bootstrap_servers = "broker:9092"
+            [telemetry]
+            metrics_listen = "0.0.0.0:9464"
             "#,
         )
         .unwrap();

@@ -204,6 +204,28 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configurations_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let ingest = ServiceFile::read(&root.join("ingest.example.toml")).unwrap();
+        let telemetry = ingest.telemetry("orstream-ingest").unwrap();
+        telemetry.validate().unwrap();
+        assert_eq!(telemetry.service_name, "orstream-ingest");
+        orstream_ingest::ServiceConfig::from_table(ingest.rest().clone())
+            .unwrap()
+            .validate()
+            .unwrap();
+
+        let sink = ServiceFile::read(&root.join("sink.example.toml")).unwrap();
+        let telemetry = sink.telemetry("orstream-sink").unwrap();
+        telemetry.validate().unwrap();
+        assert_eq!(telemetry.liveness_timeout, Duration::from_secs(30));
+        sink.service::<orstream_sink::SinkConfig>()
+            .unwrap()
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
     fn flags_replace_the_file() {
         let mut config = TelemetryConfig::for_service("orstream-sink");
         TelemetryArgs {
