@@ -6,6 +6,11 @@
 //!   restarted with the same transactional id: still exactly N results, no duplicates;
 //! - a second `orstream infer` joins the group mid-stream and leaves again (SIGTERM): the
 //!   partitions move both ways and still nothing is lost or duplicated.
+//! - a worker frozen with SIGSTOP, with results in an open transaction, past its session
+//!   timeout: a second worker takes over, the thawed one is fenced and aborts, and none of its
+//!   output becomes visible;
+//! - live mode at twice the measured capacity: every frame answered (OK or skipped), memory
+//!   flat, the backlog drained within seconds after.
 //!
 //! Each test uses its own random topics and group; they fail, not skip, when no broker answers.
 
@@ -276,34 +281,53 @@ fn spawn_worker(config_path: &std::path::Path, log: &std::path::Path) -> Child {
         .unwrap()
 }
 
+fn millis(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
 fn config_toml(config: &InferConfig) -> String {
+    let mode = match config.mode {
+        Mode::Live => "live",
+        Mode::Archive => "archive",
+    };
     format!(
         r#"frames_topic = "{}"
 results_topic = "{}"
 dlq_topic = "{}"
 group_id = "{}"
 transactional_id = "{}"
-mode = "archive"
-commit_interval = "50ms"
-drain_timeout = "9s"
+mode = "{mode}"
+latency_budget = "{}"
+commit_interval = "{}"
+drain_timeout = "{}"
 [model]
 path = "{}"
+torch_threads = {}
 [batch]
-max_batch_size = 4
-max_linger = "2ms"
+max_batch_size = {}
+max_linger = "{}"
 [kafka]
 bootstrap_servers = "{}"
-session_timeout = "10s"
-max_poll_interval = "30s"
-transaction_timeout = "20s"
+session_timeout = "{}"
+max_poll_interval = "{}"
+transaction_timeout = "{}"
 "#,
         config.frames_topic,
         config.results_topic,
         config.dlq_topic,
         config.group_id,
         config.transactional_id,
+        millis(config.latency_budget),
+        millis(config.commit_interval),
+        millis(config.drain_timeout),
         config.model.path.display(),
+        config.model.torch_threads,
+        config.batch.max_batch_size,
+        millis(config.batch.max_linger),
         config.kafka.bootstrap_servers,
+        millis(config.kafka.session_timeout),
+        millis(config.kafka.max_poll_interval),
+        millis(config.kafka.transaction_timeout),
     )
 }
 
@@ -488,5 +512,384 @@ fn a_second_worker_joining_and_leaving_loses_and_duplicates_nothing() {
         committed("b.log")
     );
     assert_eq!((lost, dup), (0, 0), "logs in {}", dir.display());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends a signal to a child by name (`STOP`, `CONT`, `TERM`).
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} failed");
+}
+
+/// The line a worker prints when it stops, from its log.
+fn stop_line(log: &std::path::Path) -> String {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("orstream infer:"))
+        .map(str::to_owned)
+        .unwrap_or_default()
+}
+
+/// Waits until `count` reaches `target`; fails after `patience` with `what`.
+fn wait_for_count(count: &AtomicU64, target: u64, patience: Duration, what: &str) {
+    let deadline = Instant::now() + patience;
+    while count.load(Ordering::Relaxed) < target {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} of {target}",
+            count.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A worker frozen with SIGSTOP, with results in an open transaction, stays frozen past its
+/// session timeout; a second worker takes its partitions and answers everything. When the
+/// first thaws, what it had open is fenced (its group generation is gone): none of its output
+/// becomes visible, and every frame still has exactly one result.
+#[test]
+fn a_worker_frozen_past_its_session_timeout_is_fenced() {
+    let kafka = kafka();
+    let mut a_config = config(&kafka);
+    // A long commit interval: the freeze lands inside an open transaction holding results.
+    a_config.commit_interval = Duration::from_secs(3);
+    // The group moves on after max_poll_interval at the latest (a frozen member holds up the
+    // rebalance until then); the frozen transaction must outlive that, so the thawed worker's
+    // commit is refused by fencing rather than expired by the coordinator.
+    a_config.kafka.max_poll_interval = Duration::from_secs(12);
+    a_config.kafka.transaction_timeout = Duration::from_secs(60);
+    let b_config = InferConfig {
+        transactional_id: unique("test-infer-tx-b"),
+        commit_interval: Duration::from_millis(50),
+        ..a_config.clone()
+    };
+    let bus = Bus::kafka(kafka).unwrap();
+    bus.create_topic(&a_config.frames_topic, 4, TIMEOUT)
+        .unwrap();
+    let (streams, per_stream) = (6, 80);
+    let n = streams as u64 * per_stream;
+    let records = frame_records(&a_config.frames_topic, streams, per_stream);
+    let dir = std::env::temp_dir().join(unique("orstream-infer-sigstop"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a_path, b_path) = (dir.join("a.toml"), dir.join("b.toml"));
+    std::fs::write(&a_path, config_toml(&a_config)).unwrap();
+    std::fs::write(&b_path, config_toml(&b_config)).unwrap();
+
+    let stop_counting = Arc::new(AtomicBool::new(false));
+    let (seen, counter) = count_results(&bus, &a_config.results_topic, stop_counting.clone());
+    let mut a = spawn_worker(&a_path, &dir.join("a.log"));
+    // Frames arrive at a steady pace (about 12 s in all), so A is mid-work when it freezes.
+    let feeder = {
+        let bus = bus.clone();
+        std::thread::spawn(move || {
+            for chunk in records.chunks(12) {
+                publish(&bus, chunk);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    // The first commit shows A is working; then it fills its next transaction and freezes.
+    wait_for_count(&seen, 1, Duration::from_secs(90), "worker a's first commit");
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&a, "STOP");
+    let frozen_at = Instant::now();
+    let visible_at_freeze = seen.load(Ordering::Relaxed);
+    assert!(
+        visible_at_freeze < n,
+        "worker a committed everything before the freeze: make the run longer"
+    );
+
+    let mut b = spawn_worker(&b_path, &dir.join("b.log"));
+    feeder.join().unwrap();
+    // A stays frozen past its session timeout and max_poll_interval: the group has moved on
+    // to B, which waits on the offsets A's open transaction holds. Thawed while that
+    // transaction is still open on the broker (transaction_timeout is 60 s), A's commit must be
+    // refused (its group generation is gone) and A aborts: B then answers everything.
+    std::thread::sleep(Duration::from_secs(15).saturating_sub(frozen_at.elapsed()));
+    signal(&a, "CONT");
+    wait_for_count(
+        &seen,
+        n,
+        Duration::from_secs(120),
+        "worker b after a was fenced",
+    );
+    let takeover = frozen_at.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    terminate(&mut b, &dir);
+    terminate(&mut a, &dir);
+    stop_counting.store(true, Ordering::Relaxed);
+    counter.join().unwrap();
+
+    let results = decode_results(&read_all(
+        &bus,
+        &a_config.results_topic,
+        Duration::from_secs(5),
+    ));
+    let (lost, dup) = tally(&results, streams, per_stream);
+    println!(
+        "sigstop-infer in={n} out={} lost={lost} dup={dup} visible_at_freeze={visible_at_freeze} \
+         takeover={:.1}s\n  a: {}\n  b: {}",
+        results.len(),
+        takeover.as_secs_f64(),
+        stop_line(&dir.join("a.log")),
+        stop_line(&dir.join("b.log"))
+    );
+    assert_eq!((lost, dup), (0, 0), "logs in {}", dir.display());
+    assert!(
+        takeover < Duration::from_secs(55),
+        "worker a's open transaction may have expired rather than been fenced ({takeover:?})"
+    );
+    let a_line = stop_line(&dir.join("a.log"));
+    let aborted: u64 = a_line
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" aborted"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        aborted > 0,
+        "worker a aborted nothing after the thaw: {a_line}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Results seen so far by a background read_committed reader, by outcome.
+#[derive(Default)]
+struct Outcomes {
+    total: AtomicU64,
+    ok: AtomicU64,
+    skipped: AtomicU64,
+}
+
+/// Counts committed results by outcome in the background until `stop`.
+fn count_outcomes(
+    bus: &Bus,
+    topic: &str,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Outcomes>, std::thread::JoinHandle<()>) {
+    let outcomes = Arc::new(Outcomes::default());
+    let consumer = bus.consumer(&unique("test-outcomes")).unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let counted = outcomes.clone();
+    let thread = std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(Some(message)) = consumer.poll(Duration::from_millis(200)) {
+                let result: FrameResult = orstream_proto::decode(&message.payload).unwrap();
+                let status = FrameStatus::try_from(result.status).unwrap();
+                match status {
+                    FrameStatus::Ok => counted.ok.fetch_add(1, Ordering::Relaxed),
+                    FrameStatus::SkippedStale | FrameStatus::SkippedOverload => {
+                        counted.skipped.fetch_add(1, Ordering::Relaxed)
+                    }
+                    other => panic!("unexpected result {other:?}"),
+                };
+                counted.total.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    (outcomes, thread)
+}
+
+/// Resident memory of a process in MiB, from `/proc`.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+/// Publishes `rate` frames per second over `streams` streams (round robin, seq continuing from
+/// `next_seq`) for `duration`, each stamped with its capture time as it is sent; returns the
+/// frames per stream sent. `every` runs once a second with the elapsed time.
+#[allow(clippy::too_many_arguments)]
+fn publish_paced(
+    bus: &Bus,
+    topic: &str,
+    jpegs: &[Bytes],
+    streams: usize,
+    next_seq: u64,
+    rate: f64,
+    duration: Duration,
+    mut every: impl FnMut(Duration),
+) -> u64 {
+    let producer = bus.producer().unwrap();
+    let round = Duration::from_secs_f64(streams as f64 / rate);
+    let start = Instant::now();
+    let mut rounds = 0u64;
+    let mut second = 1;
+    while start.elapsed() < duration {
+        let seq = next_seq + rounds;
+        for s in 0..streams {
+            let jpeg = jpegs[(seq as usize + s) % jpegs.len()].to_vec();
+            let frame = synthetic::frame(
+                &format!("cam-{s}"),
+                seq,
+                synthetic::now_ns(),
+                640,
+                360,
+                jpeg,
+            );
+            // Delivery is checked by the flush below and by every frame getting its result.
+            let _ = producer
+                .send(&synthetic::frame_record(topic, &frame), TIMEOUT)
+                .unwrap();
+        }
+        rounds += 1;
+        if start.elapsed() >= Duration::from_secs(second) {
+            every(start.elapsed());
+            second += 1;
+        }
+        let due = start + round * u32::try_from(rounds).unwrap();
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    }
+    producer.flush(TIMEOUT).unwrap();
+    rounds
+}
+
+/// Live mode at twice the worker's measured capacity, with the demo model on one CPU thread:
+/// every frame is answered (OK or skipped, none lost or repeated), the worker's memory stays
+/// flat while the overload lasts, and the backlog is gone within seconds once it ends.
+#[test]
+fn live_overload_at_twice_capacity_is_answered_and_drains() {
+    let kafka = kafka();
+    let mut config = config(&kafka);
+    config.mode = Mode::Live;
+    // Generous, so the figures hold on a loaded machine: a batch of 4 can take 200 ms there.
+    config.latency_budget = Duration::from_secs(2);
+    config.commit_interval = Duration::from_millis(100);
+    config.model.path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/demo/seg.pt");
+    config.model.torch_threads = 1;
+    config.batch.max_batch_size = 4;
+    let bus = Bus::kafka(kafka).unwrap();
+    bus.create_topic(&config.frames_topic, 2, TIMEOUT).unwrap();
+    let dir = std::env::temp_dir().join(unique("orstream-infer-overload"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("infer.toml");
+    std::fs::write(&path, config_toml(&config)).unwrap();
+    let jpegs: Vec<Bytes> = (0..8)
+        .map(|n| Bytes::from(synthetic::encode_jpeg(&synthetic::scene(640, 360, n), 85).unwrap()))
+        .collect();
+    let streams = 4;
+
+    let stop_counting = Arc::new(AtomicBool::new(false));
+    let (seen, counter) = count_outcomes(&bus, &config.results_topic, stop_counting.clone());
+    let mut worker = spawn_worker(&path, &dir.join("worker.log"));
+    let topic = config.frames_topic.clone();
+
+    // Capacity: floods of 300 frames/s, several times what one CPU thread runs; the OK rate
+    // while saturated is what the worker can do. The first also covers its start.
+    let mut sent = publish_paced(
+        &bus,
+        &topic,
+        &jpegs,
+        streams,
+        0,
+        300.0,
+        Duration::from_secs(3),
+        |_| {},
+    );
+    wait_for_count(
+        &seen.total,
+        sent * streams as u64,
+        Duration::from_secs(120),
+        "flood answered",
+    );
+    // Measure on a second flood, now that the worker is warm and in its group.
+    let ok_before = seen.ok.load(Ordering::Relaxed);
+    let flood = Instant::now();
+    let flooded = publish_paced(
+        &bus,
+        &topic,
+        &jpegs,
+        streams,
+        sent,
+        300.0,
+        Duration::from_secs(3),
+        |_| {},
+    );
+    sent += flooded;
+    wait_for_count(
+        &seen.total,
+        sent * streams as u64,
+        Duration::from_secs(120),
+        "second flood answered",
+    );
+    let capacity =
+        (seen.ok.load(Ordering::Relaxed) - ok_before) as f64 / flood.elapsed().as_secs_f64();
+    assert!(
+        capacity > 1.0,
+        "the worker ran almost nothing: {capacity} fps"
+    );
+
+    // Twice the capacity for 10 s, sampling the worker's memory once a second.
+    let offered = 2.0 * capacity;
+    let (ok_before, skipped_before) = (
+        seen.ok.load(Ordering::Relaxed),
+        seen.skipped.load(Ordering::Relaxed),
+    );
+    let mut rss = Vec::new();
+    let pid = worker.id();
+    let overload = publish_paced(
+        &bus,
+        &topic,
+        &jpegs,
+        streams,
+        sent,
+        offered,
+        Duration::from_secs(10),
+        |_| {
+            rss.push(rss_mib(pid));
+        },
+    );
+    let ended = Instant::now();
+    sent += overload;
+    let total = sent * streams as u64;
+    wait_for_count(
+        &seen.total,
+        total,
+        Duration::from_secs(60),
+        "backlog after the overload",
+    );
+    let drain = ended.elapsed();
+    let ok = seen.ok.load(Ordering::Relaxed) - ok_before;
+    let skipped = seen.skipped.load(Ordering::Relaxed) - skipped_before;
+    terminate(&mut worker, &dir);
+    stop_counting.store(true, Ordering::Relaxed);
+    counter.join().unwrap();
+
+    let results = decode_results(&read_all(
+        &bus,
+        &config.results_topic,
+        Duration::from_secs(3),
+    ));
+    let (lost, dup) = tally(&results, streams, sent);
+    let early = rss[1.min(rss.len() - 1)];
+    let peak = rss.iter().copied().fold(0.0, f64::max);
+    println!(
+        "overload-live capacity={capacity:.1}fps offered={offered:.1}fps frames={} ok={ok} \
+         skipped={skipped} lost={lost} dup={dup} drain={:.2}s rss_early={early:.0}MiB \
+         rss_peak={peak:.0}MiB\n  {}",
+        overload * streams as u64,
+        drain.as_secs_f64(),
+        stop_line(&dir.join("worker.log"))
+    );
+    assert_eq!((lost, dup), (0, 0), "logs in {}", dir.display());
+    assert_eq!(ok + skipped, overload * streams as u64);
+    assert!(skipped > 0, "twice the capacity skipped nothing");
+    assert!(ok > 0, "nothing ran under overload");
+    assert!(
+        drain < Duration::from_secs(10),
+        "the backlog took {drain:?} to drain"
+    );
+    assert!(
+        peak <= early * 1.15 + 32.0,
+        "memory grew under overload: {rss:?} MiB"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

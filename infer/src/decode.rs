@@ -101,25 +101,57 @@ fn identity_of(payload: &[u8]) -> Option<Frame> {
     Some(frame)
 }
 
-/// Decodes and prepares one message.
-pub fn decode_message(message: &Message, ctx: &DecodeContext) -> Result<Prepared, Box<Rejected>> {
+/// A frame read and validated from its message, its image not yet decoded.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The frame.
+    pub frame: Frame,
+    /// The trace context, if the message had one.
+    pub traceparent: Option<Vec<u8>>,
+    started: Instant,
+}
+
+impl Incoming {
+    /// The result of a frame that will not run, with `status` and `detail`.
+    pub fn answer(&self, ctx: &DecodeContext, status: FrameStatus, detail: &str) -> FrameResult {
+        let mut result = result_for(&self.frame, &ctx.identity, status);
+        result.status_detail = detail.to_owned();
+        result
+    }
+
+    /// Microseconds since reading began.
+    pub fn elapsed_us(&self) -> u64 {
+        micros(self.started.elapsed())
+    }
+}
+
+fn rejected(
+    ctx: &DecodeContext,
+    frame: Option<&Frame>,
+    status: FrameStatus,
+    reason: String,
+    traceparent: Option<Vec<u8>>,
+) -> Box<Rejected> {
+    let result = frame.map(|f| {
+        let mut result = result_for(f, &ctx.identity, status);
+        result.status_detail = reason.clone();
+        result
+    });
+    Box::new(Rejected {
+        result,
+        reason,
+        traceparent,
+    })
+}
+
+/// Reads and validates one message's frame (schema version, bounded protobuf decode), without
+/// touching its image: cheap, so a frame already past its deadline costs no JPEG decode.
+pub fn read_message(message: &Message, ctx: &DecodeContext) -> Result<Incoming, Box<Rejected>> {
     let started = Instant::now();
     let traceparent = message
         .headers
         .get(headers::TRACEPARENT)
         .map(<[u8]>::to_vec);
-    let reject = |frame: Option<&Frame>, status: FrameStatus, reason: String| {
-        let result = frame.map(|f| {
-            let mut result = result_for(f, &ctx.identity, status);
-            result.status_detail = reason.clone();
-            result
-        });
-        Box::new(Rejected {
-            result,
-            reason,
-            traceparent: traceparent.clone(),
-        })
-    };
     if let Some(version) = message.headers.get(headers::SCHEMA_VERSION)
         && version != SCHEMA_VERSION.as_bytes()
     {
@@ -128,29 +160,65 @@ pub fn decode_message(message: &Message, ctx: &DecodeContext) -> Result<Prepared
             String::from_utf8_lossy(version)
         );
         let frame = identity_of(&message.payload);
-        return Err(reject(frame.as_ref(), FrameStatus::Invalid, reason));
+        return Err(rejected(
+            ctx,
+            frame.as_ref(),
+            FrameStatus::Invalid,
+            reason,
+            traceparent,
+        ));
     }
-    let frame: Frame = match orstream_proto::decode(&message.payload) {
-        Ok(frame) => frame,
+    match orstream_proto::decode::<Frame>(&message.payload) {
+        Ok(frame) => Ok(Incoming {
+            frame,
+            traceparent,
+            started,
+        }),
         Err(err) => {
             let frame = identity_of(&message.payload);
-            return Err(reject(
+            Err(rejected(
+                ctx,
                 frame.as_ref(),
                 FrameStatus::Invalid,
                 err.to_string(),
-            ));
+                traceparent,
+            ))
         }
-    };
+    }
+}
+
+/// Decodes a read frame's JPEG (dimensions checked before allocating) and prepares the model
+/// input.
+pub fn prepare_frame(incoming: Incoming, ctx: &DecodeContext) -> Result<Prepared, Box<Rejected>> {
+    let Incoming {
+        frame,
+        traceparent,
+        started,
+    } = incoming;
     let image = match decode_jpeg(&frame.data, ctx.max_pixels) {
         Ok(image) => image,
-        Err(reason) => return Err(reject(Some(&frame), FrameStatus::DecodeError, reason)),
+        Err(reason) => {
+            return Err(rejected(
+                ctx,
+                Some(&frame),
+                FrameStatus::DecodeError,
+                reason,
+                traceparent,
+            ));
+        }
     };
     if (image.width, image.height) != (frame.width, frame.height) {
         let reason = format!(
             "the JPEG is {}x{} but the frame says {}x{}",
             image.width, image.height, frame.width, frame.height
         );
-        return Err(reject(Some(&frame), FrameStatus::DecodeError, reason));
+        return Err(rejected(
+            ctx,
+            Some(&frame),
+            FrameStatus::DecodeError,
+            reason,
+            traceparent,
+        ));
     }
     let (pixels, placement) = prepare(&image, &ctx.card, ctx.format);
     let result = result_for(&frame, &ctx.identity, FrameStatus::Ok);
@@ -161,6 +229,11 @@ pub fn decode_message(message: &Message, ctx: &DecodeContext) -> Result<Prepared
         preprocess_us: micros(started.elapsed()),
         traceparent,
     })
+}
+
+/// Decodes and prepares one message: [`read_message`] then [`prepare_frame`].
+pub fn decode_message(message: &Message, ctx: &DecodeContext) -> Result<Prepared, Box<Rejected>> {
+    prepare_frame(read_message(message, ctx)?, ctx)
 }
 
 /// The dead letter of a rejected message: its key, payload (cut to `max_payload` bytes) and

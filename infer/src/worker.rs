@@ -41,7 +41,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{Batcher, BatcherSettings, Pending, Skip};
 use crate::config::{Delivery, InferConfig, Mode};
-use crate::decode::{DecodeContext, Prepared, dead_letter_headers, decode_message, micros};
+use crate::decode::{
+    DecodeContext, Incoming, Prepared, dead_letter_headers, micros, prepare_frame, read_message,
+};
 use crate::error::InferError;
 use crate::model::parse_device;
 use crate::preprocess::PixelFormat;
@@ -49,6 +51,8 @@ use crate::produce::{Answer, DeadLetter, Origin, Output, OutputSettings, RewindC
 use crate::runner::{self, Input, Model, Postprocessor, Runner};
 use crate::stats::{Counters, Stats};
 
+/// The detail of a SKIPPED_STALE result.
+const STALE_DETAIL: &str = "could not meet its deadline (capture time + latency budget)";
 /// How long a blocking poll or channel wait lasts before the loop looks at the stop token.
 const TICK: Duration = Duration::from_millis(50);
 /// Bound on admin calls at start (partitions, topic creation).
@@ -616,17 +620,30 @@ fn decode_loop(
     answers: &Sender<Answer>,
 ) {
     for Polled { origin, message } in polled.iter() {
-        match decode_message(&message, ctx) {
-            Ok(prepared) => {
-                let deadline =
-                    budget.map(|budget| deadline_instant(prepared.result.capture_time_ns, budget));
+        let read = read_message(&message, ctx).and_then(|incoming| {
+            let deadline =
+                budget.map(|budget| deadline_instant(incoming.frame.capture_time_ns, budget));
+            if deadline.is_some_and(|d| d <= Instant::now()) {
+                // Past its deadline already (read from a backlog): answered without
+                // decoding its image, so catching up on stale frames is cheap.
+                return Ok(Decoded::Answered(Box::new(stale_answer(
+                    origin, &incoming, ctx,
+                ))));
+            }
+            prepare_frame(incoming, ctx)
+                .map(|prepared| Decoded::Ready(Box::new(prepared), deadline))
+        });
+        let answer = match read {
+            Ok(Decoded::Ready(prepared, deadline)) => {
                 if staged
-                    .send(Staged::Frame(origin, Box::new(prepared), deadline))
+                    .send(Staged::Frame(origin, prepared, deadline))
                     .is_err()
                 {
                     return;
                 }
+                continue;
             }
+            Ok(Decoded::Answered(stale)) => *stale,
             Err(rejected) => {
                 tracing::warn!(
                     topic = %message.topic,
@@ -635,7 +652,7 @@ fn decode_loop(
                     reason = %rejected.reason,
                     "frame rejected to the dead-letter topic"
                 );
-                let answer = Answer {
+                Answer {
                     origin,
                     result: rejected.result,
                     dead_letter: Some(DeadLetter {
@@ -644,14 +661,36 @@ fn decode_loop(
                         headers: dead_letter_headers(&message, &rejected.reason),
                     }),
                     traceparent: rejected.traceparent,
-                };
-                if answers.send(answer).is_err()
-                    || staged.send(Staged::Answered(origin.ticket)).is_err()
-                {
-                    return;
                 }
             }
+        };
+        if answers.send(answer).is_err() || staged.send(Staged::Answered(origin.ticket)).is_err() {
+            return;
         }
+    }
+}
+
+/// What the decode pool makes of a frame it read.
+enum Decoded {
+    /// Ready for the batcher, with its deadline in live mode.
+    Ready(Box<Prepared>, Option<Instant>),
+    /// Answered without running.
+    Answered(Box<Answer>),
+}
+
+/// The SKIPPED_STALE answer of a frame found past its deadline before decoding.
+fn stale_answer(origin: Origin, incoming: &Incoming, ctx: &DecodeContext) -> Answer {
+    let mut result = incoming.answer(ctx, FrameStatus::SkippedStale, STALE_DETAIL);
+    result.timings = Some(Timings {
+        queue_wait_us: micros(origin.polled_at.elapsed()),
+        preprocess_us: incoming.elapsed_us(),
+        ..Timings::default()
+    });
+    Answer {
+        origin,
+        result: Some(result),
+        dead_letter: None,
+        traceparent: incoming.traceparent.clone(),
     }
 }
 
@@ -673,10 +712,7 @@ fn skip_answer(pending: Pending<Job>, skip: Skip) -> Answer {
     let Job { origin, prepared } = pending.item;
     let mut result = prepared.result;
     let (status, detail) = match skip {
-        Skip::Stale => (
-            FrameStatus::SkippedStale,
-            "could not meet its deadline (capture time + latency budget)",
-        ),
+        Skip::Stale => (FrameStatus::SkippedStale, STALE_DETAIL),
         Skip::Overload => (
             FrameStatus::SkippedOverload,
             "superseded by a newer frame of its stream under overload",
