@@ -24,6 +24,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
+use orstream_bus::metrics::{HealthReporter, NoHealth};
 use orstream_bus::{Bus, KafkaConfig};
 use orstream_infer::config::Mode;
 use orstream_infer::{InferConfig, Model, Worker};
@@ -275,15 +276,24 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
     if let Some(bootstrap) = &options.kafka {
         sink_config.kafka.bootstrap_servers = bootstrap.clone();
     }
+    // Both services report into the process's health when telemetry serves it.
+    let health: Arc<dyn HealthReporter> = match crate::telemetry::health() {
+        Some(health) => Arc::new(health),
+        None => Arc::new(NoHealth),
+    };
     let store = Store::open(&store_url).context("opening the record")?;
-    let sink = Sink::new(sink_config, bus.clone(), store).context("starting the sink")?;
+    let sink = Sink::new(sink_config, bus.clone(), store)
+        .context("starting the sink")?
+        .with_health(Arc::clone(&health));
     let sink_progress = sink.progress();
 
     let ingest_config = IngestConfig {
         streams: vec![stream_config(options, &stream_id, &case_id)],
         ..IngestConfig::default()
     };
-    let ingest = Ingest::new(ingest_config, bus.clone()).context("starting ingest")?;
+    let ingest = Ingest::new(ingest_config, bus.clone())
+        .context("starting ingest")?
+        .with_health(health);
 
     let started = Instant::now();
     let tokens = (
