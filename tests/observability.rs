@@ -51,10 +51,13 @@ const STEP: Duration = Duration::from_secs(120);
 // The OTLP receiver.
 // ---------------------------------------------------------------------------------------------
 
-/// What an OTLP/HTTP receiver on 127.0.0.1 got: the request bodies by path.
+/// One request an OTLP/HTTP receiver got: its path and body.
+type Request = (String, Vec<u8>);
+
+/// What an OTLP/HTTP receiver on 127.0.0.1 got, in order of arrival.
 #[derive(Clone, Default)]
 struct Received {
-    bodies: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    bodies: Arc<Mutex<Vec<Request>>>,
 }
 
 impl Received {

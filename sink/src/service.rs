@@ -444,6 +444,8 @@ impl Sink {
                 {
                     Ok(()) => break,
                     Err(e) if e.is_retriable() => {
+                        // Waiting for the broker is the loop turning, not a hang.
+                        self.health.beat();
                         tracing::warn!(error = %e, "creating topic {topic}; retrying");
                         if !pause(self.backoff(attempt), shutdown) {
                             return Ok(());
@@ -1041,6 +1043,8 @@ impl Sink {
     }
 
     fn dead_letter_failed(&self, e: &BusError, attempt: u32, shutdown: &CancellationToken) -> bool {
+        self.health.beat();
+        self.health.set_ready(checks::BROKER, false);
         tracing::warn!(error = %e, attempt, "sending dead letters; retrying");
         pause(self.backoff(attempt), shutdown)
     }
