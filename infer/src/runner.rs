@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orstream_proto::{Instance, ModelIdentity};
-use tch::{Device, IValue, Kind, Tensor};
+use tch::{Device, IValue, Kind, TchError, Tensor};
 
 use crate::card::{ModelCard, OutputKind, file_digest};
 use crate::config::{ModelConfig, PostprocessConfig};
@@ -99,6 +99,9 @@ pub struct BatchOutput {
     pub forward: Duration,
     /// Postprocessing time per input.
     pub postprocess: Vec<Duration>,
+    /// Why no instances could be made, when the host half failed (every input then gets a
+    /// MODEL_ERROR result with this detail).
+    pub failure: Option<String>,
 }
 
 /// What a batch's device step left for the host: the class maps of a semantic model, or the
@@ -118,8 +121,35 @@ pub enum Forwarded {
         /// Time of the device step.
         forward: Duration,
     },
+    /// Raw logits `[B, C, H, W]` of a model on the CPU: softmax and argmax run on the
+    /// postprocessing thread, so the replica's thread goes on to the next forward pass.
+    Logits {
+        /// The model's output.
+        logits: Tensor,
+        /// Time of the forward pass.
+        forward: Duration,
+    },
     /// Instances per input, already made.
     Done(BatchOutput),
+}
+
+/// Class id and its probability per cell, `[B, H, W]` row-major each, from logits
+/// `[B, C, H, W]` on any device; with the map's width and height.
+fn class_maps(logits: &Tensor) -> Result<(Vec<i32>, Vec<f32>, usize, usize), TchError> {
+    let size = logits.size();
+    let (h, w) = (size[2] as usize, size[3] as usize);
+    let (scores, ids) = logits
+        .f_to_kind(Kind::Float)?
+        .f_softmax(1, Kind::Float)?
+        .f_max_dim(1, false)?;
+    let ids = ids
+        .f_to_kind(Kind::Int)?
+        .f_to_device(Device::Cpu)?
+        .f_contiguous()?;
+    let scores = scores.f_to_device(Device::Cpu)?.f_contiguous()?;
+    let ids = Vec::<i32>::try_from(ids.flatten(0, -1))?;
+    let scores = Vec::<f32>::try_from(scores.flatten(0, -1))?;
+    Ok((ids, scores, w, h))
 }
 
 /// The host half of a batch: class maps -> instances. Cheap to clone, so it can run on its own
@@ -147,6 +177,16 @@ impl Postprocessor {
                 height,
                 forward,
             } => (ids, scores, width, height, forward),
+            Forwarded::Logits { logits, forward } => match class_maps(&logits) {
+                Ok((ids, scores, width, height)) => (ids, scores, width, height, forward),
+                Err(err) => {
+                    return BatchOutput {
+                        forward,
+                        failure: Some(format!("class maps from the logits: {err}")),
+                        ..BatchOutput::default()
+                    };
+                }
+            },
         };
         let cells = w * h;
         let mut out = BatchOutput {
@@ -346,7 +386,11 @@ impl Runner {
     pub fn run(&self, inputs: &[Input<'_>]) -> Result<BatchOutput, InferError> {
         let placements: Vec<Placement> = inputs.iter().map(|i| i.placement).collect();
         let forwarded = self.forward(inputs)?;
-        Ok(self.postprocessor().finish(forwarded, &placements))
+        let out = self.postprocessor().finish(forwarded, &placements);
+        match out.failure {
+            Some(failure) => Err(self.bad_output(failure)),
+            None => Ok(out),
+        }
     }
 
     /// The host half of [`run`](Self::run), to run elsewhere.
@@ -418,37 +462,19 @@ impl Runner {
                 size[1]
             )));
         }
-        let (b, h, w) = (size[0] as usize, size[2] as usize, size[3] as usize);
-        let (scores, ids) = logits
-            .f_to_kind(Kind::Float)
-            .and_then(|l| l.f_softmax(1, Kind::Float))
-            .and_then(|p| p.f_max_dim(1, false))
-            .map_err(|e| self.tch_error(e))?;
-        let ids: Vec<i32> = ids
-            .f_to_kind(Kind::Int)
-            .and_then(|t| t.f_to_device(Device::Cpu))
-            .and_then(|t| t.f_contiguous())
-            .and_then(|t| Vec::<i32>::try_from(t.flatten(0, -1)))
-            .map_err(|e| self.tch_error(e))?;
-        let scores: Vec<f32> = scores
-            .f_to_device(Device::Cpu)
-            .and_then(|t| t.f_contiguous())
-            .and_then(|t| Vec::<f32>::try_from(t.flatten(0, -1)))
-            .map_err(|e| self.tch_error(e))?;
-        let forward = started.elapsed();
-        let cells = h * w;
-        if ids.len() != b * cells || scores.len() != b * cells {
-            return Err(self.bad_output(format!(
-                "class map of {} cells for {b} images of {w}x{h}",
-                ids.len()
-            )));
+        if self.device == Device::Cpu {
+            return Ok(Forwarded::Logits {
+                logits,
+                forward: started.elapsed(),
+            });
         }
+        let (ids, scores, width, height) = class_maps(&logits).map_err(|e| self.tch_error(e))?;
         Ok(Forwarded::Semantic {
             ids,
             scores,
-            width: w,
-            height: h,
-            forward,
+            width,
+            height,
+            forward: started.elapsed(),
         })
     }
 

@@ -889,11 +889,14 @@ fn postprocess_loop(
         let (mut instances, forward, post_times) = match outcome {
             Ok(device) => {
                 let out = post.finish(device, &placements);
-                (
-                    out.instances.into_iter().map(Ok).collect::<Vec<_>>(),
-                    out.forward,
-                    out.postprocess,
-                )
+                let instances = match out.failure {
+                    Some(failure) => {
+                        tracing::warn!(%failure, batch = batch.len(), "answering MODEL_ERROR");
+                        batch.iter().map(|_| Err(failure.clone())).collect()
+                    }
+                    None => out.instances.into_iter().map(Ok).collect::<Vec<_>>(),
+                };
+                (instances, out.forward, out.postprocess)
             }
             Err(message) => (
                 batch.iter().map(|_| Err(message.clone())).collect(),
