@@ -18,8 +18,12 @@
 //!   ingest's metrics (pushed over OTLP when it exits) count every frame captured and
 //!   published.
 //!
-//! The fourth test puts TCP proxies in front of the broker and the database and cuts them:
-//! the sink's `/readyz` says not ready while either is away, and ready again once it is back.
+//! The readiness test puts TCP proxies in front of the broker and the database: the sink's
+//! `/readyz` says not ready while the broker cannot be reached (the proxy covers the bootstrap
+//! connection only, so the broker is away at start and then comes) and while the database is
+//! cut off, and ready again once each is back. The live-stream test runs `orstream ingest` on a
+//! live test pattern: ready (`broker`, `running`), alive, and its `/metrics` counting frames
+//! captured, published and encoded and the stream as live.
 
 #![allow(
     clippy::unwrap_used,
@@ -809,4 +813,70 @@ fn sink_readiness_follows_the_database_and_the_broker() {
         "readiness: broker back -> ready {broker_back:?}; database gone -> not ready \
          {database_gone:?}; database back -> ready {database_back:?}"
     );
+}
+
+#[test]
+fn ingest_reports_ready_and_counts_a_live_stream() {
+    let kafka = kafka();
+    let frames = unique("test.live.frames");
+    let streams = unique("test.live.streams");
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_port();
+    let config = write(
+        dir.path(),
+        "ingest.toml",
+        &format!(
+            "frames_topic = \"{frames}\"\nevents_topic = \"{streams}\"\ntopic_partitions = 1\n\
+             [kafka]\nbootstrap_servers = \"{}\"\n\
+             [telemetry]\nmetrics_listen = \"{listen}\"\n\
+             [[streams]]\nstream_id = \"live-cam\"\ncase_id = \"{}\"\n\
+             source = {{ kind = \"test\", is_live = true }}\n\
+             output = {{ width = 64, height = 48, max_fps = 10 }}\n",
+            kafka.bootstrap_servers,
+            unique("live-case")
+        ),
+    );
+    let log = dir.path().join("ingest.log");
+    let ingest = orstream(&["ingest", "--config", config.to_str().unwrap()], &log);
+
+    let checks = wait_for("ingest to be ready", STEP, || {
+        let (status, body) = get(listen, "/readyz")?;
+        (status == 200).then_some(body)
+    });
+    assert!(
+        checks.contains("\"broker\":true") && checks.contains("\"running\":true"),
+        "{checks}"
+    );
+    use orstream_bus::metrics as m;
+    let base = |name: &str| m::prometheus_base_name(name).into_owned();
+    let published = base(m::INGEST_FRAMES_PUBLISHED.name) + "_total";
+    let metrics = wait_for("frames published", STEP, || {
+        let (_, text) = get(listen, "/metrics")?;
+        (scraped(&text, &published)? >= 5.0).then_some(text)
+    });
+    let live = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(&base(m::INGEST_STREAMS.name))
+                && l.contains("orstream_stream_state=\"live\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert_eq!(live, Some(1.0), "{metrics}");
+    assert!(
+        scraped(&metrics, &(base(m::INGEST_FRAMES_CAPTURED.name) + "_total")).unwrap()
+            >= scraped(&metrics, &published).unwrap(),
+        "{metrics}"
+    );
+    assert!(
+        scraped(
+            &metrics,
+            &(base(m::INGEST_ENCODE_DURATION.name) + "_seconds_count")
+        )
+        .unwrap()
+            >= 5.0,
+        "{metrics}"
+    );
+    let (status, _) = get(listen, "/healthz").unwrap();
+    assert_eq!(status, 200);
+    stop(ingest, "ingest");
 }
