@@ -1,4 +1,5 @@
-//! `orstream record`: the surgical record, read back (cases, timelines, usage, pictures).
+//! `orstream record`: the surgical record, read back (cases, timelines, usage, pictures, and
+//! the accounting of every frame).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -37,6 +38,15 @@ enum View {
     },
     /// Per tool/organ totals of a case: appearances and time visible.
     Usage {
+        /// The case id.
+        case: String,
+        #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+        format: FormatArg,
+    },
+    /// Per stream of a case: frames published by ingest (from the stream's end), results
+    /// stored and their statuses, and whether the record is complete (the stream ended, every
+    /// published frame has a stored result, no interval is still open).
+    Accounting {
         /// The case id.
         case: String,
         #[arg(long, value_enum, default_value_t = FormatArg::Table)]
@@ -95,6 +105,10 @@ pub fn run(args: Args) -> Result<()> {
         View::Usage { case, format } => {
             record::render_usage(&record::usage(&timeline(&mut store, &case)?), format.into())
         }
+        View::Accounting { case, format } => {
+            let timeline = timeline(&mut store, &case)?;
+            render_accounting(&accounting(&mut store, &timeline)?, format)
+        }
         View::Picture { case, out } => {
             let svg = record::svg(&timeline(&mut store, &case)?);
             if let Some(path) = out {
@@ -114,4 +128,144 @@ pub fn run(args: Args) -> Result<()> {
 
 fn timeline(store: &mut Store, case: &str) -> Result<record::Timeline> {
     record::timeline(store, case)?.with_context(|| format!("no case {case:?} in the record"))
+}
+
+/// One stream's accounting in a case: every published frame has exactly one stored result.
+#[derive(Debug, Default, serde::Serialize)]
+struct StreamAccounting {
+    stream_id: String,
+    /// Frames ingest published, from the stream's end events (None until it ended).
+    published: Option<u64>,
+    /// Frames ingest captured but dropped before publishing (live backpressure).
+    dropped: u64,
+    /// Results stored for the stream in the case.
+    results: u64,
+    /// Stored results by status (the `frames` table, kept when `store_frames` is on).
+    ok: u64,
+    skipped: u64,
+    errors: u64,
+    /// Presence intervals still open (the sink has not seen the frames that close them).
+    open_events: u64,
+    /// Ended, every published frame's result stored, nothing open.
+    complete: bool,
+}
+
+fn accounting(store: &mut Store, timeline: &record::Timeline) -> Result<Vec<StreamAccounting>> {
+    let mut by_stream: std::collections::BTreeMap<String, StreamAccounting> = timeline
+        .streams
+        .iter()
+        .map(|s| {
+            let row = StreamAccounting {
+                stream_id: s.stream_id.clone(),
+                results: s.results,
+                ..StreamAccounting::default()
+            };
+            (s.stream_id.clone(), row)
+        })
+        .collect();
+    let case = [timeline.case_id.as_str().into()];
+    for r in store.query(
+        "SELECT stream_id, status, COUNT(*) FROM frames WHERE case_id = $1 \
+         GROUP BY stream_id, status",
+        &case,
+    )? {
+        let row = by_stream.entry(r[0].text().to_owned()).or_default();
+        let n = u64::try_from(r[2].int()).unwrap_or(0);
+        match r[1].text() {
+            "OK" => row.ok += n,
+            "SKIPPED_STALE" | "SKIPPED_OVERLOAD" => row.skipped += n,
+            _ => row.errors += n,
+        }
+    }
+    for r in store.query(
+        "SELECT stream_id, detail FROM stream_events WHERE case_id = $1 AND kind = 'ended'",
+        &case,
+    )? {
+        let detail: serde_json::Value = serde_json::from_str(r[1].text())
+            .with_context(|| format!("the end event of stream {}", r[0].text()))?;
+        let count = |key: &str| detail.get(key).and_then(serde_json::Value::as_u64);
+        let row = by_stream.entry(r[0].text().to_owned()).or_default();
+        row.published = Some(row.published.unwrap_or(0) + count("frames_published").unwrap_or(0));
+        row.dropped += count("frames_dropped").unwrap_or(0);
+    }
+    for e in timeline.events.iter().filter(|e| e.open) {
+        by_stream
+            .entry(e.stream_id.clone())
+            .or_default()
+            .open_events += 1;
+    }
+    Ok(by_stream
+        .into_iter()
+        .map(|(stream_id, mut row)| {
+            row.stream_id = stream_id;
+            row.complete = row.published == Some(row.results) && row.open_events == 0;
+            row
+        })
+        .collect())
+}
+
+fn render_accounting(rows: &[StreamAccounting], format: FormatArg) -> String {
+    const HEADER: [&str; 9] = [
+        "stream",
+        "published",
+        "dropped",
+        "results",
+        "ok",
+        "skipped",
+        "errors",
+        "open",
+        "complete",
+    ];
+    if let FormatArg::Json = format {
+        return serde_json::to_string_pretty(rows)
+            .map_or_else(|e| format!("{{\"error\": \"{e}\"}}"), |s| s + "\n");
+    }
+    let table: Vec<[String; 9]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.stream_id.clone(),
+                r.published
+                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                r.dropped.to_string(),
+                r.results.to_string(),
+                r.ok.to_string(),
+                r.skipped.to_string(),
+                r.errors.to_string(),
+                r.open_events.to_string(),
+                if r.complete { "yes" } else { "no" }.to_owned(),
+            ]
+        })
+        .collect();
+    let mut out = String::new();
+    if let FormatArg::Csv = format {
+        // Stream ids are free of control characters but may hold commas.
+        let cell = |c: &str| {
+            if c.contains([',', '"']) {
+                format!("\"{}\"", c.replace('"', "\"\""))
+            } else {
+                c.to_owned()
+            }
+        };
+        for line in std::iter::once(HEADER.map(str::to_owned)).chain(table) {
+            out.push_str(&line.iter().map(|c| cell(c)).collect::<Vec<_>>().join(","));
+            out.push('\n');
+        }
+        return out;
+    }
+    let id_width = table
+        .iter()
+        .map(|r| r[0].chars().count())
+        .chain([HEADER[0].len()])
+        .max()
+        .unwrap_or(0);
+    for line in std::iter::once(HEADER.map(str::to_owned)).chain(table) {
+        let [id, numbers @ ..] = &line;
+        out.push_str(&format!("{id:<id_width$}"));
+        for n in numbers {
+            out.push_str(&format!("  {n:>9}"));
+        }
+        out.push('\n');
+    }
+    out
 }
