@@ -266,8 +266,6 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
         .context("the demo's inference settings")?;
     let model = Model::open(&infer_config.model)
         .with_context(|| format!("loading the model {}", options.model.display()))?;
-    let worker = Worker::new(infer_config, bus.clone(), model).context("starting inference")?;
-    let infer_counters = worker.counters();
 
     let mut sink_config = SinkConfig {
         store: store_url.clone(),
@@ -276,11 +274,15 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
     if let Some(bootstrap) = &options.kafka {
         sink_config.kafka.bootstrap_servers = bootstrap.clone();
     }
-    // Both services report into the process's health when telemetry serves it.
+    // The services report into the process's health when telemetry serves it.
     let health: Arc<dyn HealthReporter> = match crate::telemetry::health() {
         Some(health) => Arc::new(health),
         None => Arc::new(NoHealth),
     };
+    let worker = Worker::new(infer_config, bus.clone(), model)
+        .context("starting inference")?
+        .with_health(Arc::clone(&health));
+    let infer_counters = worker.counters();
     let store = Store::open(&store_url).context("opening the record")?;
     let sink = Sink::new(sink_config, bus.clone(), store)
         .context("starting the sink")?

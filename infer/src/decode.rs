@@ -44,6 +44,9 @@ pub struct Prepared {
     pub preprocess_us: u64,
     /// The trace context of the frame, passed on to its result.
     pub traceparent: Option<Vec<u8>>,
+    /// The frame's `infer.frame` span (disabled when tracing is off), open until its result
+    /// is produced.
+    pub span: tracing::Span,
 }
 
 /// A message that will not run.
@@ -228,6 +231,7 @@ pub fn prepare_frame(incoming: Incoming, ctx: &DecodeContext) -> Result<Prepared
         placement,
         preprocess_us: micros(started.elapsed()),
         traceparent,
+        span: tracing::Span::none(),
     })
 }
 

@@ -81,6 +81,7 @@ pub mod produce;
 pub mod runner;
 pub mod stats;
 pub mod synthetic;
+mod telemetry;
 pub mod worker;
 
 pub use card::ModelCard;

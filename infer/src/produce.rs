@@ -35,6 +35,7 @@ use orstream_proto::{FrameResult, SCHEMA_VERSION, headers};
 use crate::config::Delivery;
 use crate::error::InferError;
 use crate::stats::{Counters, Stats};
+use crate::telemetry::Instruments;
 
 /// How long a send may wait for room in the producer's queue.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,6 +77,8 @@ pub(crate) struct Answer {
     pub result: Option<FrameResult>,
     pub dead_letter: Option<DeadLetter>,
     pub traceparent: Option<Vec<u8>>,
+    /// The frame's span, closed once the result is produced.
+    pub span: tracing::Span,
 }
 
 /// Rewinds of the consumer to the committed offsets, always decided by the output stage (so
@@ -138,6 +141,7 @@ pub(crate) struct Output {
     awaiting_rewind: Option<u64>,
     rewind: Arc<RewindControl>,
     counters: Arc<Counters>,
+    instruments: Arc<Instruments>,
     /// Answers waiting for their turn, by ticket.
     reorder: BTreeMap<u64, Answer>,
     next_ticket: u64,
@@ -152,6 +156,7 @@ impl Output {
         consumer: Arc<Consumer>,
         rewind: Arc<RewindControl>,
         counters: Arc<Counters>,
+        instruments: Arc<Instruments>,
     ) -> Result<Self, InferError> {
         let sink = Self::make_sink(&settings, &bus)?;
         Ok(Self {
@@ -164,9 +169,15 @@ impl Output {
             awaiting_rewind: None,
             rewind,
             counters,
+            instruments,
             reorder: BTreeMap::new(),
             next_ticket: 0,
         })
+    }
+
+    fn aborted(&self) {
+        self.counters.aborts.fetch_add(1, Ordering::Relaxed);
+        self.instruments.aborted();
     }
 
     fn make_sink(settings: &OutputSettings, bus: &Bus) -> Result<Sink, InferError> {
@@ -262,6 +273,11 @@ impl Output {
         if let Some(mut result) = answer.result {
             result.result_time_ns = crate::synthetic::now_ns();
             tally.count_status(result.status);
+            self.instruments.produced(
+                answer.span,
+                result.status,
+                result.result_time_ns.saturating_sub(result.capture_time_ns),
+            );
             let mut record = Record::new(
                 self.settings.results_topic.clone(),
                 orstream_proto::encode(&result),
@@ -315,7 +331,7 @@ impl Output {
     fn end_open_epoch(&mut self) -> Result<(), InferError> {
         match self.settings.delivery {
             Delivery::ExactlyOnce => {
-                self.counters.aborts.fetch_add(1, Ordering::Relaxed);
+                self.aborted();
                 self.abort_open()
             }
             Delivery::AtLeastOnce => self.commit(),
@@ -343,7 +359,7 @@ impl Output {
     /// Reacts to a bus error on the open work.
     fn on_error(&mut self, err: BusError) -> Result<(), InferError> {
         tracing::warn!(%err, kind = ?err.kind(), "output error; the open work is redone");
-        self.counters.aborts.fetch_add(1, Ordering::Relaxed);
+        self.aborted();
         match err.kind() {
             ErrorKind::Fatal if matches!(self.sink, Sink::Transactional(_)) => {
                 if let Some(open) = self.open.take() {
@@ -404,7 +420,7 @@ impl Output {
                     // Its messages were read before the group changed; their partitions
                     // restart from the committed offsets and read them again.
                     self.open = Some(open);
-                    self.counters.aborts.fetch_add(1, Ordering::Relaxed);
+                    self.aborted();
                     return self.abort_open();
                 }
                 let steps = self.consumer.group_metadata().and_then(|meta| {
@@ -426,20 +442,22 @@ impl Output {
                 if let Err(err) = delivered {
                     // Not everything got out: do not move the offsets; read it all again.
                     tracing::warn!(%err, "delivery failed; rewinding to the committed offsets");
-                    self.counters.aborts.fetch_add(1, Ordering::Relaxed);
+                    self.aborted();
                     self.request_rewind();
                     return Ok(());
                 }
                 if let Err(err) = self.consumer.commit(&open.offsets) {
                     // The results are out; a later commit or a re-read repeats them at worst.
                     tracing::warn!(%err, "offset commit failed");
-                    self.counters.aborts.fetch_add(1, Ordering::Relaxed);
+                    self.aborted();
                     return Ok(());
                 }
             }
         }
         self.counters.add(&open.tally);
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        self.instruments
+            .committed(&open.tally, &self.settings.frames_topic);
         Ok(())
     }
 }

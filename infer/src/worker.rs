@@ -35,6 +35,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, bounded};
+use orstream_bus::metrics::{HealthReporter, NoHealth, checks};
 use orstream_bus::{Backend, Bus, Consumer, ErrorKind, Message, TopicPartition};
 use orstream_proto::{FrameStatus, Timings};
 use tokio_util::sync::CancellationToken;
@@ -50,6 +51,7 @@ use crate::preprocess::PixelFormat;
 use crate::produce::{Answer, DeadLetter, Origin, Output, OutputSettings, RewindControl};
 use crate::runner::{self, Input, Model, Postprocessor, Runner};
 use crate::stats::{Counters, Stats};
+use crate::telemetry::{Instruments, batch_span, frame_span, result_traceparent};
 
 /// The detail of a SKIPPED_STALE result.
 const STALE_DETAIL: &str = "could not meet its deadline (capture time + latency budget)";
@@ -85,6 +87,7 @@ pub struct Worker {
     bus: Bus,
     model: Model,
     counters: Arc<Counters>,
+    health: Arc<dyn HealthReporter>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -130,7 +133,15 @@ impl Worker {
             bus,
             model,
             counters: Arc::new(Counters::default()),
+            health: Arc::new(NoHealth),
         })
+    }
+
+    /// Reports liveness (the poll loop turning) and readiness (model warm, group joined,
+    /// broker answering, not stopping) to `health`.
+    pub fn with_health(mut self, health: Arc<dyn HealthReporter>) -> Self {
+        self.health = health;
+        self
     }
 
     /// The live counters, readable while [`run`](Self::run) runs.
@@ -145,6 +156,10 @@ impl Worker {
     pub fn run(self, shutdown: CancellationToken) -> Result<Stats, InferError> {
         let config = &self.config;
         let stop = shutdown.child_token();
+        let instruments = Arc::new(Instruments::new(&self.model.card.name, self.health.clone()));
+        self.health.set_ready(checks::RUNNING, true);
+        self.health.set_ready(checks::MODEL_WARM, false);
+        self.health.set_ready(checks::PARTITIONS_ASSIGNED, false);
         let failure = Failure {
             first: Arc::new(Mutex::new(None)),
             stop: stop.clone(),
@@ -195,13 +210,15 @@ impl Worker {
                 let post = Postprocessor::new(self.model.card.clone(), config.postprocess.clone());
                 let answers = answer_tx.clone();
                 let name = format!("post-{index}");
+                let instruments = instruments.clone();
                 let handle = spawn(&name, move || {
-                    postprocess_loop(&post, &forwarded_rx, &answers);
+                    postprocess_loop(&post, &forwarded_rx, &answers, &instruments);
                 })?;
                 threads.push((name, handle));
             }
             let ready = ready_tx.clone();
             let counters = self.counters.clone();
+            let instruments = instruments.clone();
             let handle = spawn(&name, move || {
                 let (model, config) = runner_args;
                 let runner =
@@ -223,7 +240,14 @@ impl Worker {
                     }
                 };
                 drop(ready);
-                replica_loop(&runner, &batches, &forwarded_tx, &feedback, &counters);
+                replica_loop(
+                    &runner,
+                    &batches,
+                    &forwarded_tx,
+                    &feedback,
+                    &counters,
+                    &instruments,
+                );
             })?;
             threads.push((name, handle));
         }
@@ -255,6 +279,7 @@ impl Worker {
             model = %self.model.card.name,
             "model ready"
         );
+        self.health.set_ready(checks::MODEL_WARM, true);
 
         let consumer = Arc::new(self.bus.consumer(&config.group_id)?);
         let rewind = Arc::new(RewindControl::default());
@@ -274,6 +299,7 @@ impl Worker {
             consumer.clone(),
             rewind.clone(),
             self.counters.clone(),
+            instruments.clone(),
         );
         let output = match output {
             Ok(output) => output,
@@ -345,8 +371,9 @@ impl Worker {
             let answers = answer_tx.clone();
             let ctx = ctx.clone();
             let budget = (config.mode == Mode::Live).then_some(config.latency_budget);
+            let instruments = instruments.clone();
             let handle = spawn(&name, move || {
-                decode_loop(&ctx, budget, &polled, &staged, &answers);
+                decode_loop(&ctx, budget, &polled, &staged, &answers, &instruments);
             })?;
             threads.push((name, handle));
         }
@@ -361,13 +388,22 @@ impl Worker {
             let stop = stop.clone();
             let topic = config.frames_topic.clone();
             let counters = self.counters.clone();
+            let instruments = instruments.clone();
             // Kafka runs rebalances inside `poll`, on this thread, and a message returned after
             // one belongs to the new assignment; the in-process bus rebalances from the
             // joining member's thread, so a message polled meanwhile may predate the reset.
             let ambiguous = self.bus.backend() == Backend::Memory;
             let handle = spawn("poll", move || {
                 let result = poll_loop(
-                    &consumer, &topic, &stop, &polled_tx, &credit_tx, &rewind, &counters, ambiguous,
+                    &consumer,
+                    &topic,
+                    &stop,
+                    &polled_tx,
+                    &credit_tx,
+                    &rewind,
+                    &counters,
+                    &instruments,
+                    ambiguous,
                 );
                 if let Err(err) = result {
                     failure.report(err);
@@ -377,7 +413,9 @@ impl Worker {
         }
         drop(consumer);
 
-        wait_for(threads, &stop, config.drain_timeout)?;
+        let drained = wait_for(threads, &stop, config.drain_timeout);
+        self.health.set_ready(checks::RUNNING, false);
+        drained?;
         match failure.take() {
             Some(err) => Err(err),
             None => Ok(self.counters.snapshot()),
@@ -453,8 +491,11 @@ fn poll_loop(
     credits: &Sender<()>,
     rewind: &RewindControl,
     counters: &Counters,
+    instruments: &Instruments,
     ambiguous_rebalances: bool,
 ) -> Result<(), InferError> {
+    let health = &instruments.health;
+    let mut broker_ok = None;
     consumer.subscribe(&[topic])?;
     let mut ticket = 0u64;
     let mut epoch = 0u64;
@@ -465,6 +506,7 @@ fn poll_loop(
     // and it is done, or a message read meanwhile could be committed past the one dropped.
     let mut want_rewind = false;
     while !stop.is_cancelled() {
+        health.beat();
         let requested = rewind.requested.load(Ordering::Acquire);
         if requested > served {
             // Seek unpaused: a resume then starts from the sought offsets for sure.
@@ -514,10 +556,18 @@ fn poll_loop(
             // Every partition restarts from the committed offsets: a new epoch.
             epoch += 1;
             seen_rebalances = after;
+            // Joined the group: ready, also with no partition (more members than partitions).
+            health.set_ready(checks::PARTITIONS_ASSIGNED, true);
+        }
+        let answered = !matches!(&polled_message, Err(err) if err.kind() != ErrorKind::Fatal);
+        if broker_ok != Some(answered) {
+            health.set_ready(checks::BROKER, answered);
+            broker_ok = Some(answered);
         }
         match polled_message {
             Ok(Some(message)) => {
                 counters.consumed.fetch_add(1, Ordering::Relaxed);
+                instruments.consumed(topic);
                 if before != after && ambiguous_rebalances {
                     // Read while the group changed: it may come from before the reset (to be
                     // read again) or after it. Drop it and have everything since the last
@@ -618,23 +668,31 @@ fn decode_loop(
     polled: &Receiver<Polled>,
     staged: &Sender<Staged>,
     answers: &Sender<Answer>,
+    instruments: &Instruments,
 ) {
     for Polled { origin, message } in polled.iter() {
-        let read = read_message(&message, ctx).and_then(|incoming| {
+        let span = frame_span(&message.headers);
+        let read = read_message(&message, ctx).and_then(|mut incoming| {
+            incoming.traceparent = result_traceparent(&span, incoming.traceparent.take());
             let deadline =
                 budget.map(|budget| deadline_instant(incoming.frame.capture_time_ns, budget));
             if deadline.is_some_and(|d| d <= Instant::now()) {
                 // Past its deadline already (read from a backlog): answered without
                 // decoding its image, so catching up on stale frames is cheap.
                 return Ok(Decoded::Answered(Box::new(stale_answer(
-                    origin, &incoming, ctx,
+                    origin,
+                    &incoming,
+                    ctx,
+                    span.clone(),
                 ))));
             }
             prepare_frame(incoming, ctx)
                 .map(|prepared| Decoded::Ready(Box::new(prepared), deadline))
         });
         let answer = match read {
-            Ok(Decoded::Ready(prepared, deadline)) => {
+            Ok(Decoded::Ready(mut prepared, deadline)) => {
+                instruments.preprocessed(Duration::from_micros(prepared.preprocess_us));
+                prepared.span = span;
                 if staged
                     .send(Staged::Frame(origin, prepared, deadline))
                     .is_err()
@@ -660,7 +718,8 @@ fn decode_loop(
                         payload: message.payload.clone(),
                         headers: dead_letter_headers(&message, &rejected.reason),
                     }),
-                    traceparent: rejected.traceparent,
+                    traceparent: result_traceparent(&span, rejected.traceparent),
+                    span,
                 }
             }
         };
@@ -679,7 +738,12 @@ enum Decoded {
 }
 
 /// The SKIPPED_STALE answer of a frame found past its deadline before decoding.
-fn stale_answer(origin: Origin, incoming: &Incoming, ctx: &DecodeContext) -> Answer {
+fn stale_answer(
+    origin: Origin,
+    incoming: &Incoming,
+    ctx: &DecodeContext,
+    span: tracing::Span,
+) -> Answer {
     let mut result = incoming.answer(ctx, FrameStatus::SkippedStale, STALE_DETAIL);
     result.timings = Some(Timings {
         queue_wait_us: micros(origin.polled_at.elapsed()),
@@ -691,6 +755,7 @@ fn stale_answer(origin: Origin, incoming: &Incoming, ctx: &DecodeContext) -> Ans
         result: Some(result),
         dead_letter: None,
         traceparent: incoming.traceparent.clone(),
+        span,
     }
 }
 
@@ -730,6 +795,7 @@ fn skip_answer(pending: Pending<Job>, skip: Skip) -> Answer {
         result: Some(result),
         dead_letter: None,
         traceparent: prepared.traceparent,
+        span: prepared.span,
     }
 }
 
@@ -835,11 +901,14 @@ fn replica_loop(
     forwarded: &Sender<Forwarded>,
     feedback: &Sender<(usize, Duration)>,
     counters: &Counters,
+    instruments: &Instruments,
 ) {
     for batch in batches.iter() {
         if batch.is_empty() {
             continue;
         }
+        let span = batch_span(batch.len(), batch.iter().map(|job| &job.prepared.span));
+        let entered = span.enter();
         let started = Instant::now();
         let inputs: Vec<Input<'_>> = batch
             .iter()
@@ -854,6 +923,8 @@ fn replica_loop(
         });
         drop(inputs);
         let latency = started.elapsed();
+        drop(entered);
+        instruments.forwarded(batch.len(), latency);
         let _ = feedback.try_send((batch.len(), latency));
         counters.batches.fetch_add(1, Ordering::Relaxed);
         counters
@@ -876,6 +947,7 @@ fn postprocess_loop(
     post: &Postprocessor,
     forwarded: &Receiver<Forwarded>,
     answers: &Sender<Answer>,
+    instruments: &Instruments,
 ) {
     for Forwarded {
         batch,
@@ -905,6 +977,12 @@ fn postprocess_loop(
             ),
         };
         instances.resize_with(batch.len(), || Err("no output for this frame".to_owned()));
+        instruments.postprocessed(
+            post_times.iter().sum(),
+            batch
+                .iter()
+                .map(|job| started.saturating_duration_since(job.origin.polled_at)),
+        );
         for (i, (job, found)) in batch.into_iter().zip(instances).enumerate() {
             let Job { origin, prepared } = job;
             let mut result = prepared.result;
@@ -930,6 +1008,7 @@ fn postprocess_loop(
                 result: Some(result),
                 dead_letter: None,
                 traceparent: prepared.traceparent,
+                span: prepared.span,
             };
             if answers.send(answer).is_err() {
                 return;

@@ -122,7 +122,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     let bus = Bus::kafka(config.kafka.clone()).context("creating the Kafka clients")?;
     let group = config.group_id.clone();
-    let worker = Worker::new(config, bus, model)?;
+    let mut worker = Worker::new(config, bus, model)?;
+    if let Some(health) = crate::telemetry::health() {
+        worker = worker.with_health(std::sync::Arc::new(health));
+    }
     let stats = worker
         .run(crate::shutdown::root())
         .with_context(|| format!("inference worker of group {group}"))?;

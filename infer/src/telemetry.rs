@@ -1,0 +1,204 @@
+//! What the worker reports: metrics through the OpenTelemetry global meter, spans through
+//! `tracing`, and health through a [`HealthReporter`]. All of it costs next to nothing when the
+//! process installed no meter provider, no OpenTelemetry layer and no health endpoint.
+//!
+//! Spans: each consumed frame gets an `infer.frame` span whose parent is the frame's own span
+//! (from its `traceparent` header), open from consume to the result's production; the result
+//! carries that span's context on, so the sink's transaction joins the same trace. Each forward
+//! pass gets an `infer.batch` span linked to every frame span in it (a batch has many parents).
+//! Span fields are counts and outcomes only: never a stream, case or frame id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orstream_bus::metrics::{
+    self, Counter, HealthReporter, Histogram, KeyValue, NoHealth, attr, value,
+};
+use orstream_bus::{Headers, trace};
+use orstream_proto::FrameStatus;
+
+use crate::stats::Stats;
+
+/// The worker's instruments, built once.
+pub(crate) struct Instruments {
+    model: KeyValue,
+    consumed: Counter<u64>,
+    results: Counter<u64>,
+    dead_letters: Counter<u64>,
+    transactions: Counter<u64>,
+    batch_size: Histogram<f64>,
+    queue: Histogram<f64>,
+    preprocess: Histogram<f64>,
+    forward: Histogram<f64>,
+    postprocess: Histogram<f64>,
+    capture_to_result: Histogram<f64>,
+    /// Where health is reported.
+    pub health: Arc<dyn HealthReporter>,
+}
+
+impl std::fmt::Debug for Instruments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instruments").finish_non_exhaustive()
+    }
+}
+
+impl Default for Instruments {
+    fn default() -> Self {
+        Self::new("", Arc::new(NoHealth))
+    }
+}
+
+/// The `orstream.status` value of a result status.
+fn status_value(status: FrameStatus) -> &'static str {
+    match status {
+        FrameStatus::Ok => "ok",
+        FrameStatus::SkippedStale => "skipped_stale",
+        FrameStatus::SkippedOverload => "skipped_overload",
+        FrameStatus::DecodeError => "decode_error",
+        FrameStatus::Invalid => "invalid",
+        FrameStatus::ModelError => "model_error",
+        _ => "other",
+    }
+}
+
+impl Instruments {
+    /// Instruments for the model `model_name`, reporting health to `health`.
+    pub fn new(model_name: &str, health: Arc<dyn HealthReporter>) -> Self {
+        let meter = metrics::meter();
+        Self {
+            model: KeyValue::new(attr::MODEL_NAME, model_name.to_owned()),
+            consumed: metrics::MESSAGING_CONSUMED.build(&meter),
+            results: metrics::INFER_RESULTS.build(&meter),
+            dead_letters: metrics::DEAD_LETTERS.build(&meter),
+            transactions: metrics::TRANSACTIONS.build(&meter),
+            batch_size: metrics::INFER_BATCH_SIZE.build(&meter),
+            queue: metrics::INFER_QUEUE_DURATION.build(&meter),
+            preprocess: metrics::INFER_PREPROCESS_DURATION.build(&meter),
+            forward: metrics::INFER_FORWARD_DURATION.build(&meter),
+            postprocess: metrics::INFER_POSTPROCESS_DURATION.build(&meter),
+            capture_to_result: metrics::INFER_CAPTURE_TO_RESULT.build(&meter),
+            health,
+        }
+    }
+
+    /// A message was read from the frames topic.
+    pub fn consumed(&self, topic: &str) {
+        self.consumed.add(
+            1,
+            &[KeyValue::new(
+                attr::MESSAGING_DESTINATION_NAME,
+                topic.to_owned(),
+            )],
+        );
+    }
+
+    /// One frame's decode and preparation took `took`.
+    pub fn preprocessed(&self, took: Duration) {
+        self.preprocess.record(took.as_secs_f64(), &[]);
+    }
+
+    /// A forward pass of `size` frames took `took`.
+    pub fn forwarded(&self, size: usize, took: Duration) {
+        self.batch_size.record(size as f64, &[]);
+        self.forward
+            .record(took.as_secs_f64(), std::slice::from_ref(&self.model));
+    }
+
+    /// A batch's postprocessing took `took`; its frames waited `waits` before it started.
+    pub fn postprocessed(&self, took: Duration, waits: impl Iterator<Item = Duration>) {
+        self.postprocess.record(took.as_secs_f64(), &[]);
+        for wait in waits {
+            self.queue.record(wait.as_secs_f64(), &[]);
+        }
+    }
+
+    /// A result with `status` was produced `age_ns` after its frame's capture; `span` is the
+    /// frame's, which ends with it.
+    pub fn produced(&self, span: tracing::Span, status: i32, age_ns: i64) {
+        let status = FrameStatus::try_from(status).map_or("other", status_value);
+        span.record("orstream.status", status);
+        drop(span);
+        if age_ns >= 0 {
+            self.capture_to_result
+                .record(age_ns as f64 / 1e9, &[KeyValue::new(attr::STATUS, status)]);
+        }
+    }
+
+    /// A transaction (or offset commit) of `tally` committed.
+    pub fn committed(&self, tally: &Stats, frames_topic: &str) {
+        self.transactions.add(
+            1,
+            &[KeyValue::new(attr::TRANSACTION_OUTCOME, value::COMMITTED)],
+        );
+        let by_status = [
+            (FrameStatus::Ok, tally.ok),
+            (FrameStatus::SkippedStale, tally.skipped_stale),
+            (FrameStatus::SkippedOverload, tally.skipped_overload),
+            (FrameStatus::DecodeError, tally.decode_error),
+            (FrameStatus::Invalid, tally.invalid),
+            (FrameStatus::ModelError, tally.model_error),
+        ];
+        for (status, count) in by_status {
+            if count > 0 {
+                self.results
+                    .add(count, &[KeyValue::new(attr::STATUS, status_value(status))]);
+            }
+        }
+        if tally.dead_letters > 0 {
+            self.dead_letters.add(
+                tally.dead_letters,
+                &[
+                    KeyValue::new(attr::REASON, "rejected"),
+                    KeyValue::new(attr::MESSAGING_DESTINATION_NAME, frames_topic.to_owned()),
+                ],
+            );
+        }
+    }
+
+    /// A transaction aborted.
+    pub fn aborted(&self) {
+        self.transactions.add(
+            1,
+            &[KeyValue::new(attr::TRANSACTION_OUTCOME, value::ABORTED)],
+        );
+    }
+}
+
+/// The `infer.frame` span of a consumed message, continuing the trace its headers carry.
+pub(crate) fn frame_span(headers: &Headers) -> tracing::Span {
+    let span = tracing::info_span!(
+        "infer.frame",
+        otel.kind = "consumer",
+        orstream.status = tracing::field::Empty
+    );
+    trace::set_parent(&span, headers);
+    span
+}
+
+/// The `traceparent` a result goes out with: its frame span's, when tracing is on, else the
+/// frame's own (so a downstream tracer still finds the frame's trace).
+pub(crate) fn result_traceparent(span: &tracing::Span, frame: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    let mut headers = Headers::default();
+    trace::inject_span(&mut headers, span);
+    headers
+        .get(trace::TRACEPARENT)
+        .map(<[u8]>::to_vec)
+        .or(frame)
+}
+
+/// The `infer.batch` span of a forward pass, linked to each frame span in it.
+pub(crate) fn batch_span<'a>(
+    size: usize,
+    frames: impl Iterator<Item = &'a tracing::Span>,
+) -> tracing::Span {
+    let span = tracing::info_span!("infer.batch", batch.size = size);
+    if span.is_disabled() {
+        return span;
+    }
+    for frame in frames {
+        let mut headers = Headers::default();
+        trace::inject_span(&mut headers, frame);
+        trace::add_link(&span, &headers);
+    }
+    span
+}
