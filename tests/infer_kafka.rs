@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,14 @@ use orstream_proto::{FrameResult, FrameStatus, headers};
 use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The overload test measures the worker's capacity and then offers twice that: it runs alone
+/// (write), the other worker tests share (read), so their load does not skew its figures.
+static MACHINE: RwLock<()> = RwLock::new(());
+
+fn share_machine() -> RwLockReadGuard<'static, ()> {
+    MACHINE.read().unwrap_or_else(PoisonError::into_inner)
+}
 
 fn kafka() -> KafkaConfig {
     let config = KafkaConfig::from_env();
@@ -176,6 +184,7 @@ fn run_worker_until(config: InferConfig, bus: &Bus, done: impl Fn(&orstream_infe
 
 #[test]
 fn n_frames_in_give_n_results_read_committed() {
+    let _shared = share_machine();
     let kafka = kafka();
     let config = config(&kafka);
     let bus = Bus::kafka(kafka).unwrap();
@@ -203,6 +212,7 @@ fn n_frames_in_give_n_results_read_committed() {
 
 #[test]
 fn poison_goes_to_the_dead_letter_topic_on_kafka() {
+    let _shared = share_machine();
     let kafka = kafka();
     let config = config(&kafka);
     let bus = Bus::kafka(kafka).unwrap();
@@ -333,6 +343,7 @@ transaction_timeout = "{}"
 
 #[test]
 fn kill_9_the_worker_repeatedly_and_still_get_exactly_n_results() {
+    let _shared = share_machine();
     let kafka = kafka();
     let config = config(&kafka);
     let bus = Bus::kafka(kafka).unwrap();
@@ -442,6 +453,7 @@ fn terminate(child: &mut Child, dir: &std::path::Path) {
 
 #[test]
 fn a_second_worker_joining_and_leaving_loses_and_duplicates_nothing() {
+    let _shared = share_machine();
     let kafka = kafka();
     let config = config(&kafka);
     let bus = Bus::kafka(kafka).unwrap();
@@ -553,6 +565,7 @@ fn wait_for_count(count: &AtomicU64, target: u64, patience: Duration, what: &str
 /// becomes visible, and every frame still has exactly one result.
 #[test]
 fn a_worker_frozen_past_its_session_timeout_is_fenced() {
+    let _shared = share_machine();
     let kafka = kafka();
     let mut a_config = config(&kafka);
     // A long commit interval: the freeze lands inside an open transaction holding results.
@@ -757,6 +770,7 @@ fn publish_paced(
 /// flat while the overload lasts, and the backlog is gone within seconds once it ends.
 #[test]
 fn live_overload_at_twice_capacity_is_answered_and_drains() {
+    let _alone = MACHINE.write().unwrap_or_else(PoisonError::into_inner);
     let kafka = kafka();
     let mut config = config(&kafka);
     config.mode = Mode::Live;

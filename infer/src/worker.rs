@@ -28,12 +28,13 @@
 //! the frames in flight take; the first returned credit resumes it, from the next message not
 //! yet read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, bounded};
 use orstream_bus::metrics::{HealthReporter, NoHealth, checks};
 use orstream_bus::{Backend, Bus, Consumer, ErrorKind, Message, TopicPartition};
@@ -55,6 +56,41 @@ use crate::telemetry::{Instruments, batch_span, frame_span, result_traceparent};
 
 /// The detail of a SKIPPED_STALE result.
 const STALE_DETAIL: &str = "could not meet its deadline (capture time + latency budget)";
+/// The detail of a SKIPPED_OVERLOAD result.
+const OVERLOAD_DETAIL: &str = "superseded by a newer frame of its stream under overload";
+
+/// Live mode: the intake ticket of the newest message read per stream (message key), so the
+/// decode pool can answer a frame that newer ones of its stream will supersede at the batcher
+/// anyway without decoding it. Under overload that keeps the CPU for frames that will run.
+#[derive(Debug)]
+struct Newest {
+    by_key: Mutex<HashMap<Bytes, u64>>,
+    /// Frames per stream the batcher keeps (`max_pending_per_stream`).
+    keep: u64,
+}
+
+impl Newest {
+    fn read(&self, key: Option<&Bytes>, ticket: u64) {
+        if let Some(key) = key {
+            let mut by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+            match by_key.get_mut(key) {
+                Some(newest) => *newest = (*newest).max(ticket),
+                None => {
+                    by_key.insert(key.clone(), ticket);
+                }
+            }
+        }
+    }
+
+    /// Whether at least `keep` newer frames of the message's stream have been read.
+    fn superseded(&self, key: Option<&Bytes>, ticket: u64) -> bool {
+        let Some(key) = key else { return false };
+        let by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+        by_key
+            .get(key)
+            .is_some_and(|&newest| newest >= ticket.saturating_add(self.keep))
+    }
+}
 /// How long a blocking poll or channel wait lasts before the loop looks at the stop token.
 const TICK: Duration = Duration::from_millis(50);
 /// Bound on admin calls at start (partitions, topic creation).
@@ -357,6 +393,13 @@ impl Worker {
             threads.push(("batcher".to_owned(), handle));
         }
 
+        let newest = (config.mode == Mode::Live).then(|| {
+            Arc::new(Newest {
+                by_key: Mutex::new(HashMap::new()),
+                keep: config.max_pending_per_stream as u64,
+            })
+        });
+
         // Decode pool.
         let ctx = DecodeContext {
             card: self.model.card.clone(),
@@ -372,8 +415,17 @@ impl Worker {
             let ctx = ctx.clone();
             let budget = (config.mode == Mode::Live).then_some(config.latency_budget);
             let instruments = instruments.clone();
+            let newest = newest.clone();
             let handle = spawn(&name, move || {
-                decode_loop(&ctx, budget, &polled, &staged, &answers, &instruments);
+                decode_loop(
+                    &ctx,
+                    budget,
+                    newest.as_deref(),
+                    &polled,
+                    &staged,
+                    &answers,
+                    &instruments,
+                );
             })?;
             threads.push((name, handle));
         }
@@ -403,6 +455,7 @@ impl Worker {
                     &rewind,
                     &counters,
                     &instruments,
+                    newest.as_deref(),
                     ambiguous,
                 );
                 if let Err(err) = result {
@@ -492,6 +545,7 @@ fn poll_loop(
     rewind: &RewindControl,
     counters: &Counters,
     instruments: &Instruments,
+    newest: Option<&Newest>,
     ambiguous_rebalances: bool,
 ) -> Result<(), InferError> {
     let health = &instruments.health;
@@ -596,6 +650,9 @@ fn poll_loop(
                     offset: message.offset,
                     polled_at: Instant::now(),
                 };
+                if let Some(newest) = newest {
+                    newest.read(message.key.as_ref(), ticket);
+                }
                 ticket += 1;
                 if polled.send(Polled { origin, message }).is_err() {
                     break;
@@ -665,6 +722,7 @@ fn rewind_to_committed(consumer: &Consumer, topic: &str) -> Result<(), InferErro
 fn decode_loop(
     ctx: &DecodeContext,
     budget: Option<Duration>,
+    newest: Option<&Newest>,
     polled: &Receiver<Polled>,
     staged: &Sender<Staged>,
     answers: &Sender<Answer>,
@@ -679,12 +737,14 @@ fn decode_loop(
             if deadline.is_some_and(|d| d <= Instant::now()) {
                 // Past its deadline already (read from a backlog): answered without
                 // decoding its image, so catching up on stale frames is cheap.
-                return Ok(Decoded::Answered(Box::new(stale_answer(
-                    origin,
-                    &incoming,
-                    ctx,
-                    span.clone(),
-                ))));
+                let answer = early_answer(origin, &incoming, ctx, span.clone(), Skip::Stale);
+                return Ok(Decoded::Answered(Box::new(answer)));
+            }
+            if newest.is_some_and(|n| n.superseded(message.key.as_ref(), origin.ticket)) {
+                // Newer frames of its stream are on their way to the batcher, which would keep
+                // them and drop this one: answered now, without decoding its image.
+                let answer = early_answer(origin, &incoming, ctx, span.clone(), Skip::Overload);
+                return Ok(Decoded::Answered(Box::new(answer)));
             }
             prepare_frame(incoming, ctx)
                 .map(|prepared| Decoded::Ready(Box::new(prepared), deadline))
@@ -737,14 +797,18 @@ enum Decoded {
     Answered(Box<Answer>),
 }
 
-/// The SKIPPED_STALE answer of a frame found past its deadline before decoding.
-fn stale_answer(
+/// The answer of a frame skipped before decoding: past its deadline, or superseded.
+fn early_answer(
     origin: Origin,
     incoming: &Incoming,
     ctx: &DecodeContext,
     span: tracing::Span,
+    skip: Skip,
 ) -> Answer {
-    let mut result = incoming.answer(ctx, FrameStatus::SkippedStale, STALE_DETAIL);
+    let mut result = match skip {
+        Skip::Stale => incoming.answer(ctx, FrameStatus::SkippedStale, STALE_DETAIL),
+        Skip::Overload => incoming.answer(ctx, FrameStatus::SkippedOverload, OVERLOAD_DETAIL),
+    };
     result.timings = Some(Timings {
         queue_wait_us: micros(origin.polled_at.elapsed()),
         preprocess_us: incoming.elapsed_us(),
@@ -778,10 +842,7 @@ fn skip_answer(pending: Pending<Job>, skip: Skip) -> Answer {
     let mut result = prepared.result;
     let (status, detail) = match skip {
         Skip::Stale => (FrameStatus::SkippedStale, STALE_DETAIL),
-        Skip::Overload => (
-            FrameStatus::SkippedOverload,
-            "superseded by a newer frame of its stream under overload",
-        ),
+        Skip::Overload => (FrameStatus::SkippedOverload, OVERLOAD_DETAIL),
     };
     result.status = status as i32;
     result.status_detail = detail.to_owned();
