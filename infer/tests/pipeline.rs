@@ -319,6 +319,40 @@ fn live_mode_answers_stale_frames_without_running_them() {
     }
 }
 
+/// A live backlog of one stream (a burst read at once): the newest frames run, the older ones
+/// are answered SKIPPED_OVERLOAD, every frame exactly once and in order.
+#[test]
+fn live_backlog_runs_the_newest_frames_of_a_stream() {
+    let bus = Bus::memory();
+    let mut config = config();
+    config.mode = Mode::Live;
+    config.latency_budget = Duration::from_secs(30);
+    config.max_pending_per_stream = 2;
+    bus.create_topic(&config.frames_topic, 1, WAIT).unwrap();
+    let topic = config.frames_topic.clone();
+    let records: Vec<Record> = (0..40)
+        .map(|seq| synthetic::frame_record(&topic, &frame("burst", seq, synthetic::now_ns())))
+        .collect();
+    publish(&bus, &records);
+    let stats = start(config.clone(), &bus).finish_when(|s| s.results() >= 40);
+    let results = results(&bus, &config.results_topic);
+    let seqs: Vec<u64> = results.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (0..40).collect::<Vec<_>>(), "{stats:?}");
+    assert!(stats.skipped_overload > 0, "{stats:?}");
+    assert_eq!(stats.ok + stats.skipped_overload, 40, "{stats:?}");
+    let last = results.last().unwrap();
+    assert_eq!(
+        last.status,
+        FrameStatus::Ok as i32,
+        "the newest frame must run"
+    );
+    for r in &results {
+        if r.status == FrameStatus::SkippedOverload as i32 {
+            assert!(r.status_detail.contains("superseded"), "{r:?}");
+        }
+    }
+}
+
 #[test]
 fn a_worker_joining_and_leaving_mid_stream_loses_and_duplicates_nothing() {
     let bus = Bus::memory();
