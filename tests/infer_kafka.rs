@@ -23,8 +23,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -348,7 +348,8 @@ fn kill_9_the_worker_repeatedly_and_still_get_exactly_n_results() {
     let config = config(&kafka);
     let bus = Bus::kafka(kafka).unwrap();
     bus.create_topic(&config.frames_topic, 3, TIMEOUT).unwrap();
-    let (streams, per_stream) = (6, 100);
+    // Enough that four incarnations, each killed after some progress, cannot finish it all.
+    let (streams, per_stream) = (6, 250);
     let n = streams as u64 * per_stream;
     publish(
         &bus,

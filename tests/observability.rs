@@ -10,8 +10,9 @@
 //!
 //! - every frame's `frame capture` span (ingest) and its `store result` span (sink) are in one
 //!   trace, the sink's span a child of the frame's span or of an inference span of that trace;
-//!   the sink's `sink transaction` span is in a frame's trace; inference spans, where the
-//!   infer service exports them, are in the frames' traces too;
+//!   the sink's `sink transaction` span is in a frame's trace; each frame's `infer.frame` span
+//!   is a child of its capture span and the parent of its store span, and `infer.batch` spans
+//!   link to the frames they ran;
 //! - neither the logs of the three processes nor any exported span carries JPEG bytes
 //!   (`FF D8 FF`, or base64 `/9j/`) or the run's case id;
 //! - the sink's `/metrics` counts every result stored and its capture-to-record latency, and
@@ -544,17 +545,43 @@ fn a_frames_capture_inference_and_storage_share_one_trace() {
     let linked: usize = transactions.iter().map(|t| 1 + t.links.len()).sum();
     assert_eq!(linked as u64, FRAMES, "every frame reached one transaction");
 
-    // 4. Inference spans, where the infer service exports them, belong to the frames' traces
-    //    (as their parent or through links).
-    for span in spans.iter().filter(|s| s.service == "orstream-infer") {
+    // 4. Inference: one `infer.frame` span per frame, a child of its capture span, and the
+    //    parent of the span that stores its result; `infer.batch` spans linked to every frame
+    //    span they ran.
+    let inferred = named("orstream-infer", "infer.frame");
+    assert_eq!(inferred.len() as u64, FRAMES, "{}", summary());
+    let capture_ids: BTreeSet<&[u8]> = captures.iter().map(|s| s.span_id.as_slice()).collect();
+    let inferred_ids: BTreeSet<&[u8]> = inferred.iter().map(|s| s.span_id.as_slice()).collect();
+    for span in &inferred {
+        assert!(frame_traces.contains(span.trace_id.as_slice()));
         assert!(
-            frame_traces.contains(span.trace_id.as_slice())
-                || span
-                    .links
-                    .iter()
-                    .any(|l| frame_traces.contains(l.as_slice())),
-            "inference span {} outside the frames' traces",
-            span.name
+            capture_ids.contains(span.parent_span_id.as_slice()),
+            "an infer.frame span whose parent is not a capture span"
+        );
+        assert_eq!(
+            string_attribute(&span.attributes, "orstream.status").as_deref(),
+            Some("ok")
+        );
+    }
+    for store in &stored {
+        assert!(
+            inferred_ids.contains(store.parent_span_id.as_slice()),
+            "a stored result whose parent is not its frame's inference span"
+        );
+    }
+    let batches = named("orstream-infer", "infer.batch");
+    assert!(!batches.is_empty(), "{}", summary());
+    let batch_links: usize = batches.iter().map(|b| b.links.len()).sum();
+    assert_eq!(
+        batch_links as u64, FRAMES,
+        "every frame span linked from one batch"
+    );
+    for batch in &batches {
+        assert!(
+            batch
+                .links
+                .iter()
+                .all(|l| frame_traces.contains(l.as_slice()))
         );
     }
     println!("spans: {}", summary());
@@ -663,6 +690,23 @@ fn the_services_count_every_frame_and_result() {
     );
     // The stream has ended: it is counted in no state any more.
     assert_eq!(ingest.get(m::INGEST_STREAMS.name), Some(&0.0), "{ingest:?}");
+
+    // Inference, pushed over OTLP when it stopped: every frame consumed and answered.
+    let infer = sums(&run.received, "orstream-infer");
+    assert_eq!(
+        infer.get(m::INFER_RESULTS.name),
+        Some(&(FRAMES as f64)),
+        "{infer:?}"
+    );
+    assert_eq!(
+        infer.get(m::MESSAGING_CONSUMED.name),
+        Some(&(FRAMES as f64)),
+        "{infer:?}"
+    );
+    assert!(
+        infer.get(m::TRANSACTIONS.name).is_some_and(|&t| t >= 1.0),
+        "{infer:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -253,12 +253,19 @@ impl InferConfig {
         Self::from_toml(&text, path)
     }
 
-    /// Parses TOML text over the defaults; `path` is only named in errors.
+    /// Parses TOML text over the defaults (unknown keys are errors); `path` is only named in
+    /// errors. The file's `[telemetry]` table belongs to the process that runs the worker (the
+    /// `orstream` command reads and checks it) and is skipped here.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, InferError> {
-        toml::from_str(text).map_err(|e| InferError::File {
+        let error = |reason: String| InferError::File {
             path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
+            reason,
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| error(e.to_string()))?;
+        table.remove("telemetry");
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| error(e.to_string()))
     }
 
     /// Applies the `ORSTREAM_...` environment overrides, read through `var` (pass
