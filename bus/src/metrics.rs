@@ -301,11 +301,11 @@ pub const INFER_QUEUE_DURATION: HistogramSpec = HistogramSpec {
     boundaries: LATENCY_BOUNDARIES,
 };
 
-/// Time to decode and prepare one batch's input tensor.
+/// Time to decode one frame's JPEG and prepare its model input (the decode pool).
 pub const INFER_PREPROCESS_DURATION: HistogramSpec = HistogramSpec {
     name: "orstream.infer.preprocess.duration",
     unit: SECONDS,
-    description: "Time to decode and prepare one batch's input.",
+    description: "Time to decode one frame and prepare its model input.",
     boundaries: LATENCY_BOUNDARIES,
 };
 
