@@ -513,28 +513,26 @@ fn three_processes_over_kafka_and_postgres_record_what_the_embedded_demo_records
         .unwrap()
         .expect("the case is in the record");
     let reference = &embedded.timeline;
-    let close = |a: f64, b: f64| (a - b).abs() <= CONFIDENCE_TOLERANCE;
-    let equal = reference
+    // Each embedded event paired with the distributed event of the same key, if any.
+    let mut unpaired: Vec<&TimelineEvent> = distributed.events.iter().collect();
+    let pairs: Vec<(&TimelineEvent, &TimelineEvent)> = reference
         .events
         .iter()
-        .zip(&distributed.events)
-        .filter(|(a, b)| {
-            event_key(a) == event_key(b)
-                && close(a.peak_confidence, b.peak_confidence)
-                && close(a.mean_confidence, b.mean_confidence)
+        .filter_map(|a| {
+            let i = unpaired.iter().position(|b| event_key(a) == event_key(b))?;
+            Some((a, unpaired.remove(i)))
         })
+        .collect();
+    let confidence_diff = |(a, b): &(&TimelineEvent, &TimelineEvent)| {
+        (a.peak_confidence - b.peak_confidence)
+            .abs()
+            .max((a.mean_confidence - b.mean_confidence).abs())
+    };
+    let equal = pairs
+        .iter()
+        .filter(|p| confidence_diff(p) <= CONFIDENCE_TOLERANCE)
         .count();
-    let max_confidence_diff = reference
-        .events
-        .iter()
-        .zip(&distributed.events)
-        .flat_map(|(a, b)| {
-            [
-                (a.peak_confidence - b.peak_confidence).abs(),
-                (a.mean_confidence - b.mean_confidence).abs(),
-            ]
-        })
-        .fold(0.0, f64::max);
+    let max_confidence_diff = pairs.iter().map(confidence_diff).fold(0.0, f64::max);
     println!(
         "distributed frames={published} results={} ok={} skipped={} events={} equal={equal} \
          gaps={} max_confidence_diff={max_confidence_diff:.1e} wall={:.1}s (embedded {:.1}s)",
