@@ -2,7 +2,9 @@
 //! tested with paused tokio time, and driven by a thread in the worker).
 //!
 //! Frames wait in arrival order. A batch is due when `batch_size` frames wait, or when the
-//! oldest has waited `max_linger`; the driver takes it when a replica is free. Nothing is
+//! oldest has waited `max_linger`, or when no other frame is expected before that (the
+//! smoothed gap between arrivals says the next one comes after the linger ends, so waiting
+//! would add latency and no frame); the driver takes it when a replica is free. Nothing is
 //! reordered: a batch is the oldest waiting frames, so each stream's frames leave in order.
 //!
 //! Live mode adds freshness: a frame whose deadline (capture time + latency budget) falls
@@ -67,6 +69,10 @@ pub struct Batcher<T> {
     batch_size: usize,
     /// Smoothed latency of a batch (forward + postprocess), for the stale check.
     expected_latency: Duration,
+    /// When the last frame arrived, and the smoothed gap between arrivals (weight 1/8 on the
+    /// newest), once two frames came.
+    last_arrival: Option<Instant>,
+    mean_gap: Option<Duration>,
 }
 
 impl<T> Batcher<T> {
@@ -88,6 +94,8 @@ impl<T> Batcher<T> {
             skipped: Vec::new(),
             batch_size,
             expected_latency: Duration::ZERO,
+            last_arrival: None,
+            mean_gap: None,
         }
     }
 
@@ -119,6 +127,14 @@ impl<T> Batcher<T> {
 
     /// Adds a frame that arrived at `now`; frames must come in ticket order.
     pub fn push(&mut self, pending: Pending<T>, now: Instant) {
+        if let Some(last) = self.last_arrival {
+            let gap = now.saturating_duration_since(last);
+            self.mean_gap = Some(match self.mean_gap {
+                Some(mean) => (mean * 7 + gap) / 8,
+                None => gap,
+            });
+        }
+        self.last_arrival = Some(now);
         if self.is_stale(&pending, now) {
             self.skipped.push((pending, Skip::Stale));
             return;
@@ -152,13 +168,25 @@ impl<T> Batcher<T> {
     }
 
     /// Whether a batch is due at `now`: enough frames wait, or the oldest has lingered long
-    /// enough.
+    /// enough, or the next frame is not expected before the linger ends.
     pub fn is_due(&self, now: Instant) -> bool {
+        let Some(oldest) = self.queue.front() else {
+            return false;
+        };
         self.queue.len() >= self.batch_size
-            || self
-                .queue
-                .front()
-                .is_some_and(|p| now >= p.arrived + self.settings.max_linger)
+            || now >= oldest.arrived + self.settings.max_linger
+            || !self.expects_arrival_in_linger()
+    }
+
+    /// Whether, by the smoothed gap between arrivals, another frame is expected before the
+    /// oldest waiting frame's linger ends (always, until two frames have come).
+    pub fn expects_arrival_in_linger(&self) -> bool {
+        let (Some(oldest), Some(last), Some(gap)) =
+            (self.queue.front(), self.last_arrival, self.mean_gap)
+        else {
+            return true;
+        };
+        last + gap <= oldest.arrived + self.settings.max_linger
     }
 
     /// When the next batch falls due by linger (`None` when nothing waits).
@@ -256,6 +284,37 @@ mod tests {
         assert_eq!(skipped, [(0, Skip::Overload)]);
         let batch: Vec<u64> = b.take_batch(t0).into_iter().map(|p| p.ticket).collect();
         assert_eq!(batch, [1, 2]);
+    }
+
+    #[test]
+    fn sparse_arrivals_do_not_linger_and_dense_ones_do() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Frames 30 ms apart, linger 10 ms: waiting would bring no company.
+        let mut sparse = Batcher::new(settings(false));
+        for (i, at) in [0, 30, 60].into_iter().enumerate() {
+            let now = t0 + ms(at);
+            sparse.push(pending(i as u64, "a", now, None), now);
+            if i > 0 {
+                assert!(sparse.is_due(now), "frame {i} lingered for nothing");
+                assert_eq!(sparse.take_batch(now).len(), 1);
+            } else {
+                // One frame says nothing about the rate yet: it lingers.
+                assert!(!sparse.is_due(now));
+                assert_eq!(sparse.take_batch(now + ms(10)).len(), 1);
+            }
+        }
+        // Frames 2 ms apart: the batch waits to fill (or for its linger).
+        let mut dense = Batcher::new(settings(false));
+        for (i, at) in [0, 2, 4].into_iter().enumerate() {
+            let now = t0 + ms(at);
+            dense.push(pending(i as u64, "a", now, None), now);
+            assert!(
+                !dense.is_due(now),
+                "frame {i}: a batch of 4 is still filling"
+            );
+        }
+        assert!(dense.is_due(t0 + ms(10)));
     }
 
     #[test]

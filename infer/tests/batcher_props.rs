@@ -113,6 +113,7 @@ fn simulate(
                 }
                 let size = batcher.batch_size();
                 let oldest = batcher.next_due().map(|due| due - linger);
+                let expected_more = batcher.expects_arrival_in_linger();
                 let batch = batcher.take_batch(now.into_std());
                 // Frames found stale while the batch was formed make it smaller.
                 let thinned = batcher.take_skipped();
@@ -123,7 +124,8 @@ fn simulate(
                 if !batch.is_empty() {
                     let full = batch.len() >= size;
                     let lingered = oldest.is_some_and(|o| now.into_std() >= o + linger);
-                    if !full && !lingered && !done && !thinned_any {
+                    // Partial before its linger ended: only when no frame was expected in time.
+                    if !full && !lingered && !done && !thinned_any && expected_more {
                         outcome.early_partial += 1;
                     }
                     outcome.batches.push(batch.len());
