@@ -91,6 +91,20 @@ impl Default for DemoOptions {
     }
 }
 
+impl DemoOptions {
+    /// The default clip, every frame as fast as the machine allows (archive mode), the record
+    /// and picture written to `out_dir`, no progress lines: the reference run the end-to-end
+    /// tests compare against.
+    pub fn archive_quiet(out_dir: PathBuf) -> Self {
+        Self {
+            archive: true,
+            out_dir,
+            progress_every: None,
+            ..Self::default()
+        }
+    }
+}
+
 /// What the results monitor saw.
 #[derive(Debug, Clone, Default)]
 pub struct ResultTally {

@@ -424,12 +424,7 @@ fn three_processes_over_kafka_and_postgres_record_what_the_embedded_demo_records
     // The reference: the embedded demo on the same clip, archive mode, beside the distributed
     // run (in turn they would take twice as long on a small machine).
     let out = tempfile::tempdir().unwrap();
-    let options = DemoOptions {
-        archive: true,
-        out_dir: out.path().to_path_buf(),
-        progress_every: None,
-        ..DemoOptions::default()
-    };
+    let options = DemoOptions::archive_quiet(out.path().to_path_buf());
     let embedded = std::thread::spawn(move || run(&options, &CancellationToken::new()));
 
     // The same clip through three processes.

@@ -21,12 +21,7 @@ const MAX_SPURIOUS: usize = 4;
 #[test]
 fn the_demo_clip_is_recorded_completely_and_matches_its_ground_truth() {
     let out = tempfile::tempdir().unwrap();
-    let options = DemoOptions {
-        archive: true,
-        out_dir: out.path().to_path_buf(),
-        progress_every: None,
-        ..DemoOptions::default()
-    };
+    let options = DemoOptions::archive_quiet(out.path().to_path_buf());
     let report = run(&options, &CancellationToken::new()).unwrap();
 
     // 864 frames: 72 s at 12 fps.

@@ -831,19 +831,17 @@ impl KafkaConsumer {
     }
 
     pub(crate) fn pause(&self) -> Result<(), BusError> {
-        let context = self.inner.context();
-        context.paused.store(true, Ordering::SeqCst);
-        let tpl = self
-            .inner
-            .assignment()
-            .map_err(|e| self.error("assignment", &e))?;
-        context.apply_pause(&self.inner, &tpl);
-        Ok(())
+        self.set_paused(true)
     }
 
     pub(crate) fn resume(&self) -> Result<(), BusError> {
+        self.set_paused(false)
+    }
+
+    /// Sets the flag new assignments follow, then applies it to the current assignment.
+    fn set_paused(&self, paused: bool) -> Result<(), BusError> {
         let context = self.inner.context();
-        context.paused.store(false, Ordering::SeqCst);
+        context.paused.store(paused, Ordering::SeqCst);
         let tpl = self
             .inner
             .assignment()

@@ -198,7 +198,17 @@ pub fn prepare_frame(incoming: Incoming, ctx: &DecodeContext) -> Result<Prepared
         traceparent,
         started,
     } = incoming;
-    let image = match decode_jpeg(&frame.data, ctx.max_pixels) {
+    let image = decode_jpeg(&frame.data, ctx.max_pixels).and_then(|image| {
+        if (image.width, image.height) == (frame.width, frame.height) {
+            Ok(image)
+        } else {
+            Err(format!(
+                "the JPEG is {}x{} but the frame says {}x{}",
+                image.width, image.height, frame.width, frame.height
+            ))
+        }
+    });
+    let image = match image {
         Ok(image) => image,
         Err(reason) => {
             return Err(rejected(
@@ -210,19 +220,6 @@ pub fn prepare_frame(incoming: Incoming, ctx: &DecodeContext) -> Result<Prepared
             ));
         }
     };
-    if (image.width, image.height) != (frame.width, frame.height) {
-        let reason = format!(
-            "the JPEG is {}x{} but the frame says {}x{}",
-            image.width, image.height, frame.width, frame.height
-        );
-        return Err(rejected(
-            ctx,
-            Some(&frame),
-            FrameStatus::DecodeError,
-            reason,
-            traceparent,
-        ));
-    }
     let (pixels, placement) = prepare(&image, &ctx.card, ctx.format);
     let result = result_for(&frame, &ctx.identity, FrameStatus::Ok);
     Ok(Prepared {
