@@ -348,13 +348,9 @@ fn kill_9_the_worker_repeatedly_and_still_get_exactly_n_results() {
     let config = config(&kafka);
     let bus = Bus::kafka(kafka).unwrap();
     bus.create_topic(&config.frames_topic, 3, TIMEOUT).unwrap();
-    // Enough that four incarnations, each killed after some progress, cannot finish it all.
-    let (streams, per_stream) = (6, 250);
+    let (streams, per_stream) = (6, 100);
     let n = streams as u64 * per_stream;
-    publish(
-        &bus,
-        &frame_records(&config.frames_topic, streams, per_stream),
-    );
+    let records = frame_records(&config.frames_topic, streams, per_stream);
     let dir = std::env::temp_dir().join(unique("orstream-infer-kill9"));
     std::fs::create_dir_all(&dir).unwrap();
     let config_path = dir.join("infer.toml");
@@ -362,6 +358,25 @@ fn kill_9_the_worker_repeatedly_and_still_get_exactly_n_results() {
 
     let stop_counting = Arc::new(AtomicBool::new(false));
     let (seen, counter) = count_results(&bus, &config.results_topic, stop_counting.clone());
+    // Frames are fed a little ahead of the results, and the last ones only after the last
+    // kill, so every kill lands mid-stream however fast the worker is.
+    let kills_done = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let (bus, seen, kills_done) = (bus.clone(), seen.clone(), kills_done.clone());
+        std::thread::spawn(move || {
+            let mut published = 0u64;
+            for chunk in records.chunks(12) {
+                let next = published + chunk.len() as u64;
+                while next > seen.load(Ordering::Relaxed) + 120
+                    || (next + 60 > n && !kills_done.load(Ordering::Relaxed))
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                publish(&bus, chunk);
+                published = next;
+            }
+        })
+    };
     let kills = 4;
     // Pseudo-random kill delays, different per run but without a random crate.
     let mut seed = u64::from(std::process::id()) ^ 0x9E37_79B9_7F4A_7C15;
@@ -392,6 +407,7 @@ fn kill_9_the_worker_repeatedly_and_still_get_exactly_n_results() {
             "all results were out before kill {round}: make the run longer"
         );
     }
+    kills_done.store(true, Ordering::Relaxed);
     let mut child = spawn_worker(&config_path, &dir.join("worker-final.log"));
     let deadline = Instant::now() + Duration::from_secs(180);
     while seen.load(Ordering::Relaxed) < n {
@@ -422,6 +438,7 @@ fn kill_9_the_worker_repeatedly_and_still_get_exactly_n_results() {
     );
     stop_counting.store(true, Ordering::Relaxed);
     counter.join().unwrap();
+    feeder.join().unwrap();
 
     let results = decode_results(&read_all(
         &bus,
