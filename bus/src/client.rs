@@ -525,6 +525,19 @@ impl Consumer {
         }
     }
 
+    /// How far this consumer is behind, per assigned partition it has read from: the
+    /// partition's end minus the next offset this consumer will read. On Kafka the end is the
+    /// high watermark, which also counts transaction markers and open transactions (so a
+    /// read_committed consumer's lag reads a little high) and is asked from the broker for each
+    /// partition, bounded by `timeout`: call it now and then, not per message. In process it
+    /// is the last stable offset.
+    pub fn lag(&self, timeout: Duration) -> Result<Vec<(TopicPartition, i64)>, BusError> {
+        match &self.inner {
+            ConsumerInner::Kafka(c) => c.lag(timeout),
+            ConsumerInner::Memory(c) => Ok(c.lag()),
+        }
+    }
+
     /// The partitions currently assigned to this consumer, in order.
     pub fn assignment(&self) -> Result<Vec<TopicPartition>, BusError> {
         match &self.inner {

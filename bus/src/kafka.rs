@@ -854,6 +854,29 @@ impl KafkaConsumer {
         self.inner.context().paused.load(Ordering::SeqCst)
     }
 
+    pub(crate) fn lag(&self, timeout: Duration) -> Result<Vec<(TopicPartition, i64)>, BusError> {
+        let positions = self
+            .inner
+            .position()
+            .map_err(|e| self.error("position", &e))?;
+        let mut out = Vec::new();
+        for element in positions.elements() {
+            let Offset::Offset(position) = element.offset() else {
+                continue;
+            };
+            let (_, high) = self
+                .inner
+                .fetch_watermarks(element.topic(), element.partition(), timeout)
+                .map_err(|e| self.error("watermarks", &e))?;
+            out.push((
+                TopicPartition::new(element.topic(), element.partition()),
+                (high - position).max(0),
+            ));
+        }
+        out.sort();
+        Ok(out)
+    }
+
     pub(crate) fn assignment(&self) -> Result<Vec<TopicPartition>, BusError> {
         let tpl = self
             .inner

@@ -885,6 +885,26 @@ impl MemoryConsumer {
             .unwrap_or(0)
     }
 
+    pub(crate) fn lag(&self) -> Vec<(TopicPartition, i64)> {
+        let state = self.shared.lock();
+        let Some(member) = state
+            .groups
+            .get(&self.group)
+            .and_then(|g| g.members.get(&self.member))
+        else {
+            return Vec::new();
+        };
+        member
+            .assignment
+            .iter()
+            .filter_map(|tp| {
+                let position = *member.positions.get(tp)?;
+                let end = state.partition(tp)?.last_stable_offset();
+                Some((tp.clone(), (end - position).max(0)))
+            })
+            .collect()
+    }
+
     pub(crate) fn assignment(&self) -> Vec<TopicPartition> {
         let state = self.shared.lock();
         state

@@ -197,6 +197,50 @@ pub const CONSUMER_LAG: GaugeSpec = GaugeSpec {
     description: "Messages not yet consumed by the group, per partition.",
 };
 
+/// [`CONSUMER_LAG`] of one consumer, recorded from [`Consumer::lag`](crate::Consumer::lag)
+/// now and then (each call asks the broker for every assigned partition's end).
+pub struct LagGauge {
+    gauge: Gauge<i64>,
+    group: KeyValue,
+}
+
+impl std::fmt::Debug for LagGauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LagGauge")
+            .field("group", &self.group.value)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LagGauge {
+    /// The gauge for the consumers of `group`.
+    pub fn new(group: &str) -> Self {
+        Self {
+            gauge: CONSUMER_LAG.build(&meter()),
+            group: KeyValue::new(attr::MESSAGING_CONSUMER_GROUP_NAME, group.to_owned()),
+        }
+    }
+
+    /// Records `consumer`'s lag on each partition it has read from.
+    pub fn record(
+        &self,
+        consumer: &crate::Consumer,
+        timeout: std::time::Duration,
+    ) -> Result<(), crate::BusError> {
+        for (tp, lag) in consumer.lag(timeout)? {
+            self.gauge.record(
+                lag,
+                &[
+                    KeyValue::new(attr::MESSAGING_DESTINATION_NAME, tp.topic.clone()),
+                    KeyValue::new(attr::MESSAGING_PARTITION_ID, tp.partition.to_string()),
+                    self.group.clone(),
+                ],
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Transactions ended, Kafka (infer) or database (sink). Attributes:
 /// `orstream.transaction.outcome` (`committed` / `aborted`).
 pub const TRANSACTIONS: CounterSpec = CounterSpec {

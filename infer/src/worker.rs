@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, bounded};
-use orstream_bus::metrics::{HealthReporter, NoHealth, checks};
+use orstream_bus::metrics::{HealthReporter, LagGauge, NoHealth, checks};
 use orstream_bus::{Backend, Bus, Consumer, ErrorKind, Message, TopicPartition};
 use orstream_proto::{FrameStatus, Timings};
 use tokio_util::sync::CancellationToken;
@@ -93,6 +93,8 @@ impl Newest {
 }
 /// How long a blocking poll or channel wait lasts before the loop looks at the stop token.
 const TICK: Duration = Duration::from_millis(50);
+/// How often the consumer lag is measured (and the bound on one measurement).
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
 /// Bound on admin calls at start (partitions, topic creation).
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Tries at seeking a partition back during a rewind before giving up on it.
@@ -432,6 +434,25 @@ impl Worker {
         drop(polled_rx);
         drop(staged_tx);
         drop(answer_tx);
+
+        // Consumer lag, now and then, off the poll thread (it asks the broker).
+        {
+            let consumer = consumer.clone();
+            let stop = stop.clone();
+            let gauge = LagGauge::new(&config.group_id);
+            let handle = spawn("lag", move || {
+                while !stop.is_cancelled() {
+                    if let Err(error) = gauge.record(&consumer, LAG_INTERVAL) {
+                        tracing::debug!(%error, "consumer lag not measured");
+                    }
+                    let next = Instant::now() + LAG_INTERVAL;
+                    while !stop.is_cancelled() && Instant::now() < next {
+                        std::thread::sleep(TICK);
+                    }
+                }
+            })?;
+            threads.push(("lag".to_owned(), handle));
+        }
 
         // Poll, last: joining the group starts the flow.
         {

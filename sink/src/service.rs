@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use orstream_bus::metrics::{HealthReporter, NoHealth, checks, value};
+use orstream_bus::metrics::{HealthReporter, LagGauge, NoHealth, checks, value};
 use orstream_bus::{
     Bus, BusError, Consumer, ErrorKind, Headers, Message, Producer, Record, TopicPartition, trace,
 };
@@ -189,6 +189,7 @@ pub struct Sink {
     progress: Progress,
     health: Arc<dyn HealthReporter>,
     metrics: SinkMetrics,
+    lag: LagGauge,
 }
 
 impl std::fmt::Debug for Sink {
@@ -311,6 +312,7 @@ impl Sink {
     /// A sink over `bus` writing to `store`. Validates `config` (every problem at once).
     pub fn new(config: SinkConfig, bus: Bus, store: Store) -> Result<Self, SinkError> {
         config.validate()?;
+        let lag = LagGauge::new(&config.group_id);
         Ok(Self {
             rules: Rules::from(&config.derive),
             config,
@@ -319,6 +321,7 @@ impl Sink {
             progress: Progress::default(),
             health: Arc::new(NoHealth),
             metrics: SinkMetrics::new(),
+            lag,
         })
     }
 
@@ -350,7 +353,12 @@ impl Sink {
         // A topic the sink created itself, so it exists whenever the broker answers.
         let topic = topics::dlq(&self.config.results_topic);
         match self.bus.partitions(&topic, BROKER_CHECK_TIMEOUT) {
-            Ok(_) => self.health.set_ready(checks::BROKER, true),
+            Ok(_) => {
+                self.health.set_ready(checks::BROKER, true);
+                if let Err(error) = self.lag.record(&run.consumer, BROKER_CHECK_TIMEOUT) {
+                    tracing::debug!(%error, "consumer lag not measured");
+                }
+            }
             Err(error) => {
                 tracing::warn!(%error, "health check: the broker does not answer");
                 self.health.set_ready(checks::BROKER, false);

@@ -51,6 +51,10 @@ macro_rules! conformance_tests {
         fn pause_holds_and_resume_continues() {
             crate::conformance::pause_holds_and_resume_continues(&$factory());
         }
+        #[test]
+        fn lag_counts_what_is_left_to_read() {
+            crate::conformance::lag_counts_what_is_left_to_read(&$factory());
+        }
     };
 }
 pub(crate) use conformance_tests;
@@ -548,4 +552,25 @@ pub fn pause_holds_and_resume_continues(bus: &Bus) {
             "partition {partition} out of order or with holes"
         );
     }
+}
+
+/// 8. Lag per partition is what is left to read: it falls as the consumer reads and is zero
+///    once it has read everything.
+pub fn lag_counts_what_is_left_to_read(bus: &Bus) {
+    let topic = new_topic(bus, "lag", 1);
+    let group = unique("lag-group");
+    send_all(
+        bus,
+        &(0..10)
+            .map(|i| Record::new(topic.clone(), format!("m{i}")))
+            .collect::<Vec<_>>(),
+    );
+    let consumer = bus.consumer(&group).unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let read = read_until(&consumer, |m| m.len() >= 4);
+    let tp = TopicPartition::new(topic.clone(), 0);
+    let lag = consumer.lag(PATIENCE).unwrap();
+    assert_eq!(lag, vec![(tp.clone(), 10 - read.len() as i64)]);
+    read_until(&consumer, |m| m.len() >= 10 - read.len());
+    assert_eq!(consumer.lag(PATIENCE).unwrap(), vec![(tp, 0)]);
 }
