@@ -65,7 +65,8 @@ const OVERLOAD_DETAIL: &str = "superseded by a newer frame of its stream under o
 #[derive(Debug)]
 struct Newest {
     by_key: Mutex<HashMap<Bytes, u64>>,
-    /// Frames per stream the batcher keeps (`max_pending_per_stream`).
+    /// Newer frames of a stream that make an older one superseded: `max_pending_per_stream`,
+    /// at least a full batch.
     keep: u64,
 }
 
@@ -398,7 +399,11 @@ impl Worker {
         let newest = (config.mode == Mode::Live).then(|| {
             Arc::new(Newest {
                 by_key: Mutex::new(HashMap::new()),
-                keep: config.max_pending_per_stream as u64,
+                // The batcher supersedes only past a full batch; so does this, or the
+                // burst a consumer finds when it joins would lose its first frames.
+                keep: config
+                    .max_pending_per_stream
+                    .max(config.batch.max_batch_size) as u64,
             })
         });
 
