@@ -25,6 +25,11 @@
 //! cut off, and ready again once each is back. The live-stream test runs `orstream ingest` on a
 //! live test pattern: ready (`broker`, `running`), alive, and its `/metrics` counting frames
 //! captured, published and encoded and the stream as live.
+//!
+//! The broker-restart test starts a broker of its own (so stopping it disturbs no other test)
+//! and stops and starts it under a running infer worker and sink with frames flowing: both turn
+//! not ready (the broker check failing) and ready again, and every frame still gets exactly one
+//! result.
 
 #![allow(
     clippy::unwrap_used,
@@ -269,6 +274,12 @@ fn wait_for<T>(what: &str, limit: Duration, mut done: impl FnMut() -> Option<T>)
 /// `orstream <args>` with its stderr in `log`, no `ORSTREAM_*` telemetry variables (the
 /// configuration files say it all).
 fn orstream(args: &[&str], log: &Path) -> Child {
+    orstream_command(args, log).spawn().unwrap()
+}
+
+/// The `orstream` command with `args`, stderr to `log`, without the caller's `ORSTREAM_*`
+/// variables but the broker's address.
+fn orstream_command(args: &[&str], log: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_orstream"));
     command
         .args(args)
@@ -281,7 +292,7 @@ fn orstream(args: &[&str], log: &Path) -> Child {
             command.env_remove(key);
         }
     }
-    command.spawn().unwrap()
+    command
 }
 
 /// Whether the process has its SIGTERM handler installed (a SIGTERM before that would kill it
@@ -349,6 +360,24 @@ fn telemetry_table(collector: SocketAddr, listen: Option<SocketAddr>) -> String 
     )
 }
 
+/// Writes `dir/infer.toml`: `orstream infer` from the frames to the results topic on the
+/// broker at `bootstrap`, fresh group and transactional ids, the tiny semantic fixture, archive
+/// mode, then `tail` (a `[telemetry]` table).
+fn write_infer(dir: &Path, [frames, results, bootstrap]: [&str; 3], tail: &str) -> PathBuf {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fixtures/tiny_semantic.pt");
+    let text = format!(
+        "frames_topic = \"{frames}\"\nresults_topic = \"{results}\"\n\
+         dlq_topic = \"{frames}.dlq\"\ngroup_id = \"{}\"\ntransactional_id = \"{}\"\n\
+         mode = \"archive\"\ncommit_interval = \"50ms\"\n\
+         [model]\npath = \"{}\"\n[batch]\nmax_batch_size = 4\nmax_linger = \"2ms\"\n\
+         [kafka]\nbootstrap_servers = \"{bootstrap}\"\n{tail}",
+        unique("test-infer"),
+        unique("test-infer-tx"),
+        model.display(),
+    );
+    write(dir, "infer.toml", &text)
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -386,21 +415,10 @@ fn run_pipeline() -> Run {
             telemetry_table(collector, None)
         ),
     );
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fixtures/tiny_semantic.pt");
-    let infer = write(
+    let infer = write_infer(
         dir.path(),
-        "infer.toml",
-        &format!(
-            "frames_topic = \"{frames}\"\nresults_topic = \"{results}\"\n\
-             dlq_topic = \"{frames}.dlq\"\ngroup_id = \"{}\"\ntransactional_id = \"{}\"\n\
-             mode = \"archive\"\ncommit_interval = \"50ms\"\n\
-             [model]\npath = \"{}\"\n[batch]\nmax_batch_size = 4\nmax_linger = \"2ms\"\n\
-             [kafka]\nbootstrap_servers = \"{bootstrap}\"\n{}",
-            unique("test-obs-infer"),
-            unique("test-obs-tx"),
-            model.display(),
-            telemetry_table(collector, None)
-        ),
+        [&frames, &results, &bootstrap],
+        &telemetry_table(collector, None),
     );
     let sink_listen = free_port();
     let sink = write(
@@ -923,4 +941,234 @@ fn ingest_reports_ready_and_counts_a_live_stream() {
     let (status, _) = get(listen, "/healthz").unwrap();
     assert_eq!(status, 200);
     stop(ingest, "ingest");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The broker going away mid-run.
+// ---------------------------------------------------------------------------------------------
+
+/// A single-node Kafka of this test's own (`scripts/kafka.sh` with its own state directory and
+/// ports, sharing the jars already resolved), so stopping it disturbs no other test. Stopped
+/// when dropped.
+struct OwnBroker {
+    state: tempfile::TempDir,
+    port: u16,
+    controller: u16,
+}
+
+impl OwnBroker {
+    fn start() -> Self {
+        let state = tempfile::tempdir().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let shared = std::env::var_os("ORSTREAM_STATE_DIR")
+            .map_or_else(|| root.join(".stack"), PathBuf::from)
+            .join("kafka/libs");
+        assert!(
+            shared.is_dir(),
+            "no resolved Kafka jars in {}",
+            shared.display()
+        );
+        std::fs::create_dir_all(state.path().join("kafka")).unwrap();
+        std::os::unix::fs::symlink(&shared, state.path().join("kafka/libs")).unwrap();
+        let broker = Self {
+            state,
+            port: free_port().port(),
+            controller: free_port().port(),
+        };
+        broker.script("start");
+        broker
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn script(&self, action: &str) {
+        let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh"))
+            .arg(action)
+            .env("ORSTREAM_STATE_DIR", self.state.path())
+            .env("ORSTREAM_KAFKA_PORT", self.port.to_string())
+            .env(
+                "ORSTREAM_KAFKA_CONTROLLER_PORT",
+                self.controller.to_string(),
+            )
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/kafka.sh {action} failed");
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh"))
+            .arg("stop")
+            .env("ORSTREAM_STATE_DIR", self.state.path())
+            .env("ORSTREAM_KAFKA_PORT", self.port.to_string())
+            .env(
+                "ORSTREAM_KAFKA_CONTROLLER_PORT",
+                self.controller.to_string(),
+            )
+            .status();
+    }
+}
+
+/// The broker stops under a running infer worker and sink with frames flowing, and starts
+/// again: both report not ready (the broker check failing) while it is away and ready again
+/// once it is back, and every frame published across the restart gets exactly one result.
+#[test]
+fn readiness_follows_the_broker_through_a_restart_and_nothing_is_lost() {
+    use orstream_infer::synthetic;
+
+    let broker = OwnBroker::start();
+    let bootstrap = broker.bootstrap();
+    let mut kafka = KafkaConfig::from_env();
+    kafka.bootstrap_servers = bootstrap.clone();
+    let bus = Bus::kafka(kafka).unwrap();
+    let (frames, results, streams) = (
+        unique("test.restart.frames"),
+        unique("test.restart.results"),
+        unique("test.restart.streams"),
+    );
+    for topic in [&frames, &results, &streams] {
+        bus.create_topic(topic, 2, Duration::from_secs(60)).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (infer_listen, sink_listen) = (free_port(), free_port());
+    let infer = write_infer(
+        dir.path(),
+        [&frames, &results, &bootstrap],
+        &format!("[telemetry]\nmetrics_listen = \"{infer_listen}\"\nlog_filter = \"info\"\n"),
+    );
+    let sink = write(
+        dir.path(),
+        "sink.toml",
+        &format!(
+            "store = \"sqlite://{}\"\ngroup_id = \"{}\"\nresults_topic = \"{results}\"\n\
+             streams_topic = \"{streams}\"\npublish_events = false\nhealth_interval = \"200ms\"\n\
+             [kafka]\nbootstrap_servers = \"{bootstrap}\"\n\
+             [telemetry]\nmetrics_listen = \"{sink_listen}\"\nlog_filter = \"info\"\n",
+            dir.path().join("record.db").display(),
+            unique("test-restart-sink"),
+        ),
+    );
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let on_own_broker = |args: &[&str], name: &str| {
+        orstream_command(args, &log(name))
+            .env("ORSTREAM_KAFKA_BOOTSTRAP", &bootstrap)
+            .spawn()
+            .unwrap()
+    };
+    let infer = on_own_broker(&["infer", "--config", infer.to_str().unwrap()], "infer");
+    let sink = on_own_broker(&["sink", "--config", sink.to_str().unwrap()], "sink");
+    let services = [("infer", infer_listen), ("sink", sink_listen)];
+    let all = |ready: bool| {
+        services.iter().all(|(_, listen)| {
+            readiness(*listen)
+                .is_some_and(|(is, failing)| is == ready && (ready || failing.contains("broker")))
+        })
+    };
+    wait_for("infer and sink ready", STEP, || all(true).then_some(()));
+
+    // Frames keep coming, one per 25 ms over two streams, across the restart.
+    let total: u64 = 400;
+    let feeder = {
+        let bus = bus.clone();
+        let frames = frames.clone();
+        std::thread::spawn(move || {
+            let producer = bus.producer().unwrap();
+            let jpeg = synthetic::encode_jpeg(&synthetic::scene(64, 48, 0), 80).unwrap();
+            let handles: Vec<_> = (0..total)
+                .map(|i| {
+                    std::thread::sleep(Duration::from_millis(25));
+                    let frame = synthetic::frame(
+                        &format!("cam-{}", i % 2),
+                        i / 2,
+                        synthetic::now_ns(),
+                        64,
+                        48,
+                        jpeg.clone(),
+                    );
+                    producer
+                        .send(&synthetic::frame_record(&frames, &frame), STEP)
+                        .unwrap()
+                })
+                .collect();
+            producer.flush(STEP).unwrap();
+            for handle in handles {
+                handle.wait(STEP).unwrap();
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let stopped = Instant::now();
+    broker.script("stop");
+    let states = || {
+        services
+            .iter()
+            .map(|(name, listen)| {
+                format!(
+                    "{name}: {:?} alive {:?}",
+                    readiness(*listen),
+                    get(*listen, "/healthz")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let deadline = Instant::now() + STEP;
+    while !all(false) {
+        assert!(
+            Instant::now() < deadline,
+            "still ready with the broker stopped: {}\nsink log:\n{}",
+            states(),
+            std::fs::read_to_string(log("sink"))
+                .unwrap_or_default()
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let gone = stopped.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let restarted = Instant::now();
+    broker.script("start");
+    wait_for("infer and sink ready again", STEP, || {
+        all(true).then_some(())
+    });
+    let back = restarted.elapsed();
+    feeder.join().unwrap();
+
+    // Every frame answered exactly once, read_committed.
+    let reader = bus.consumer(&unique("test-restart-reader")).unwrap();
+    reader.subscribe(&[&results]).unwrap();
+    let mut seen: BTreeMap<(String, u64), usize> = BTreeMap::new();
+    wait_for("every frame's result", STEP, || {
+        while let Ok(Some(message)) = reader.poll(Duration::from_millis(200)) {
+            let result: orstream_proto::FrameResult =
+                orstream_proto::decode(&message.payload).unwrap();
+            *seen.entry((result.stream_id, result.seq)).or_default() += 1;
+        }
+        (seen.len() as u64 >= total).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    while let Ok(Some(message)) = reader.poll(Duration::from_millis(200)) {
+        let result: orstream_proto::FrameResult = orstream_proto::decode(&message.payload).unwrap();
+        *seen.entry((result.stream_id, result.seq)).or_default() += 1;
+    }
+    let duplicated = seen.values().filter(|n| **n > 1).count();
+    stop(sink, "sink");
+    stop(infer, "infer");
+    println!(
+        "broker-restart in={total} out={} dup={duplicated}: not ready {:.2}s after the stop, \
+         ready {:.2}s after the start",
+        seen.len(),
+        gone.as_secs_f64(),
+        back.as_secs_f64()
+    );
+    assert_eq!(seen.len() as u64, total);
+    assert_eq!(duplicated, 0);
 }

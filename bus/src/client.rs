@@ -436,8 +436,9 @@ impl Consumer {
     }
 
     /// Commits `offsets` (next offset to read, per partition) for the group, synchronously.
-    /// On Kafka this waits for the coordinator's answer, bounded by librdkafka's
-    /// `socket.timeout.ms`.
+    /// On Kafka this waits for the coordinator's answer, however long that takes: while no
+    /// broker answers it does not return. A loop that must go on turning (health, other work)
+    /// commits what is only a hint with [`commit_async`](Self::commit_async).
     pub fn commit(&self, offsets: &Offsets) -> Result<(), BusError> {
         if offsets.is_empty() {
             // librdkafka treats an empty list as an error (no offset); nothing to do is fine.
@@ -445,6 +446,19 @@ impl Consumer {
         }
         match &self.inner {
             ConsumerInner::Kafka(c) => c.commit(offsets),
+            ConsumerInner::Memory(c) => c.commit(offsets),
+        }
+    }
+
+    /// Starts committing `offsets` for the group and returns at once; the outcome is only
+    /// logged (a failed commit is retried by the next one). For offsets that are a hint, e.g.
+    /// when the truth is kept elsewhere, as the sink keeps its offsets in the database.
+    pub fn commit_async(&self, offsets: &Offsets) -> Result<(), BusError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        match &self.inner {
+            ConsumerInner::Kafka(c) => c.commit_async(offsets),
             ConsumerInner::Memory(c) => c.commit(offsets),
         }
     }

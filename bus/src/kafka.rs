@@ -773,6 +773,14 @@ impl KafkaConsumer {
     }
 
     pub(crate) fn commit(&self, offsets: &Offsets) -> Result<(), BusError> {
+        self.commit_with(offsets, CommitMode::Sync)
+    }
+
+    pub(crate) fn commit_async(&self, offsets: &Offsets) -> Result<(), BusError> {
+        self.commit_with(offsets, CommitMode::Async)
+    }
+
+    fn commit_with(&self, offsets: &Offsets, mode: CommitMode) -> Result<(), BusError> {
         let error = |e: &KafkaError| BusError::Commit {
             group: self.group.clone(),
             offsets: render_offsets(offsets),
@@ -780,9 +788,7 @@ impl KafkaConsumer {
             kind: kafka_kind(e),
         };
         let tpl = tpl_from_offsets(offsets).map_err(|e| error(&e))?;
-        self.inner
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(|e| error(&e))
+        self.inner.commit(&tpl, mode).map_err(|e| error(&e))
     }
 
     pub(crate) fn committed(

@@ -94,8 +94,8 @@ impl Newest {
 }
 /// How long a blocking poll or channel wait lasts before the loop looks at the stop token.
 const TICK: Duration = Duration::from_millis(50);
-/// How often the consumer lag is measured (and the bound on one measurement).
-const LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the broker is checked and the consumer lag measured (and the bound on each).
+const BROKER_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Bound on admin calls at start (partitions, topic creation).
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Tries at seeking a partition back during a rewind before giving up on it.
@@ -199,6 +199,7 @@ impl Worker {
         self.health.set_ready(checks::RUNNING, true);
         self.health.set_ready(checks::MODEL_WARM, false);
         self.health.set_ready(checks::PARTITIONS_ASSIGNED, false);
+        self.health.set_ready(checks::BROKER, false);
         let failure = Failure {
             first: Arc::new(Mutex::new(None)),
             stop: stop.clone(),
@@ -440,23 +441,36 @@ impl Worker {
         drop(staged_tx);
         drop(answer_tx);
 
-        // Consumer lag, now and then, off the poll thread (it asks the broker).
+        // Now and then, off the poll thread (both ask the broker): whether the broker answers
+        // (a poll does not say: librdkafka retries behind it), and the consumer lag.
         {
             let consumer = consumer.clone();
             let stop = stop.clone();
             let gauge = LagGauge::new(&config.group_id);
-            let handle = spawn("lag", move || {
+            let bus = self.bus.clone();
+            let topic = config.frames_topic.clone();
+            let health = self.health.clone();
+            let handle = spawn("broker-check", move || {
                 while !stop.is_cancelled() {
-                    if let Err(error) = gauge.record(&consumer, LAG_INTERVAL) {
-                        tracing::debug!(%error, "consumer lag not measured");
+                    match bus.partitions(&topic, BROKER_CHECK_INTERVAL) {
+                        Ok(_) => {
+                            health.set_ready(checks::BROKER, true);
+                            if let Err(error) = gauge.record(&consumer, BROKER_CHECK_INTERVAL) {
+                                tracing::debug!(%error, "consumer lag not measured");
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "the broker does not answer");
+                            health.set_ready(checks::BROKER, false);
+                        }
                     }
-                    let next = Instant::now() + LAG_INTERVAL;
+                    let next = Instant::now() + BROKER_CHECK_INTERVAL;
                     while !stop.is_cancelled() && Instant::now() < next {
                         std::thread::sleep(TICK);
                     }
                 }
             })?;
-            threads.push(("lag".to_owned(), handle));
+            threads.push(("broker-check".to_owned(), handle));
         }
 
         // Poll, last: joining the group starts the flow.
@@ -575,7 +589,6 @@ fn poll_loop(
     ambiguous_rebalances: bool,
 ) -> Result<(), InferError> {
     let health = &instruments.health;
-    let mut broker_ok = None;
     consumer.subscribe(&[topic])?;
     let mut ticket = 0u64;
     let mut epoch = 0u64;
@@ -638,11 +651,6 @@ fn poll_loop(
             seen_rebalances = after;
             // Joined the group: ready, also with no partition (more members than partitions).
             health.set_ready(checks::PARTITIONS_ASSIGNED, true);
-        }
-        let answered = !matches!(&polled_message, Err(err) if err.kind() != ErrorKind::Fatal);
-        if broker_ok != Some(answered) {
-            health.set_ready(checks::BROKER, answered);
-            broker_ok = Some(answered);
         }
         match polled_message {
             Ok(Some(message)) => {

@@ -1008,7 +1008,9 @@ impl Sink {
             .into_iter()
             .filter(|(tp, _)| assigned.contains(tp))
             .collect();
-        if let Err(error) = run.consumer.commit(&hint) {
+        // Asynchronous: a synchronous commit waits as long as the broker is away, and the
+        // loop must go on turning (health, retries) meanwhile.
+        if let Err(error) = run.consumer.commit_async(&hint) {
             tracing::debug!(%error, "committing the group offsets hint");
         }
         Ok(())

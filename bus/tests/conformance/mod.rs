@@ -555,7 +555,7 @@ pub fn pause_holds_and_resume_continues(bus: &Bus) {
 }
 
 /// 8. Lag per partition is what is left to read: it falls as the consumer reads and is zero
-///    once it has read everything.
+///    once it has read everything; an asynchronous commit of the end lands.
 pub fn lag_counts_what_is_left_to_read(bus: &Bus) {
     let topic = new_topic(bus, "lag", 1);
     let group = unique("lag-group");
@@ -571,6 +571,22 @@ pub fn lag_counts_what_is_left_to_read(bus: &Bus) {
     let tp = TopicPartition::new(topic.clone(), 0);
     let lag = consumer.lag(PATIENCE).unwrap();
     assert_eq!(lag, vec![(tp.clone(), 10 - read.len() as i64)]);
-    read_until(&consumer, |m| m.len() >= 10 - read.len());
-    assert_eq!(consumer.lag(PATIENCE).unwrap(), vec![(tp, 0)]);
+    let rest = read_until(&consumer, |m| m.len() >= 10 - read.len());
+    assert_eq!(consumer.lag(PATIENCE).unwrap(), vec![(tp.clone(), 0)]);
+
+    // An asynchronous commit returns at once and lands soon after (served while polling).
+    let offsets = next_offsets(&rest);
+    consumer.commit_async(&offsets).unwrap();
+    let start = Instant::now();
+    while consumer
+        .committed(std::slice::from_ref(&tp), PATIENCE)
+        .unwrap()
+        != offsets
+    {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the asynchronous commit never landed"
+        );
+        assert!(poll_once(&consumer).is_none());
+    }
 }
