@@ -11,9 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use orstream_bus::metrics::{
-    self, Counter, HealthReporter, Histogram, KeyValue, NoHealth, attr, value,
-};
+use orstream_bus::metrics::{self, Counter, HealthReporter, Histogram, KeyValue, attr, value};
 use orstream_bus::{Headers, trace};
 use orstream_proto::FrameStatus;
 
@@ -39,25 +37,6 @@ pub(crate) struct Instruments {
 impl std::fmt::Debug for Instruments {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Instruments").finish_non_exhaustive()
-    }
-}
-
-impl Default for Instruments {
-    fn default() -> Self {
-        Self::new("", Arc::new(NoHealth))
-    }
-}
-
-/// The `orstream.status` value of a result status.
-fn status_value(status: FrameStatus) -> &'static str {
-    match status {
-        FrameStatus::Ok => "ok",
-        FrameStatus::SkippedStale => "skipped_stale",
-        FrameStatus::SkippedOverload => "skipped_overload",
-        FrameStatus::DecodeError => "decode_error",
-        FrameStatus::Invalid => "invalid",
-        FrameStatus::ModelError => "model_error",
-        _ => "other",
     }
 }
 
@@ -115,7 +94,7 @@ impl Instruments {
     /// A result with `status` was produced `age_ns` after its frame's capture; `span` is the
     /// frame's, which ends with it.
     pub fn produced(&self, span: tracing::Span, status: i32, age_ns: i64) {
-        let status = FrameStatus::try_from(status).map_or("other", status_value);
+        let status = FrameStatus::label_of(status);
         span.record("orstream.status", status);
         drop(span);
         if age_ns >= 0 {
@@ -141,7 +120,7 @@ impl Instruments {
         for (status, count) in by_status {
             if count > 0 {
                 self.results
-                    .add(count, &[KeyValue::new(attr::STATUS, status_value(status))]);
+                    .add(count, &[KeyValue::new(attr::STATUS, status.label())]);
             }
         }
         if tally.dead_letters > 0 {

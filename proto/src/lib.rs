@@ -24,6 +24,28 @@ pub mod v1 {
 pub use v1::*;
 pub use wire::{DecodeError, Wire, decode, decode_with_limit, encode};
 
+impl FrameStatus {
+    /// The status as a span attribute or metric label (`orstream.status`): `ok`,
+    /// `skipped_stale`, `skipped_overload`, `decode_error`, `invalid`, `model_error`,
+    /// `unspecified`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::Ok => "ok",
+            Self::SkippedStale => "skipped_stale",
+            Self::SkippedOverload => "skipped_overload",
+            Self::DecodeError => "decode_error",
+            Self::Invalid => "invalid",
+            Self::ModelError => "model_error",
+        }
+    }
+
+    /// [`label`](Self::label) of a status as carried on the wire (`unspecified` when unknown).
+    pub fn label_of(status: i32) -> &'static str {
+        Self::try_from(status).map_or("unspecified", Self::label)
+    }
+}
+
 /// The schema version carried in the [`headers::SCHEMA_VERSION`] header of every message.
 pub const SCHEMA_VERSION: &str = "1";
 
@@ -58,4 +80,23 @@ pub mod headers {
     pub const DLQ_SOURCE_OFFSET: &str = "orstream-dlq-source-offset";
     /// Dead letters: why the message was rejected.
     pub const DLQ_ERROR: &str = "orstream-dlq-error";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FrameStatus;
+
+    #[test]
+    fn status_labels_are_the_contract_names_in_lower_case() {
+        for value in 0..=6 {
+            let status = FrameStatus::try_from(value).unwrap_or(FrameStatus::Unspecified);
+            let contract = status
+                .as_str_name()
+                .trim_start_matches("FRAME_STATUS_")
+                .to_ascii_lowercase();
+            assert_eq!(status.label(), contract);
+            assert_eq!(FrameStatus::label_of(value), contract);
+        }
+        assert_eq!(FrameStatus::label_of(99), "unspecified");
+    }
 }

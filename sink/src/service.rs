@@ -18,7 +18,9 @@ use orstream_bus::metrics::{HealthReporter, LagGauge, NoHealth, checks, value};
 use orstream_bus::{
     Bus, BusError, Consumer, ErrorKind, Headers, Message, Producer, Record, TopicPartition, trace,
 };
-use orstream_proto::{FrameResult, SCHEMA_VERSION, StreamEvent, headers, stream_event, topics};
+use orstream_proto::{
+    FrameResult, FrameStatus, SCHEMA_VERSION, StreamEvent, headers, stream_event, topics,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SinkConfig;
@@ -789,7 +791,7 @@ impl Sink {
             let span = tracing::info_span!(
                 "store result",
                 otel.kind = "consumer",
-                orstream.status = status_name(result.status).to_ascii_lowercase(),
+                orstream.status = FrameStatus::label_of(result.status),
                 orstream.transaction.outcome = tracing::field::Empty,
             );
             trace::set_parent(&span, &message.headers);
