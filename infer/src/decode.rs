@@ -115,11 +115,9 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    /// The result of a frame that will not run, with `status` and `detail`.
-    pub fn answer(&self, ctx: &DecodeContext, status: FrameStatus, detail: &str) -> FrameResult {
-        let mut result = result_for(&self.frame, &ctx.identity, status);
-        result.status_detail = detail.to_owned();
-        result
+    /// The frame's result with identity, model and time fields set, status OK.
+    pub fn result(&self, ctx: &DecodeContext) -> FrameResult {
+        result_for(&self.frame, &ctx.identity, FrameStatus::Ok)
     }
 
     /// Microseconds since reading began.

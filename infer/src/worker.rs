@@ -38,7 +38,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, bounded};
 use orstream_bus::metrics::{HealthReporter, LagGauge, NoHealth, checks};
 use orstream_bus::{Backend, Bus, Consumer, ErrorKind, Message, TopicPartition};
-use orstream_proto::{FrameStatus, Timings};
+use orstream_proto::{FrameResult, FrameStatus, Timings};
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{Batcher, BatcherSettings, Pending, Skip};
@@ -71,15 +71,13 @@ struct Newest {
 }
 
 impl Newest {
+    /// Notes that the poll loop read `ticket` (tickets only grow) of the message's stream.
     fn read(&self, key: Option<&Bytes>, ticket: u64) {
         if let Some(key) = key {
-            let mut by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
-            match by_key.get_mut(key) {
-                Some(newest) => *newest = (*newest).max(ticket),
-                None => {
-                    by_key.insert(key.clone(), ticket);
-                }
-            }
+            self.by_key
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key.clone(), ticket);
         }
     }
 
@@ -839,22 +837,16 @@ fn early_answer(
     span: tracing::Span,
     skip: Skip,
 ) -> Answer {
-    let mut result = match skip {
-        Skip::Stale => incoming.answer(ctx, FrameStatus::SkippedStale, STALE_DETAIL),
-        Skip::Overload => incoming.answer(ctx, FrameStatus::SkippedOverload, OVERLOAD_DETAIL),
-    };
-    result.timings = Some(Timings {
-        queue_wait_us: micros(origin.polled_at.elapsed()),
-        preprocess_us: incoming.elapsed_us(),
-        ..Timings::default()
-    });
-    Answer {
+    let result = incoming.result(ctx);
+    let traceparent = incoming.traceparent.clone();
+    skipped(
         origin,
-        result: Some(result),
-        dead_letter: None,
-        traceparent: incoming.traceparent.clone(),
+        result,
+        incoming.elapsed_us(),
+        traceparent,
         span,
-    }
+        skip,
+    )
 }
 
 /// The monotonic instant of `capture_time_ns + budget` (wall clock), for deadline checks.
@@ -873,7 +865,25 @@ fn deadline_instant(capture_time_ns: i64, budget: Duration) -> Instant {
 
 fn skip_answer(pending: Pending<Job>, skip: Skip) -> Answer {
     let Job { origin, prepared } = pending.item;
-    let mut result = prepared.result;
+    let Prepared {
+        result,
+        preprocess_us,
+        traceparent,
+        span,
+        ..
+    } = *prepared;
+    skipped(origin, result, preprocess_us, traceparent, span, skip)
+}
+
+/// The answer of a frame that is not run: `result` marked with `skip`'s status and detail.
+fn skipped(
+    origin: Origin,
+    mut result: FrameResult,
+    preprocess_us: u64,
+    traceparent: Option<Vec<u8>>,
+    span: tracing::Span,
+    skip: Skip,
+) -> Answer {
     let (status, detail) = match skip {
         Skip::Stale => (FrameStatus::SkippedStale, STALE_DETAIL),
         Skip::Overload => (FrameStatus::SkippedOverload, OVERLOAD_DETAIL),
@@ -882,15 +892,15 @@ fn skip_answer(pending: Pending<Job>, skip: Skip) -> Answer {
     result.status_detail = detail.to_owned();
     result.timings = Some(Timings {
         queue_wait_us: micros(origin.polled_at.elapsed()),
-        preprocess_us: prepared.preprocess_us,
+        preprocess_us,
         ..Timings::default()
     });
     Answer {
         origin,
         result: Some(result),
         dead_letter: None,
-        traceparent: prepared.traceparent,
-        span: prepared.span,
+        traceparent,
+        span,
     }
 }
 
