@@ -735,52 +735,59 @@ fn rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
-/// Publishes `rate` frames per second over `streams` streams (round robin, seq continuing from
-/// `next_seq`) for `duration`, each stamped with its capture time as it is sent; returns the
-/// frames per stream sent. `every` runs once a second with the elapsed time.
-#[allow(clippy::too_many_arguments)]
-fn publish_paced(
-    bus: &Bus,
-    topic: &str,
-    jpegs: &[Bytes],
+/// Paced 640x360 frames over `streams` streams (round robin), each stamped with its capture
+/// time as it is sent; seq continues across calls.
+struct Feed<'a> {
+    bus: &'a Bus,
+    topic: &'a str,
+    jpegs: Vec<Bytes>,
     streams: usize,
-    next_seq: u64,
-    rate: f64,
-    duration: Duration,
-    mut every: impl FnMut(Duration),
-) -> u64 {
-    let producer = bus.producer().unwrap();
-    let round = Duration::from_secs_f64(streams as f64 / rate);
-    let start = Instant::now();
-    let mut rounds = 0u64;
-    let mut second = 1;
-    while start.elapsed() < duration {
-        let seq = next_seq + rounds;
-        for s in 0..streams {
-            let jpeg = jpegs[(seq as usize + s) % jpegs.len()].to_vec();
-            let frame = synthetic::frame(
-                &format!("cam-{s}"),
-                seq,
-                synthetic::now_ns(),
-                640,
-                360,
-                jpeg,
-            );
-            // Delivery is checked by the flush below and by every frame getting its result.
-            let _ = producer
-                .send(&synthetic::frame_record(topic, &frame), TIMEOUT)
-                .unwrap();
-        }
-        rounds += 1;
-        if start.elapsed() >= Duration::from_secs(second) {
-            every(start.elapsed());
-            second += 1;
-        }
-        let due = start + round * u32::try_from(rounds).unwrap();
-        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    /// Rounds sent so far: frames per stream.
+    rounds: u64,
+}
+
+impl Feed<'_> {
+    /// Frames sent so far, over all streams.
+    fn frames(&self) -> u64 {
+        self.rounds * self.streams as u64
     }
-    producer.flush(TIMEOUT).unwrap();
-    rounds
+
+    /// Publishes `rate` frames per second for `duration`; `every` runs once a second. Returns
+    /// the frames sent.
+    fn publish(&mut self, rate: f64, duration: Duration, mut every: impl FnMut()) -> u64 {
+        let producer = self.bus.producer().unwrap();
+        let round = Duration::from_secs_f64(self.streams as f64 / rate);
+        let start = Instant::now();
+        let first = self.rounds;
+        let mut second = 1;
+        while start.elapsed() < duration {
+            let seq = self.rounds;
+            for s in 0..self.streams {
+                let jpeg = self.jpegs[(seq as usize + s) % self.jpegs.len()].to_vec();
+                let frame = synthetic::frame(
+                    &format!("cam-{s}"),
+                    seq,
+                    synthetic::now_ns(),
+                    640,
+                    360,
+                    jpeg,
+                );
+                // Delivery is checked by the flush below and by every frame getting its result.
+                let _ = producer
+                    .send(&synthetic::frame_record(self.topic, &frame), TIMEOUT)
+                    .unwrap();
+            }
+            self.rounds += 1;
+            if start.elapsed() >= Duration::from_secs(second) {
+                every();
+                second += 1;
+            }
+            let due = start + round * u32::try_from(self.rounds - first).unwrap();
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        producer.flush(TIMEOUT).unwrap();
+        (self.rounds - first) * self.streams as u64
+    }
 }
 
 /// Live mode at twice the worker's measured capacity, with the demo model on one CPU thread:
@@ -812,48 +819,28 @@ fn live_overload_at_twice_capacity_is_answered_and_drains() {
     let stop_counting = Arc::new(AtomicBool::new(false));
     let (seen, counter) = count_outcomes(&bus, &config.results_topic, stop_counting.clone());
     let mut worker = spawn_worker(&path, &dir.join("worker.log"));
-    let topic = config.frames_topic.clone();
+    let mut feed = Feed {
+        bus: &bus,
+        topic: &config.frames_topic,
+        jpegs,
+        streams,
+        rounds: 0,
+    };
+    // Publishes at `rate` for `seconds`, waits until every frame is answered, and returns the
+    // rate of OK results meanwhile.
+    let ok_rate = |feed: &mut Feed<'_>, rate: f64, seconds: u64, what: &str| {
+        let ok_before = seen.ok.load(Ordering::Relaxed);
+        let start = Instant::now();
+        feed.publish(rate, Duration::from_secs(seconds), || {});
+        wait_for_count(&seen.total, feed.frames(), Duration::from_secs(120), what);
+        (seen.ok.load(Ordering::Relaxed) - ok_before) as f64 / start.elapsed().as_secs_f64()
+    };
 
     // Capacity: floods of 300 frames/s, several times what one CPU thread runs; the OK rate
-    // while saturated is what the worker can do. The first also covers its start.
-    let mut sent = publish_paced(
-        &bus,
-        &topic,
-        &jpegs,
-        streams,
-        0,
-        300.0,
-        Duration::from_secs(3),
-        |_| {},
-    );
-    wait_for_count(
-        &seen.total,
-        sent * streams as u64,
-        Duration::from_secs(120),
-        "flood answered",
-    );
-    // Measure on a second flood, now that the worker is warm and in its group.
-    let ok_before = seen.ok.load(Ordering::Relaxed);
-    let flood = Instant::now();
-    let flooded = publish_paced(
-        &bus,
-        &topic,
-        &jpegs,
-        streams,
-        sent,
-        300.0,
-        Duration::from_secs(3),
-        |_| {},
-    );
-    sent += flooded;
-    wait_for_count(
-        &seen.total,
-        sent * streams as u64,
-        Duration::from_secs(120),
-        "second flood answered",
-    );
-    let flood_rate =
-        (seen.ok.load(Ordering::Relaxed) - ok_before) as f64 / flood.elapsed().as_secs_f64();
+    // while saturated is what the worker can do. The first also covers its start; the second
+    // is measured, now that the worker is warm and in its group.
+    ok_rate(&mut feed, 300.0, 3, "flood answered");
+    let flood_rate = ok_rate(&mut feed, 300.0, 3, "second flood answered");
     assert!(
         flood_rate > 1.0,
         "the worker ran almost nothing: {flood_rate} fps"
@@ -861,27 +848,7 @@ fn live_overload_at_twice_capacity_is_answered_and_drains() {
     // A flood costs the machine more than it costs the worker (the broker and this test's
     // producer share the cores): calibrate again at twice that rate, where the worker is
     // saturated but the load is what the overload below will be.
-    let ok_before = seen.ok.load(Ordering::Relaxed);
-    let probe = Instant::now();
-    let probed = publish_paced(
-        &bus,
-        &topic,
-        &jpegs,
-        streams,
-        sent,
-        2.0 * flood_rate,
-        Duration::from_secs(4),
-        |_| {},
-    );
-    sent += probed;
-    wait_for_count(
-        &seen.total,
-        sent * streams as u64,
-        Duration::from_secs(120),
-        "probe answered",
-    );
-    let capacity =
-        (seen.ok.load(Ordering::Relaxed) - ok_before) as f64 / probe.elapsed().as_secs_f64();
+    let capacity = ok_rate(&mut feed, 2.0 * flood_rate, 4, "probe answered");
 
     // Twice the capacity for 10 s, sampling the worker's memory once a second.
     let offered = 2.0 * capacity;
@@ -891,24 +858,13 @@ fn live_overload_at_twice_capacity_is_answered_and_drains() {
     );
     let mut rss = Vec::new();
     let pid = worker.id();
-    let overload = publish_paced(
-        &bus,
-        &topic,
-        &jpegs,
-        streams,
-        sent,
-        offered,
-        Duration::from_secs(10),
-        |_| {
-            rss.push(rss_mib(pid));
-        },
-    );
+    let overload = feed.publish(offered, Duration::from_secs(10), || {
+        rss.push(rss_mib(pid));
+    });
     let ended = Instant::now();
-    sent += overload;
-    let total = sent * streams as u64;
     wait_for_count(
         &seen.total,
-        total,
+        feed.frames(),
         Duration::from_secs(60),
         "backlog after the overload",
     );
@@ -924,7 +880,7 @@ fn live_overload_at_twice_capacity_is_answered_and_drains() {
         &config.results_topic,
         Duration::from_secs(3),
     ));
-    let (lost, dup) = tally(&results, streams, sent);
+    let (lost, dup) = tally(&results, streams, feed.rounds);
     let early = rss[1.min(rss.len() - 1)];
     let peak = rss.iter().copied().fold(0.0, f64::max);
     println!(
@@ -932,12 +888,12 @@ fn live_overload_at_twice_capacity_is_answered_and_drains() {
          ok={ok} skipped={skipped} lost={lost} dup={dup} drain={:.2}s rss_early={early:.0}MiB \
          rss_peak={peak:.0}MiB\n  {}",
         ok as f64 / 10.0,
-        overload * streams as u64,
+        overload,
         drain.as_secs_f64(),
         stop_line(&dir.join("worker.log"))
     );
     assert_eq!((lost, dup), (0, 0), "logs in {}", dir.display());
-    assert_eq!(ok + skipped, overload * streams as u64);
+    assert_eq!(ok + skipped, overload);
     assert!(skipped > 0, "twice the capacity skipped nothing");
     assert!(ok > 0, "nothing ran under overload");
     assert!(
