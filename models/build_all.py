@@ -5,6 +5,7 @@
 
 1. models/fixtures/make_maskrcnn_fixture.py  -> fixtures/tiny_maskrcnn.pt + .toml      (seconds)
 2. models/synth/make_clip.py                 -> demo/clip.mp4 + clip.timeline.json     (minutes)
+   models/synth/clip_tracks.py               -> demo/clip.tracks.json                  (seconds)
 3. models/train.py                           -> demo/seg.pt + seg.toml + metrics.json  (~30 min)
 4. models/eval_clip.py                       -> the "clip" section of demo/metrics.json
 5. the measured numbers into models/README.md (between its metrics markers)
@@ -146,6 +147,7 @@ def main() -> None:
     run("maskrcnn fixture", ["models/fixtures/make_maskrcnn_fixture.py"], times)
     if not args.skip_clip:
         run("clip", ["models/synth/make_clip.py"], times)
+        run("clip tracks", ["models/synth/clip_tracks.py"], times)
     if not args.skip_train:
         run("train", ["models/train.py", *args.train_args], times)
     run("eval clip", ["models/eval_clip.py"], times)

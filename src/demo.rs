@@ -15,6 +15,7 @@
 //! cancelled once every published frame has a committed result, then the sink once every
 //! result and the stream's end are stored.
 
+pub mod tracks;
 pub mod truth;
 
 use std::path::{Path, PathBuf};

@@ -59,6 +59,8 @@ pub mod topics {
     pub const RESULTS: &str = "or.results.v1";
     /// Derived surgical events, keyed by case_id.
     pub const EVENTS: &str = "or.events.v1";
+    /// Tool track assignments per frame, keyed by stream_id.
+    pub const TRACKS: &str = "or.tracks.v1";
 
     /// The dead-letter topic for messages that could not be processed from `topic`.
     pub fn dlq(topic: &str) -> String {

@@ -4,7 +4,7 @@ use prost::Message;
 
 use crate::v1::{
     Category, ClockSource, Encoding, EventKind, Frame, FrameResult, FrameStatus, StreamEvent,
-    SurgicalEvent,
+    SurgicalEvent, TrackFrame,
 };
 
 /// Largest accepted stream_id / case_id, in bytes.
@@ -202,6 +202,25 @@ impl Wire for SurgicalEvent {
         check_enum::<Category>("category", self.category, true)?;
         if self.end_time_ns < self.start_time_ns {
             return Err(("end_time_ns", "before start_time_ns".into()));
+        }
+        if self.kind == EventKind::Track as i32 && self.track.is_none() {
+            return Err(("track", "a track event without its motion".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Wire for TrackFrame {
+    const NAME: &'static str = "TrackFrame";
+    const MAX_ENCODED_LEN: usize = 64 << 10;
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        check_id("stream_id", &self.stream_id, true)?;
+        check_id("case_id", &self.case_id, false)?;
+        if let Some(t) = self.tracks.iter().find(|t| t.track_id == 0) {
+            return Err((
+                "tracks.track_id",
+                format!("0 for {:?}; ids start at 1", t.label),
+            ));
         }
         Ok(())
     }

@@ -2,7 +2,8 @@
 
 use orstream_proto::v1::{
     BBox, Category, ClockSource, Encoding, EventKind, Frame, FrameResult, FrameStatus, Instance,
-    ModelIdentity, Point, StreamDiscontinuity, StreamEvent, SurgicalEvent, Timings, stream_event,
+    ModelIdentity, Point, StreamDiscontinuity, StreamEvent, SurgicalEvent, Timings, TrackFrame,
+    TrackedInstance, stream_event,
 };
 use orstream_proto::{DecodeError, decode, decode_with_limit, encode, rle};
 use proptest::prelude::*;
@@ -85,9 +86,22 @@ proptest! {
             category: Category::Tool as i32, start_time_ns: start, end_time_ns: start + len,
             start_offset_ns: 0, end_offset_ns: len, peak_confidence: 0.9, mean_confidence: 0.8,
             session_epoch: 1, first_seq: u64::from(first), last_seq: u64::from(first) + u64::from(n),
-            model: None, gap_reason: String::new(),
+            model: None, gap_reason: String::new(), track_ids: vec![u64::from(n)], track: None,
         };
         prop_assert_eq!(decode::<SurgicalEvent>(&encode(&e)).unwrap(), e);
+    }
+
+    #[test]
+    fn track_frame_round_trips(seq in any::<u64>(), id in 1u64.., x in 0f32..1.0) {
+        let f = TrackFrame {
+            stream_id: "or1".into(), case_id: "case-1".into(), session_epoch: 2, seq,
+            capture_time_ns: 7,
+            tracks: vec![TrackedInstance {
+                track_id: id, class_id: 5, label: "grasper".into(), instance_index: 1,
+                centroid: Some(Point { x, y: 0.5 }), bbox: None, velocity: None, score: 0.9,
+            }],
+        };
+        prop_assert_eq!(decode::<TrackFrame>(&encode(&f)).unwrap(), f);
     }
 
     /// Arbitrary bytes never panic: they decode to a valid message or give an error.
@@ -97,6 +111,7 @@ proptest! {
         let _ = decode::<FrameResult>(&bytes);
         let _ = decode::<StreamEvent>(&bytes);
         let _ = decode::<SurgicalEvent>(&bytes);
+        let _ = decode::<TrackFrame>(&bytes);
     }
 }
 
@@ -256,4 +271,28 @@ fn stream_event_without_kind_is_invalid() {
             .to_string()
             .contains("kind")
     );
+}
+
+#[test]
+fn a_track_event_needs_its_motion_and_track_ids_start_at_one() {
+    let e = SurgicalEvent {
+        event_id: "e1".into(),
+        stream_id: "or-1".into(),
+        kind: EventKind::Track as i32,
+        ..Default::default()
+    };
+    let err = decode::<SurgicalEvent>(&encode(&e))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("invalid field track"), "{err}");
+    let f = TrackFrame {
+        stream_id: "or-1".into(),
+        tracks: vec![TrackedInstance {
+            label: "hook".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let err = decode::<TrackFrame>(&encode(&f)).unwrap_err().to_string();
+    assert!(err.contains("tracks.track_id: 0 for \"hook\""), "{err}");
 }

@@ -32,6 +32,11 @@ pub struct SinkConfig {
     /// Publish derived events to `events_topic` (through the store's outbox, after the
     /// transaction that recorded them commits).
     pub publish_events: bool,
+    /// Topic the per-frame tool track assignments (`TrackFrame`, keyed by stream_id) are
+    /// published to.
+    pub tracks_topic: String,
+    /// Publish per-frame track assignments to `tracks_topic` (through the outbox, like events).
+    pub publish_tracks: bool,
     /// Keep one row per frame result (status, model, detected classes) in the `frames`
     /// table. Costs the most rows; events and gaps do not need it.
     pub store_frames: bool,
@@ -72,6 +77,8 @@ impl Default for SinkConfig {
             streams_topic: topics::STREAMS.to_owned(),
             events_topic: topics::EVENTS.to_owned(),
             publish_events: true,
+            tracks_topic: topics::TRACKS.to_owned(),
+            publish_tracks: true,
             store_frames: true,
             topic_partitions: 3,
             batch_max_messages: 1_000,
@@ -104,6 +111,79 @@ pub struct DeriveConfig {
     pub min_score: f32,
     /// Categories that produce presence intervals.
     pub categories: Vec<CategoryName>,
+    /// How tool instances are followed one by one (`[derive.tracking]`).
+    pub tracking: TrackingConfig,
+}
+
+/// How the instances of tool classes become tracks with motion (see the `track` module).
+/// Positions and distances are in normalized image units: x / width, y / height.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// Track tool instances (needs `tool` among `derive.categories`).
+    pub enabled: bool,
+    /// Frames in a row that confirm a new track (a shorter flicker never becomes one).
+    pub confirm_frames: u32,
+    /// A track unseen for longer than this ends (capture time); a tool back within it keeps
+    /// its track.
+    #[serde(with = "humantime_serde")]
+    pub lost_after: Duration,
+    /// Seen again after at least one missed frame and at least this long unseen: a re-entry.
+    #[serde(with = "humantime_serde")]
+    pub reentry_after: Duration,
+    /// Box overlap (IoU) between a track's predicted box and an instance that lets them pair.
+    pub min_iou: f64,
+    /// Distance between a track's predicted centroid and an instance's that lets them pair.
+    pub max_distance: f64,
+    /// Pieces of one tool's mask whose boxes are at most this far apart are one instance.
+    pub fragment_margin: f64,
+    /// Filtered speed (per second) under which a tool counts as idle.
+    pub idle_speed: f64,
+    /// Time between the trajectory points kept per track.
+    #[serde(with = "humantime_serde")]
+    pub trajectory_interval: Duration,
+    /// Kalman filter: standard deviation of a measured centroid.
+    pub measurement_noise: f64,
+    /// Kalman filter: standard deviation of the acceleration (per second squared).
+    pub acceleration_noise: f64,
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        let r = crate::track::TrackRules::default();
+        Self {
+            enabled: r.enabled,
+            confirm_frames: r.confirm_frames as u32,
+            lost_after: Duration::from_nanos(r.lost_after_ns as u64),
+            reentry_after: Duration::from_nanos(r.reentry_after_ns as u64),
+            min_iou: r.min_iou,
+            max_distance: r.max_distance,
+            fragment_margin: r.fragment_margin,
+            idle_speed: r.idle_speed,
+            trajectory_interval: Duration::from_nanos(r.trajectory_interval_ns as u64),
+            measurement_noise: r.measurement_noise,
+            acceleration_noise: r.acceleration_noise,
+        }
+    }
+}
+
+impl From<&TrackingConfig> for crate::track::TrackRules {
+    fn from(c: &TrackingConfig) -> Self {
+        use crate::track::nanos;
+        Self {
+            enabled: c.enabled,
+            confirm_frames: u64::from(c.confirm_frames),
+            lost_after_ns: nanos(c.lost_after),
+            reentry_after_ns: nanos(c.reentry_after),
+            min_iou: c.min_iou,
+            max_distance: c.max_distance,
+            fragment_margin: c.fragment_margin,
+            idle_speed: c.idle_speed,
+            trajectory_interval_ns: nanos(c.trajectory_interval),
+            measurement_noise: c.measurement_noise,
+            acceleration_noise: c.acceleration_noise,
+        }
+    }
 }
 
 impl Default for DeriveConfig {
@@ -114,6 +194,7 @@ impl Default for DeriveConfig {
             absent_after: Duration::from_millis(500),
             min_score: 0.5,
             categories: vec![CategoryName::Tool, CategoryName::Organ],
+            tracking: TrackingConfig::default(),
         }
     }
 }
@@ -203,6 +284,7 @@ impl SinkConfig {
             ("results_topic", &self.results_topic),
             ("streams_topic", &self.streams_topic),
             ("events_topic", &self.events_topic),
+            ("tracks_topic", &self.tracks_topic),
         ] {
             if let Err(e) = orstream_bus::validate_topic_name(topic) {
                 problems.push(format!("{key}: {e}"));
@@ -218,6 +300,14 @@ impl SinkConfig {
             problems.push(format!(
                 "events_topic: {} must differ from the topics the sink reads",
                 self.events_topic
+            ));
+        }
+        if [&self.results_topic, &self.streams_topic, &self.events_topic]
+            .contains(&&self.tracks_topic)
+        {
+            problems.push(format!(
+                "tracks_topic: {} must differ from the other topics",
+                self.tracks_topic
             ));
         }
         if self.topic_partitions == 0 {
@@ -283,6 +373,45 @@ impl SinkConfig {
         }
         if d.categories.is_empty() {
             problems.push("derive.categories: name at least one category".to_owned());
+        }
+        let t = &d.tracking;
+        if t.confirm_frames == 0 {
+            problems.push("derive.tracking.confirm_frames: must be at least 1".to_owned());
+        }
+        for (key, value) in [
+            ("lost_after", t.lost_after),
+            ("reentry_after", t.reentry_after),
+            ("trajectory_interval", t.trajectory_interval),
+        ] {
+            if value.is_zero() || i64::try_from(value.as_nanos()).is_err() {
+                problems.push(format!(
+                    "derive.tracking.{key}: {value:?} must be longer than 0 and at most 292 years"
+                ));
+            }
+        }
+        for (key, value, range) in [
+            ("min_iou", t.min_iou, 0.0..=1.0),
+            ("max_distance", t.max_distance, f64::MIN_POSITIVE..=2.0),
+            ("fragment_margin", t.fragment_margin, 0.0..=1.0),
+            ("idle_speed", t.idle_speed, 0.0..=100.0),
+            (
+                "measurement_noise",
+                t.measurement_noise,
+                f64::MIN_POSITIVE..=1.0,
+            ),
+            (
+                "acceleration_noise",
+                t.acceleration_noise,
+                f64::MIN_POSITIVE..=100.0,
+            ),
+        ] {
+            if !range.contains(&value) {
+                problems.push(format!(
+                    "derive.tracking.{key}: {value} is outside {}..={}",
+                    range.start(),
+                    range.end()
+                ));
+            }
         }
         if let Err(orstream_bus::BusError::Config { problems: kafka }) = self.kafka.validate() {
             problems.extend(kafka.into_iter().map(|p| format!("kafka.{p}")));

@@ -25,6 +25,11 @@
 //!   published, open intervals and gaps are closed at the last frame. Results and lifecycle
 //!   events come on different topics, so this waits for both, whichever arrives last.
 //!
+//! - Tools: instances of tool classes are also followed one by one by the stream's
+//!   [`Tracker`] (see the `track` module); each presence interval of a tool lists the tracks
+//!   seen in it, and a track ends wherever intervals close for a gap, an epoch, a model, a case
+//!   or the stream's end, or once lost.
+//!
 //! Times are the frames' capture times (UTC nanoseconds); offsets from the case start are
 //! computed by the caller, which knows the case's first frame across streams.
 
@@ -38,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::DeriveConfig;
+use crate::track::{Assignment, Motion, Observation, Track, TrackPoint, TrackRules, Tracker};
 
 /// The derivation rules in the form the hot path uses.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +58,8 @@ pub struct Rules {
     pub min_score: f32,
     /// Categories that produce intervals (contract values).
     pub categories: BTreeSet<i32>,
+    /// How tool instances are tracked.
+    pub tracking: TrackRules,
 }
 
 impl From<&DeriveConfig> for Rules {
@@ -62,6 +70,7 @@ impl From<&DeriveConfig> for Rules {
             absent_after_ns: i64::try_from(c.absent_after.as_nanos()).unwrap_or(i64::MAX),
             min_score: c.min_score,
             categories: c.categories.iter().map(|c| c.category() as i32).collect(),
+            tracking: TrackRules::from(&c.tracking),
         }
     }
 }
@@ -135,6 +144,9 @@ pub struct OpenInterval {
     pub peak: f32,
     /// Sum of the per-frame scores, for the mean.
     pub sum: f64,
+    /// Tool tracks assigned in the interval.
+    #[serde(default)]
+    pub track_ids: BTreeSet<u64>,
 }
 
 /// One class of one stream.
@@ -192,6 +204,9 @@ pub struct StreamState {
     pub gap: Option<OpenGap>,
     /// `frames_published` of a `StreamEnded` waiting for the results to catch up.
     pub ended: Option<u64>,
+    /// The tool tracks.
+    #[serde(default)]
+    pub tracker: Tracker,
 }
 
 /// A closed presence interval.
@@ -225,6 +240,8 @@ pub struct Presence {
     pub mean: f32,
     /// The model of the segment.
     pub model: ModelKey,
+    /// Tool tracks seen in the interval, ascending.
+    pub track_ids: Vec<u64>,
     /// Whether the interval is still open (only in record views, never emitted).
     pub open: bool,
 }
@@ -262,6 +279,158 @@ impl Presence {
             last_seq: self.last_seq,
             model: Some(self.model.identity()),
             gap_reason: String::new(),
+            track_ids: self.track_ids.clone(),
+            track: None,
+        }
+    }
+}
+
+/// A tool track, ended or (in record views) still open.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackRecord {
+    /// The stream.
+    pub stream_id: String,
+    /// The case.
+    pub case_id: String,
+    /// Class id.
+    pub class_id: u32,
+    /// Label.
+    pub label: String,
+    /// Session epoch of its frames.
+    pub epoch: u64,
+    /// First assigned frame.
+    pub first_seq: u64,
+    /// Last assigned frame.
+    pub last_seq: u64,
+    /// Capture time of the first assignment.
+    pub start_ns: i64,
+    /// Capture time of the last assignment.
+    pub end_ns: i64,
+    /// Best score.
+    pub peak_score: f32,
+    /// Its motion.
+    pub motion: Motion,
+    /// The model of the segment.
+    pub model: ModelKey,
+    /// Whether the track is still live (only in record views, never emitted).
+    pub open: bool,
+}
+
+impl TrackRecord {
+    fn of(state: &StreamState, track: &Track) -> Self {
+        Self {
+            stream_id: state.stream_id.clone(),
+            case_id: state.case_id.clone(),
+            class_id: track.class_id,
+            label: track.label.clone(),
+            epoch: track.epoch,
+            first_seq: track.first_seq,
+            last_seq: track.last_seq,
+            start_ns: track.first_ns,
+            end_ns: track.last_ns,
+            peak_score: track.peak_score,
+            motion: track.motion(),
+            model: state.model.clone().unwrap_or_default(),
+            open: false,
+        }
+    }
+
+    /// Deterministic id: the stream and the track's id name it.
+    pub fn event_id(&self) -> String {
+        event_id(&["track", &self.stream_id, &self.motion.track_id.to_string()])
+    }
+
+    /// The contract's form; offsets from `case_start_ns`.
+    pub fn to_event(&self, case_start_ns: i64) -> SurgicalEvent {
+        let m = &self.motion;
+        let point = |(x, y): (f64, f64)| orstream_proto::Point {
+            x: x as f32,
+            y: y as f32,
+        };
+        SurgicalEvent {
+            event_id: self.event_id(),
+            case_id: self.case_id.clone(),
+            stream_id: self.stream_id.clone(),
+            kind: EventKind::Track as i32,
+            class_id: self.class_id,
+            label: self.label.clone(),
+            category: Category::Tool as i32,
+            start_time_ns: self.start_ns,
+            end_time_ns: self.end_ns,
+            start_offset_ns: self.start_ns.saturating_sub(case_start_ns),
+            end_offset_ns: self.end_ns.saturating_sub(case_start_ns),
+            peak_confidence: self.peak_score,
+            mean_confidence: 0.0,
+            session_epoch: self.epoch,
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            model: Some(self.model.identity()),
+            gap_reason: String::new(),
+            track_ids: vec![m.track_id],
+            track: Some(orstream_proto::TrackSummary {
+                track_id: m.track_id,
+                frames_seen: m.frames_seen,
+                path_length: m.path_length,
+                mean_speed: m.mean_speed,
+                peak_speed: m.peak_speed,
+                idle_ns: m.idle_ns,
+                reentries: m.reentries,
+                first_centroid: Some(point(m.first_centroid)),
+                last_centroid: Some(point(m.last_centroid)),
+            }),
+        }
+    }
+}
+
+/// The confirmed track assignments of one frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameTracks {
+    /// The stream.
+    pub stream_id: String,
+    /// The case.
+    pub case_id: String,
+    /// Session epoch.
+    pub epoch: u64,
+    /// Frame seq.
+    pub seq: u64,
+    /// Capture time.
+    pub ns: i64,
+    /// Assignments, by track id.
+    pub assigned: Vec<Assignment>,
+}
+
+impl FrameTracks {
+    /// The contract's form (`or.tracks.v1`).
+    pub fn to_message(&self) -> orstream_proto::TrackFrame {
+        let point = |x: f64, y: f64| orstream_proto::Point {
+            x: x as f32,
+            y: y as f32,
+        };
+        orstream_proto::TrackFrame {
+            stream_id: self.stream_id.clone(),
+            case_id: self.case_id.clone(),
+            session_epoch: self.epoch,
+            seq: self.seq,
+            capture_time_ns: self.ns,
+            tracks: self
+                .assigned
+                .iter()
+                .map(|a| orstream_proto::TrackedInstance {
+                    track_id: a.track_id,
+                    class_id: a.class_id,
+                    label: a.label.clone(),
+                    instance_index: a.instance_index,
+                    centroid: Some(point(a.cx, a.cy)),
+                    bbox: Some(orstream_proto::BBox {
+                        x0: a.bbox[0] as f32,
+                        y0: a.bbox[1] as f32,
+                        x1: a.bbox[2] as f32,
+                        y1: a.bbox[3] as f32,
+                    }),
+                    velocity: Some(point(a.vx, a.vy)),
+                    score: a.score,
+                })
+                .collect(),
         }
     }
 }
@@ -359,6 +528,8 @@ impl Gap {
             last_seq: self.last_seq,
             model: None,
             gap_reason: self.reason.clone(),
+            track_ids: Vec::new(),
+            track: None,
         }
     }
 }
@@ -414,6 +585,12 @@ pub enum Output {
     Gap(Gap),
     /// The input was odd.
     Anomaly(Anomaly),
+    /// A tool track ended.
+    Track(TrackRecord),
+    /// Trajectory points kept (stream, case and points).
+    TrackPoints(String, String, Vec<TrackPoint>),
+    /// A frame's confirmed track assignments.
+    Tracked(FrameTracks),
 }
 
 /// A deterministic id: the first 128 bits of SHA-256 over the parts, in hex.
@@ -487,6 +664,17 @@ impl StreamState {
                     p.open = true;
                     p
                 })
+            })
+            .collect()
+    }
+
+    /// Tracks live right now, as records marked `open` (for record views).
+    pub fn open_tracks(&self) -> Vec<TrackRecord> {
+        self.tracker
+            .confirmed()
+            .map(|t| TrackRecord {
+                open: true,
+                ..TrackRecord::of(self, t)
             })
             .collect()
     }
@@ -677,6 +865,7 @@ impl StreamState {
 
         let seq = result.seq;
         let epoch = result.session_epoch;
+        let assigned = self.track_tools(result, rules, out);
         let mut closed = Vec::new();
         for (&class_id, &(score, label, category)) in &seen {
             let track = self.classes.entry(class_id).or_insert_with(|| ClassTrack {
@@ -731,6 +920,7 @@ impl StreamState {
                     frames_seen: track.sightings.len() as u64,
                     peak,
                     sum,
+                    track_ids: BTreeSet::new(),
                 });
                 track.sightings.clear();
             }
@@ -756,6 +946,15 @@ impl StreamState {
                 track.sightings.pop_front();
             }
         }
+        for a in &assigned {
+            if let Some(open) = self
+                .classes
+                .get_mut(&a.class_id)
+                .and_then(|c| c.open.as_mut())
+            {
+                open.track_ids.insert(a.track_id);
+            }
+        }
         for (class_id, open) in closed {
             if let Some(track) = self.classes.get(&class_id) {
                 let model = self.model.clone().unwrap_or_default();
@@ -766,6 +965,85 @@ impl StreamState {
         }
         self.classes
             .retain(|_, t| t.open.is_some() || !t.sightings.is_empty());
+    }
+
+    /// Runs the tracker over the frame's tool instances; returns the confirmed assignments
+    /// (also published as [`Output::Tracked`]).
+    fn track_tools(
+        &mut self,
+        result: &FrameResult,
+        rules: &Rules,
+        out: &mut Vec<Output>,
+    ) -> Vec<Assignment> {
+        let tool = Category::Tool as i32;
+        if !rules.tracking.enabled || !rules.categories.contains(&tool) {
+            return Vec::new();
+        }
+        let observations = result
+            .instances
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.category == tool && !i.score.is_nan() && i.score >= rules.min_score)
+            .filter_map(|(index, i)| {
+                let (c, b) = (i.centroid.as_ref()?, i.bbox.as_ref()?);
+                Some(Observation {
+                    index: index as u32,
+                    class_id: i.class_id,
+                    label: i.label.clone(),
+                    score: i.score,
+                    cx: f64::from(c.x),
+                    cy: f64::from(c.y),
+                    bbox: [b.x0, b.y0, b.x1, b.y1].map(f64::from),
+                    area: f64::from(i.area),
+                })
+            })
+            .collect();
+        let update = self.tracker.update(
+            result.session_epoch,
+            result.seq,
+            result.capture_time_ns,
+            observations,
+            &rules.tracking,
+        );
+        let mut points = update.points;
+        for track in &update.ended {
+            points.extend(crate::track::final_point(track));
+            out.push(Output::Track(TrackRecord::of(self, track)));
+        }
+        if !points.is_empty() {
+            out.push(Output::TrackPoints(
+                self.stream_id.clone(),
+                self.case_id.clone(),
+                points,
+            ));
+        }
+        if !update.assigned.is_empty() {
+            out.push(Output::Tracked(FrameTracks {
+                stream_id: self.stream_id.clone(),
+                case_id: self.case_id.clone(),
+                epoch: result.session_epoch,
+                seq: result.seq,
+                ns: result.capture_time_ns,
+                assigned: update.assigned.clone(),
+            }));
+        }
+        update.assigned
+    }
+
+    /// Ends every track (see [`Tracker::end_all`]).
+    fn end_tracks(&mut self, out: &mut Vec<Output>) {
+        let ended = self.tracker.end_all();
+        let points: Vec<TrackPoint> = ended.iter().filter_map(crate::track::final_point).collect();
+        if !points.is_empty() {
+            out.push(Output::TrackPoints(
+                self.stream_id.clone(),
+                self.case_id.clone(),
+                points,
+            ));
+        }
+        for track in &ended {
+            out.push(Output::Track(TrackRecord::of(self, track)));
+        }
     }
 
     fn apply_unusable(&mut self, result: &FrameResult, out: &mut Vec<Output>) {
@@ -791,8 +1069,10 @@ impl StreamState {
         }
     }
 
-    /// Closes every open interval at its last sighting and forgets the enter windows.
+    /// Closes every open interval at its last sighting, forgets the enter windows and ends
+    /// the tracks.
     fn close_intervals(&mut self, out: &mut Vec<Output>) {
+        self.end_tracks(out);
         let Some(position) = self.position else {
             self.classes.clear();
             return;
@@ -866,6 +1146,7 @@ fn presence(
         peak: open.peak,
         mean: (open.sum / open.frames_seen.max(1) as f64) as f32,
         model: model.clone(),
+        track_ids: open.track_ids.iter().copied().collect(),
         open: false,
     }
 }
@@ -874,10 +1155,10 @@ fn presence(
 mod tests {
     use std::time::Duration;
 
-    use orstream_proto::{ClockSource, Instance, StreamEnded};
+    use orstream_proto::{BBox, ClockSource, Instance, Point, StreamEnded};
 
     use super::*;
-    use crate::config::CategoryName;
+    use crate::config::{CategoryName, TrackingConfig};
 
     const T0: i64 = 1_795_000_000_000_000_000;
     /// 30 fps.
@@ -890,6 +1171,7 @@ mod tests {
             absent_after: Duration::from_millis(200),
             min_score: 0.5,
             categories: vec![CategoryName::Tool, CategoryName::Organ],
+            tracking: TrackingConfig::default(),
         })
     }
 
@@ -915,6 +1197,18 @@ mod tests {
                             Category::Organ as i32
                         },
                         score,
+                        // Each tool drifts right from its own place, one step per frame.
+                        centroid: Some(Point {
+                            x: 0.1 + 0.1 * (class_id % 8) as f32 + 0.002 * (seq % 100) as f32,
+                            y: 0.5,
+                        }),
+                        bbox: Some(BBox {
+                            x0: 0.05 + 0.1 * (class_id % 8) as f32 + 0.002 * (seq % 100) as f32,
+                            y0: 0.45,
+                            x1: 0.15 + 0.1 * (class_id % 8) as f32 + 0.002 * (seq % 100) as f32,
+                            y1: 0.55,
+                        }),
+                        area: 0.01,
                         ..Instance::default()
                     })
                     .collect(),
@@ -1047,7 +1341,8 @@ mod tests {
         let mut state = StreamState::new("cam-1");
         let mut out = run(&mut state, &[A, B, C, A]);
         out.extend(end(&mut state, 4));
-        let Some(Output::Presence(p)) = out.first() else {
+        let Some(Output::Presence(p)) = out.iter().find(|o| matches!(o, Output::Presence(_)))
+        else {
             panic!("{out:?}")
         };
         assert_eq!(p.peak, 1.0);
@@ -1224,6 +1519,89 @@ mod tests {
             seq += 1;
         }
         out
+    }
+
+    /// (track id, first seq, last seq, frames seen) of the tracks that ended.
+    fn tracks(out: &[Output]) -> Vec<(u64, u64, u64, u64)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Track(t) => Some((
+                    t.motion.track_id,
+                    t.first_seq,
+                    t.last_seq,
+                    t.motion.frames_seen,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn interval_tracks(out: &[Output]) -> Vec<(u32, Vec<u64>)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Presence(p) => Some((p.class_id, p.track_ids.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tool_intervals_name_their_tracks_and_organs_have_none() {
+        let mut state = StreamState::new("cam-1");
+        let mut out = run(&mut state, &vec![F::See(&[(1, 0.9), (101, 0.9)]); 10]);
+        // Confirmed at the third frame, from which every frame publishes its assignment.
+        let tracked: Vec<u64> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Tracked(f) => Some(f.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tracked, (2..10).collect::<Vec<_>>());
+        assert_eq!(state.open_tracks().len(), 1);
+        out.extend(end(&mut state, 10));
+        assert_eq!(tracks(&out), vec![(1, 0, 9, 10)]);
+        assert_eq!(interval_tracks(&out), vec![(1, vec![1]), (101, vec![])]);
+        let Some(Output::Track(t)) = out.iter().find(|o| matches!(o, Output::Track(_))) else {
+            unreachable!()
+        };
+        // 0.002 per frame at 30 fps: 0.018 in 9 steps, 0.06 per second.
+        assert!((t.motion.path_length - 0.018).abs() < 0.018 * 0.05, "{t:?}");
+        let event = t.to_event(T0);
+        assert_eq!(event.kind, EventKind::Track as i32);
+        assert_eq!(event.track.as_ref().map(|m| m.track_id), Some(1));
+        orstream_proto::decode::<SurgicalEvent>(&orstream_proto::encode(&event)).unwrap();
+    }
+
+    #[test]
+    fn a_discontinuity_ends_the_tracks_and_the_next_epoch_starts_new_ones() {
+        let rules = rules();
+        let mut state = StreamState::new("cam-1");
+        let mut out = Vec::new();
+        for seq in 0..5 {
+            out.extend(state.apply_result(&result(1, seq, T0 + seq as i64 * FRAME_NS, &G), &rules));
+        }
+        // Back after 100 ms, at the same place: still a new track, never carried over.
+        let resume = T0 + 5 * FRAME_NS;
+        for seq in 0..5 {
+            out.extend(
+                state.apply_result(&result(2, seq, resume + seq as i64 * FRAME_NS, &G), &rules),
+            );
+        }
+        out.extend(end(&mut state, 10));
+        assert_eq!(tracks(&out), vec![(1, 0, 4, 5), (2, 0, 4, 5)]);
+        assert_eq!(interval_tracks(&out), vec![(1, vec![1]), (1, vec![2])]);
+    }
+
+    #[test]
+    fn a_skipped_frame_ends_the_tracks_like_the_intervals() {
+        let mut state = StreamState::new("cam-1");
+        let mut frames = vec![G; 4];
+        frames.push(F::Status(FrameStatus::SkippedOverload));
+        frames.extend(vec![G; 4]);
+        let mut out = run(&mut state, &frames);
+        out.extend(end(&mut state, 9));
+        assert_eq!(tracks(&out), vec![(1, 0, 3, 4), (2, 5, 8, 4)]);
     }
 
     #[test]

@@ -92,8 +92,9 @@ mod service;
 pub mod store;
 pub mod testing;
 pub mod time;
+pub mod track;
 
-pub use config::{CategoryName, DeriveConfig, SinkConfig};
+pub use config::{CategoryName, DeriveConfig, SinkConfig, TrackingConfig};
 pub use decode::{Input, Rejection, Source, decode};
 pub use error::{SinkError, StoreError};
 pub use service::{Progress, Sink, Stats, backoff};

@@ -25,10 +25,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SinkConfig;
 use crate::decode::{Input, Rejection, Source, decode};
-use crate::derive::{Gap, Output, Presence, Rules, StreamState, category_name, status_name};
+use crate::derive::{
+    Gap, Output, Presence, Rules, StreamState, TrackRecord, category_name, event_id, status_name,
+};
 use crate::error::{SinkError, StoreError};
 use crate::metrics::{Committed, SinkMetrics};
-use crate::store::{OffsetWrite, Outbox, StateWrite, Store, Value, WriteBatch};
+use crate::store::{OffsetWrite, Outbox, OutboxTopic, StateWrite, Store, Value, WriteBatch};
+use crate::track::TrackPoint;
 
 /// Figures of a sink run. Counts are of work acknowledged (stored), unless named otherwise.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,6 +51,8 @@ pub struct Stats {
     pub presences: u64,
     /// Gaps closed.
     pub gaps: u64,
+    /// Tool tracks ended.
+    pub tracks: u64,
     /// Anomalies recorded.
     pub anomalies: u64,
     /// Messages sent to a dead-letter topic.
@@ -58,7 +63,7 @@ pub struct Stats {
     pub conflicts: u64,
     /// Store calls retried after a retriable failure.
     pub store_retries: u64,
-    /// Derived events acknowledged by the events topic.
+    /// Derived events and track frames acknowledged by their topics.
     pub published: u64,
     /// Largest lag seen: from a message's timestamp to the commit that stored it, in ms.
     pub max_lag_ms: u64,
@@ -247,6 +252,7 @@ struct Prepared {
     skipped: u64,
     presences: u64,
     gaps: u64,
+    tracks: u64,
     anomalies: u64,
     /// Capture time of each result, for the capture-to-record latency.
     capture_ns: Vec<i64>,
@@ -444,6 +450,9 @@ impl Sink {
         ];
         if self.config.publish_events {
             wanted.push(self.config.events_topic.clone());
+        }
+        if self.config.publish_tracks {
+            wanted.push(self.config.tracks_topic.clone());
         }
         for topic in wanted {
             let mut attempt = 0;
@@ -844,6 +853,36 @@ impl Sink {
                     prepared.batch.gaps.push((gap_row(&g), outbox));
                     prepared.gaps += 1;
                 }
+                Output::Track(t) => {
+                    let outbox = self.outbox(&t.case_id, &t.event_id(), || {
+                        t.to_event(run.cases.get(&t.case_id).copied().unwrap_or(t.start_ns))
+                    });
+                    prepared.batch.tracks.push((track_row(&t), outbox));
+                    prepared.tracks += 1;
+                }
+                Output::TrackPoints(stream_id, case_id, points) => {
+                    prepared.batch.track_points.extend(
+                        points
+                            .iter()
+                            .map(|p| track_point_row(&stream_id, &case_id, p)),
+                    );
+                }
+                Output::Tracked(frame) => {
+                    if self.config.publish_tracks {
+                        prepared.batch.track_frames.push(Outbox {
+                            event_id: event_id(&[
+                                "track-frame",
+                                &frame.stream_id,
+                                &frame.epoch.to_string(),
+                                &frame.seq.to_string(),
+                            ]),
+                            case_id: frame.case_id.clone(),
+                            topic: OutboxTopic::Tracks,
+                            key: frame.stream_id.clone(),
+                            payload: orstream_proto::encode(&frame.to_message()),
+                        });
+                    }
+                }
                 Output::Anomaly(a) => {
                     tracing::info!(
                         kind = a.kind.as_str(),
@@ -872,6 +911,8 @@ impl Sink {
         self.config.publish_events.then(|| Outbox {
             event_id: event_id.to_owned(),
             case_id: case_id.to_owned(),
+            topic: OutboxTopic::Events,
+            key: case_id.to_owned(),
             payload: orstream_proto::encode(&event()),
         })
     }
@@ -967,8 +1008,11 @@ impl Sink {
                 cached.dirty = false;
             }
         }
-        if self.config.publish_events
-            && (!prepared.batch.events.is_empty() || !prepared.batch.gaps.is_empty())
+        if (self.config.publish_events
+            && (!prepared.batch.events.is_empty()
+                || !prepared.batch.gaps.is_empty()
+                || !prepared.batch.tracks.is_empty()))
+            || !prepared.batch.track_frames.is_empty()
         {
             run.outbox_dirty = true;
         }
@@ -993,6 +1037,7 @@ impl Sink {
             s.rows += rows;
             s.presences += prepared.presences;
             s.gaps += prepared.gaps;
+            s.tracks += prepared.tracks;
             s.anomalies += prepared.anomalies;
             s.dead_letters += prepared.dead_letters.len() as u64;
             s.transactions += 1;
@@ -1081,10 +1126,13 @@ impl Sink {
             };
             let mut handles = Vec::with_capacity(items.len());
             for item in &items {
-                let record =
-                    Record::new(self.config.events_topic.clone(), item.entry.payload.clone())
-                        .with_key(item.entry.case_id.clone().into_bytes())
-                        .with_header(headers::SCHEMA_VERSION, SCHEMA_VERSION);
+                let topic = match item.entry.topic {
+                    OutboxTopic::Events => &self.config.events_topic,
+                    OutboxTopic::Tracks => &self.config.tracks_topic,
+                };
+                let record = Record::new(topic.clone(), item.entry.payload.clone())
+                    .with_key(item.entry.key.clone().into_bytes())
+                    .with_header(headers::SCHEMA_VERSION, SCHEMA_VERSION);
                 match run.producer.send(&record, self.config.publish_timeout) {
                     Ok(h) => handles.push(h),
                     Err(error) => {
@@ -1164,6 +1212,56 @@ fn presence_row(p: &Presence) -> Vec<Value> {
         p.model.name.as_str().into(),
         p.model.version.as_str().into(),
         p.model.digest.as_str().into(),
+        p.track_ids
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+            .into(),
+    ]
+}
+
+fn track_row(t: &TrackRecord) -> Vec<Value> {
+    let m = &t.motion;
+    vec![
+        t.event_id().into(),
+        t.case_id.as_str().into(),
+        t.stream_id.as_str().into(),
+        m.track_id.into(),
+        t.class_id.into(),
+        t.label.as_str().into(),
+        t.epoch.into(),
+        t.first_seq.into(),
+        t.last_seq.into(),
+        t.start_ns.into(),
+        t.end_ns.into(),
+        m.frames_seen.into(),
+        Value::Real(m.path_length),
+        Value::Real(m.mean_speed),
+        Value::Real(m.peak_speed),
+        m.idle_ns.into(),
+        m.reentries.into(),
+        t.peak_score.into(),
+        t.model.name.as_str().into(),
+        t.model.version.as_str().into(),
+        t.model.digest.as_str().into(),
+    ]
+}
+
+fn track_point_row(stream_id: &str, case_id: &str, p: &TrackPoint) -> Vec<Value> {
+    vec![
+        stream_id.into(),
+        p.track_id.into(),
+        p.seq.into(),
+        case_id.into(),
+        p.ns.into(),
+        Value::Real(p.cx),
+        Value::Real(p.cy),
+        Value::Real(p.bbox[0]),
+        Value::Real(p.bbox[1]),
+        Value::Real(p.bbox[2]),
+        Value::Real(p.bbox[3]),
+        Value::Real(p.speed),
     ]
 }
 

@@ -176,12 +176,20 @@ struct Migration {
     sqlite: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "record",
-    postgres: include_str!("../../migrations/postgres/0001_record.sql"),
-    sqlite: include_str!("../../migrations/sqlite/0001_record.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "record",
+        postgres: include_str!("../../migrations/postgres/0001_record.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0001_record.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "tracks",
+        postgres: include_str!("../../migrations/postgres/0002_tracks.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0002_tracks.sql"),
+    },
+];
 
 /// A consumer offset to store: the next offset to read of a partition, compare-and-set
 /// against the one the sink last read from the store (`None`: the store had none).
@@ -228,6 +236,12 @@ pub struct WriteBatch {
     pub anomalies: Vec<Vec<Value>>,
     /// `frames` rows.
     pub frames: Vec<Vec<Value>>,
+    /// `tracks` rows with their outbox payload.
+    pub tracks: Vec<(Vec<Value>, Option<Outbox>)>,
+    /// `track_points` rows.
+    pub track_points: Vec<Vec<Value>>,
+    /// Per-frame track assignments to publish (no table of their own).
+    pub track_frames: Vec<Outbox>,
 }
 
 impl WriteBatch {
@@ -240,17 +254,42 @@ impl WriteBatch {
             + self.gaps.len()
             + self.anomalies.len()
             + self.frames.len()
+            + self.tracks.len()
+            + self.track_points.len()
     }
 }
 
-/// An encoded `SurgicalEvent` waiting to be published.
+/// Which topic an outbox entry goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxTopic {
+    /// `SurgicalEvent`s, keyed by case_id.
+    Events,
+    /// `TrackFrame`s, keyed by stream_id.
+    Tracks,
+}
+
+impl OutboxTopic {
+    /// Name stored in the outbox.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxTopic::Events => "events",
+            OutboxTopic::Tracks => "tracks",
+        }
+    }
+}
+
+/// An encoded message waiting to be published: a `SurgicalEvent`, or a `TrackFrame`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outbox {
     /// Its deterministic id.
     pub event_id: String,
-    /// Partitioning key on the events topic.
+    /// The case.
     pub case_id: String,
-    /// The encoded event.
+    /// Where it goes.
+    pub topic: OutboxTopic,
+    /// Partitioning key: the case_id for events, the stream_id for track frames.
+    pub key: String,
+    /// The encoded message.
     pub payload: Vec<u8>,
 }
 
@@ -281,6 +320,7 @@ pub(crate) const EVENT_COLUMNS: &[&str] = &[
     "model_name",
     "model_version",
     "model_digest",
+    "track_ids",
 ];
 pub(crate) const GAP_COLUMNS: &[&str] = &[
     "event_id",
@@ -294,6 +334,43 @@ pub(crate) const GAP_COLUMNS: &[&str] = &[
     "end_ns",
     "frames",
     "reason",
+];
+pub(crate) const TRACK_COLUMNS: &[&str] = &[
+    "event_id",
+    "case_id",
+    "stream_id",
+    "track_id",
+    "class_id",
+    "label",
+    "session_epoch",
+    "first_seq",
+    "last_seq",
+    "start_ns",
+    "end_ns",
+    "frames_seen",
+    "path_length",
+    "mean_speed",
+    "peak_speed",
+    "idle_ns",
+    "reentries",
+    "peak_confidence",
+    "model_name",
+    "model_version",
+    "model_digest",
+];
+pub(crate) const TRACK_POINT_COLUMNS: &[&str] = &[
+    "stream_id",
+    "track_id",
+    "seq",
+    "case_id",
+    "time_ns",
+    "cx",
+    "cy",
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "speed",
 ];
 pub(crate) const FRAME_COLUMNS: &[&str] = &[
     "stream_id",
@@ -332,6 +409,8 @@ const SNAPSHOT: &[(&str, &str, &str)] = &[
     ),
     ("events", "*", "event_id"),
     ("gaps", "*", "event_id"),
+    ("tracks", "*", "event_id"),
+    ("track_points", "*", "stream_id, track_id, seq"),
     ("frames", "*", "stream_id, session_epoch, seq"),
     (
         "anomalies",
@@ -545,7 +624,7 @@ impl Store {
     /// Up to `limit` events waiting to be published, oldest first.
     pub fn outbox(&mut self, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
         let rows = self.query(
-            "SELECT position, event_id, case_id, payload FROM event_outbox \
+            "SELECT position, event_id, case_id, payload, topic, message_key FROM event_outbox \
              ORDER BY position LIMIT $1",
             &[(limit as u64).into()],
         )?;
@@ -556,11 +635,21 @@ impl Store {
                     Value::Blob(b) => b,
                     _ => Vec::new(),
                 };
+                let topic = match r[4].text() {
+                    "tracks" => OutboxTopic::Tracks,
+                    _ => OutboxTopic::Events,
+                };
+                let key = match r[5].text() {
+                    "" => r[2].text().to_owned(),
+                    key => key.to_owned(),
+                };
                 OutboxItem {
                     position: r[0].int(),
                     entry: Outbox {
                         event_id: r[1].text().to_owned(),
                         case_id: r[2].text().to_owned(),
+                        topic,
+                        key,
                         payload,
                     },
                 }
@@ -728,6 +817,7 @@ fn write_batch(sql: &mut dyn Sql, batch: &WriteBatch) -> Result<(), StoreError> 
     for (table, columns, rows) in [
         ("events", EVENT_COLUMNS, &batch.events),
         ("gaps", GAP_COLUMNS, &batch.gaps),
+        ("tracks", TRACK_COLUMNS, &batch.tracks),
     ] {
         let statement = insert_statement(table, columns, 1);
         for (row, outbox) in rows {
@@ -737,20 +827,38 @@ fn write_batch(sql: &mut dyn Sql, batch: &WriteBatch) -> Result<(), StoreError> 
             if inserted == 1
                 && let Some(o) = outbox
             {
-                sql.execute(
-                    "INSERT INTO event_outbox (event_id, case_id, payload) VALUES ($1, $2, $3)",
-                    &[
-                        o.event_id.as_str().into(),
-                        o.case_id.as_str().into(),
-                        o.payload.clone().into(),
-                    ],
-                )?;
+                insert_outbox(sql, o)?;
             }
         }
     }
     insert_rows(sql, "anomalies", ANOMALY_COLUMNS, &batch.anomalies)?;
     insert_rows(sql, "frames", FRAME_COLUMNS, &batch.frames)?;
+    insert_rows(
+        sql,
+        "track_points",
+        TRACK_POINT_COLUMNS,
+        &batch.track_points,
+    )?;
+    // Track frames have no row to deduplicate on: they come only from input read past the
+    // stored offsets, which this same transaction moves on.
+    for o in &batch.track_frames {
+        insert_outbox(sql, o)?;
+    }
     Ok(())
+}
+
+fn insert_outbox(sql: &mut dyn Sql, o: &Outbox) -> Result<u64, StoreError> {
+    sql.execute(
+        "INSERT INTO event_outbox (event_id, case_id, payload, topic, message_key) \
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            o.event_id.as_str().into(),
+            o.case_id.as_str().into(),
+            o.payload.clone().into(),
+            o.topic.as_str().into(),
+            o.key.as_str().into(),
+        ],
+    )
 }
 
 /// `INSERT INTO table (columns) VALUES (...), ... ON CONFLICT DO NOTHING` for `rows` rows.
