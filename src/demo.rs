@@ -8,8 +8,10 @@
 //!
 //! While it runs, a monitor (its own consumer group on the results topic) prints frames in and
 //! out, throughput, batch size, capture-to-result latency and skips. At the end the demo
-//! prints the case's timeline, the per-tool usage totals and, for a clip with ground truth,
-//! how the derived events compare with it; and it writes the timeline picture.
+//! prints the case's timeline, the per-tool usage and motion totals and, for a clip with
+//! ground truth, how the derived events compare with it and how the tool tracks (as published
+//! on `or.tracks.v1`) compare with the clip's scripted tool paths; and it writes the timeline
+//! picture.
 //!
 //! Shutdown order: ingest ends (end of file, or the operator's SIGINT), then infer is
 //! cancelled once every published frame has a committed result, then the sink once every
@@ -33,7 +35,7 @@ use orstream_ingest::{
     FileSourceConfig, FullPolicy, Ingest, IngestConfig, RtspSourceConfig, SourceConfig,
     StreamConfig,
 };
-use orstream_proto::{FrameResult, FrameStatus, topics};
+use orstream_proto::{FrameResult, FrameStatus, TrackFrame, topics};
 use orstream_sink::record::{self, Format, Timeline};
 use orstream_sink::{Sink, SinkConfig, Store};
 use tokio_util::sync::CancellationToken;
@@ -163,6 +165,11 @@ pub struct DemoReport {
     pub timeline: Timeline,
     /// Comparison with the clip's ground truth, when it has one.
     pub comparison: Option<truth::Comparison>,
+    /// The tool tracks against the clip's ground-truth tracks (`*.tracks.json` beside
+    /// `*.timeline.json`), when it has them.
+    pub tracking: Option<tracks::TrackScore>,
+    /// Track frames published on the tracks topic for this case.
+    pub track_frames: u64,
     /// The timeline picture.
     pub picture: PathBuf,
     /// Where the record is.
@@ -248,6 +255,7 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
         topics::STREAMS,
         topics::RESULTS,
         topics::EVENTS,
+        topics::TRACKS,
     ] {
         for name in [topic.to_owned(), topics::dlq(topic)] {
             bus.create_topic(&name, TOPIC_PARTITIONS, Duration::from_secs(30))
@@ -328,6 +336,7 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
         move || worker.run(token).map_err(anyhow::Error::from)
     })?;
     let monitor = Monitor::start(&bus, &case_id)?;
+    let track_frames = TrackTap::start(&bus, &case_id)?;
     let ingest_thread = spawn("orstream-demo-ingest", {
         let token = ingest_token.clone();
         move || ingest.run(token).map_err(anyhow::Error::from)
@@ -382,6 +391,7 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
     sink_token.cancel();
     let sink_stats = join(sink_thread, "sink")?;
     let results = monitor.finish();
+    let track_frames = track_frames.finish();
     let wall = started.elapsed();
 
     let mut store = Store::open(&store_url).context("reopening the record")?;
@@ -401,6 +411,16 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
         }
         _ => None,
     };
+    let tracking = match (&options.truth, &options.source) {
+        (Some(path), DemoSource::File(_)) => match tracks_truth_path(path) {
+            Some(path) => {
+                let truth = tracks::TruthTracks::load(&path).map_err(|e| anyhow!(e))?;
+                Some(score_tracks(&truth, &timeline, &track_frames))
+            }
+            None => None,
+        },
+        _ => None,
+    };
     Ok(DemoReport {
         case_id,
         published,
@@ -410,10 +430,55 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
         results,
         timeline,
         comparison,
+        tracking,
+        track_frames: track_frames.len() as u64,
         picture,
         store: orstream_sink::store::redact(&store_url),
         wall,
     })
+}
+
+/// The ground-truth tool tracks beside a clip's timeline (`clip.timeline.json` ->
+/// `clip.tracks.json`), when there are some.
+pub fn tracks_truth_path(timeline_truth: &Path) -> Option<PathBuf> {
+    let name = timeline_truth.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".timeline.json")?;
+    let path = timeline_truth.with_file_name(format!("{stem}.tracks.json"));
+    path.exists().then_some(path)
+}
+
+/// Scores the case's tool tracks against the ground truth: the per-frame assignments as
+/// published on the tracks topic (frame = capture offset from the case start times the clip's
+/// frame rate) and each track's path length as stored in the record.
+pub fn score_tracks(
+    truth: &tracks::TruthTracks,
+    timeline: &Timeline,
+    frames: &[TrackFrame],
+) -> tracks::TrackScore {
+    let assigned: Vec<tracks::Assigned> = frames
+        .iter()
+        .flat_map(|f| {
+            let offset_s = (f.capture_time_ns - timeline.started_ns) as f64 / 1e9;
+            let frame = (offset_s * truth.fps).round().max(0.0) as u64;
+            f.tracks.iter().map(move |t| tracks::Assigned {
+                frame,
+                track_id: t.track_id,
+                label: t.label.clone(),
+                cx: t.centroid.as_ref().map_or(f64::NAN, |c| f64::from(c.x)),
+                cy: t.centroid.as_ref().map_or(f64::NAN, |c| f64::from(c.y)),
+            })
+        })
+        .collect();
+    let measured: Vec<tracks::MeasuredTrack> = timeline
+        .tracks
+        .iter()
+        .map(|t| tracks::MeasuredTrack {
+            track_id: t.track_id,
+            label: t.label.clone(),
+            path_length: t.path_length,
+        })
+        .collect();
+    tracks::score(truth, &assigned, &measured)
 }
 
 fn stream_config(options: &DemoOptions, stream_id: &str, case_id: &str) -> StreamConfig {
@@ -488,49 +553,38 @@ fn wait_until(
     }
 }
 
-/// Reads the results topic as its own consumer group and tallies this case's results.
-struct Monitor {
-    tally: Arc<std::sync::Mutex<ResultTally>>,
+/// Reads a topic as its own consumer group on a thread, handing every payload to a handler,
+/// until stopped and the topic has been quiet for a few polls.
+struct Tap {
     stop: CancellationToken,
-    seen: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Monitor {
-    fn start(bus: &Bus, case_id: &str) -> Result<Self> {
+impl Tap {
+    fn start(
+        bus: &Bus,
+        group: &str,
+        topic: &str,
+        mut handle: impl FnMut(&[u8]) + Send + 'static,
+    ) -> Result<Self> {
         let consumer = bus
-            .consumer(&format!("{case_id}-monitor"))
-            .context("creating the results monitor")?;
+            .consumer(group)
+            .with_context(|| format!("creating a reader of {topic}"))?;
         consumer
-            .subscribe(&[topics::RESULTS])
-            .context("subscribing the results monitor")?;
-        let tally = Arc::new(std::sync::Mutex::new(ResultTally::default()));
-        let seen = Arc::new(AtomicU64::new(0));
+            .subscribe(&[topic])
+            .with_context(|| format!("subscribing to {topic}"))?;
         let stop = CancellationToken::new();
         let thread = {
-            let (tally, seen, stop, case_id) = (
-                Arc::clone(&tally),
-                Arc::clone(&seen),
-                stop.clone(),
-                case_id.to_owned(),
-            );
+            let (stop, topic) = (stop.clone(), topic.to_owned());
             thread::Builder::new()
-                .name("orstream-demo-monitor".into())
+                .name("orstream-demo-tap".into())
                 .spawn(move || {
                     let mut idle_after_stop = 0;
                     loop {
                         match consumer.poll(Duration::from_millis(100)) {
                             Ok(Some(message)) => {
                                 idle_after_stop = 0;
-                                if let Ok(result) =
-                                    orstream_proto::decode::<FrameResult>(&message.payload)
-                                    && result.case_id == case_id
-                                {
-                                    seen.fetch_add(1, Ordering::Relaxed);
-                                    if let Ok(mut t) = tally.lock() {
-                                        count(&mut t, &result);
-                                    }
-                                }
+                                handle(&message.payload);
                             }
                             Ok(None) if stop.is_cancelled() => {
                                 idle_after_stop += 1;
@@ -540,34 +594,105 @@ impl Monitor {
                             }
                             Ok(None) => {}
                             Err(error) => {
-                                tracing::warn!(%error, "results monitor stopped");
+                                tracing::warn!(%error, %topic, "demo reader stopped");
                                 break;
                             }
                         }
                     }
                 })
-                .context("starting the results monitor")?
+                .context("starting a topic reader")?
         };
         Ok(Self {
-            tally,
             stop,
-            seen,
             thread: Some(thread),
         })
+    }
+
+    fn finish(mut self) {
+        self.stop.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Reads the results topic as its own consumer group and tallies this case's results.
+struct Monitor {
+    tally: Arc<std::sync::Mutex<ResultTally>>,
+    seen: Arc<AtomicU64>,
+    tap: Tap,
+}
+
+impl Monitor {
+    fn start(bus: &Bus, case_id: &str) -> Result<Self> {
+        let tally = Arc::new(std::sync::Mutex::new(ResultTally::default()));
+        let seen = Arc::new(AtomicU64::new(0));
+        let tap = {
+            let (tally, seen, case_id) =
+                (Arc::clone(&tally), Arc::clone(&seen), case_id.to_owned());
+            Tap::start(
+                bus,
+                &format!("{case_id}-monitor"),
+                topics::RESULTS,
+                move |payload| {
+                    if let Ok(result) = orstream_proto::decode::<FrameResult>(payload)
+                        && result.case_id == case_id
+                    {
+                        seen.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut t) = tally.lock() {
+                            count(&mut t, &result);
+                        }
+                    }
+                },
+            )?
+        };
+        Ok(Self { tally, seen, tap })
     }
 
     fn snapshot(&self) -> ResultTally {
         self.tally.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
-    fn finish(mut self) -> ResultTally {
-        self.stop.cancel();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        let mut tally = self.snapshot();
+    fn finish(self) -> ResultTally {
+        let Self { tally, tap, .. } = self;
+        tap.finish();
+        let mut tally = tally.lock().map(|t| t.clone()).unwrap_or_default();
         tally.latencies_ms.sort_by(f64::total_cmp);
         tally
+    }
+}
+
+/// Collects this case's track frames from the tracks topic, as a downstream consumer would.
+struct TrackTap {
+    frames: Arc<std::sync::Mutex<Vec<TrackFrame>>>,
+    tap: Tap,
+}
+
+impl TrackTap {
+    fn start(bus: &Bus, case_id: &str) -> Result<Self> {
+        let frames = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tap = {
+            let (frames, case_id) = (Arc::clone(&frames), case_id.to_owned());
+            Tap::start(
+                bus,
+                &format!("{case_id}-tracks"),
+                topics::TRACKS,
+                move |payload| {
+                    if let Ok(frame) = orstream_proto::decode::<TrackFrame>(payload)
+                        && frame.case_id == case_id
+                        && let Ok(mut f) = frames.lock()
+                    {
+                        f.push(frame);
+                    }
+                },
+            )?
+        };
+        Ok(Self { frames, tap })
+    }
+
+    fn finish(self) -> Vec<TrackFrame> {
+        self.tap.finish();
+        self.frames.lock().map(|f| f.clone()).unwrap_or_default()
     }
 }
 
@@ -656,9 +781,22 @@ pub fn print_report(report: &DemoReport, archive: bool) {
         "{}",
         record::render_usage(&record::usage(&report.timeline), Format::Table)
     );
+    println!("\n-- tool motion (frame units: x / width, y / height) --");
+    print!(
+        "{}",
+        record::render_motion(&record::motion(&report.timeline), Format::Table)
+    );
     if let Some(comparison) = &report.comparison {
         println!("\n-- against the clip's ground truth (seconds from case start) --");
         print!("{}", truth::render(comparison));
+    }
+    if let Some(tracking) = &report.tracking {
+        println!(
+            "\n-- tool tracks against the clip's scripted paths ({} track frames read from {}) --",
+            report.track_frames,
+            topics::TRACKS
+        );
+        print!("{}", tracking.render());
     }
     println!("\ntimeline picture: {}", report.picture.display());
 }

@@ -27,13 +27,15 @@
 //!   new case and the stream's end, so a track never spans a discontinuity.
 //!
 //! Motion, in normalized image units (x / width, y / height; speeds per second), from the
-//! filtered centroid at each assignment: path length (the sum of the steps between
-//! assignments, across misses too), mean speed (path over the time from the first to the last
+//! filtered centroid: a trajectory point (time, centroid, box, speed) is kept at the first
+//! assignment and then every `trajectory_interval`; path length is the length of that
+//! polyline on to the last assignment (across misses too), so it can be recomputed from the
+//! stored points, and sampling at a fraction of a second keeps segmentation jitter from
+//! adding up frame by frame; mean speed (path over the time from the first to the last
 //! assignment), peak speed (the filtered velocity's largest magnitude), idle time (time between
 //! consecutive frames both assigned while the filtered speed was under `idle_speed`) and
-//! re-entries (assigned again after at least one missed frame and `reentry_after` unseen). A
-//! trajectory point (time, centroid, box, speed) is kept every `trajectory_interval` and at
-//! the last assignment.
+//! re-entries (assigned again after at least one missed frame and `reentry_after` unseen). The
+//! last assignment is kept as a point too when the track ends.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -78,9 +80,9 @@ impl Default for TrackRules {
             max_distance: 0.15,
             fragment_margin: 0.02,
             idle_speed: 0.02,
-            trajectory_interval_ns: 250_000_000,
+            trajectory_interval_ns: 500_000_000,
             measurement_noise: 0.01,
-            acceleration_noise: 0.5,
+            acceleration_noise: 0.2,
         }
     }
 }
@@ -210,8 +212,11 @@ pub struct Track {
     pub hits: u64,
     /// Filtered centroid at the first assignment.
     pub first_pos: (f64, f64),
-    /// Distance travelled so far.
+    /// Length of the trajectory up to the last kept point.
     pub path: f64,
+    /// Filtered centroid at the last kept point.
+    #[serde(default)]
+    pub kept_pos: (f64, f64),
     /// Highest filtered speed.
     pub peak_speed: f64,
     /// Idle time so far (ns).
@@ -249,11 +254,14 @@ impl Track {
     /// The finished track's figures.
     pub fn motion(&self) -> Motion {
         let span = seconds(self.last_ns - self.first_ns);
+        let (x, y) = self.position();
+        // The kept trajectory, then on to the last assignment.
+        let path = self.path + (x - self.kept_pos.0).hypot(y - self.kept_pos.1);
         Motion {
             track_id: self.id,
             frames_seen: self.hits,
-            path_length: self.path,
-            mean_speed: if span > 0.0 { self.path / span } else { 0.0 },
+            path_length: path,
+            mean_speed: if span > 0.0 { path / span } else { 0.0 },
             peak_speed: self.peak_speed,
             idle_ns: self.idle_ns,
             reentries: self.reentries,
@@ -585,6 +593,7 @@ impl Tracker {
                 hits: 1,
                 first_pos: (obs.cx, obs.cy),
                 path: 0.0,
+                kept_pos: (obs.cx, obs.cy),
                 peak_speed: 0.0,
                 idle_ns: 0,
                 reentries: 0,
@@ -610,7 +619,6 @@ impl Tracker {
         update: &mut Update,
     ) {
         let dt = seconds(ns - track.last_ns).max(0.0);
-        let before = track.position();
         let missed = seq != track.last_seq + 1;
         if track.id != 0 && missed && ns - track.last_ns >= rules.reentry_after_ns {
             track.reentries += 1;
@@ -619,7 +627,6 @@ impl Tracker {
         track.y.step(dt, obs.cy, rules);
         let after = track.position();
         let speed = track.speed();
-        track.path += (after.0 - before.0).hypot(after.1 - before.1);
         track.peak_speed = track.peak_speed.max(speed);
         if !missed && speed < rules.idle_speed {
             track.idle_ns += ns - track.last_ns;
@@ -643,6 +650,8 @@ impl Tracker {
             .is_none_or(|k| ns - k >= rules.trajectory_interval_ns)
         {
             track.kept_ns = Some(ns);
+            track.path += (after.0 - track.kept_pos.0).hypot(after.1 - track.kept_pos.1);
+            track.kept_pos = after;
             if track.id == 0 {
                 track.pending.push(track.last_point);
             } else {
@@ -765,15 +774,15 @@ mod tests {
         let updates = run(&mut tracker, &frames, 0);
         assert_eq!(ids_of(&updates, 0), [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
         // The tentative frames' trajectory point comes out at confirmation, then one point
-        // every 250 ms (every third frame at 10 fps).
+        // every 500 ms (every fifth frame at 10 fps).
         let kept: Vec<u64> = updates
             .iter()
             .flat_map(|u| u.points.iter().map(|p| p.seq))
             .collect();
-        assert_eq!(kept, [0, 3, 6, 9]);
+        assert_eq!(kept, [0, 5, 10]);
         let track = tracker.end_all().remove(0);
         let m = track.motion();
-        assert_eq!(final_point(&track).map(|p| p.seq), Some(10));
+        assert_eq!(final_point(&track).map(|p| p.seq), None);
         assert_eq!((m.track_id, m.frames_seen, m.reentries), (1, 11, 0));
         assert_eq!(m.path_length, 0.0);
         assert_eq!(m.peak_speed, 0.0);

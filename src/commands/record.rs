@@ -1,5 +1,5 @@
-//! `orstream record`: the surgical record, read back (cases, timelines, usage, pictures, and
-//! the accounting of every frame).
+//! `orstream record`: the surgical record, read back (cases, timelines, usage, tool tracks and
+//! their motion, pictures, and the accounting of every frame).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -43,6 +43,17 @@ enum View {
         #[arg(long, value_enum, default_value_t = FormatArg::Table)]
         format: FormatArg,
     },
+    /// A case's tool tracks (one instrument followed over time on one stream): times, path
+    /// and speeds, idle time, re-entries, whether still open; then the totals per tool.
+    /// Positions are fractions of the frame's width and height ("frame units"), speeds per
+    /// second. CSV: the two tables one after the other, a blank line between; JSON: one object
+    /// with `tracks` (with their sampled points) and `motion`.
+    Tracks {
+        /// The case id.
+        case: String,
+        #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+        format: FormatArg,
+    },
     /// Per stream of a case: frames published by ingest (from the stream's end), results
     /// stored and their statuses, and whether the record is complete (the stream ended, every
     /// published frame has a stored result, no interval is still open).
@@ -52,7 +63,8 @@ enum View {
         #[arg(long, value_enum, default_value_t = FormatArg::Table)]
         format: FormatArg,
     },
-    /// A timeline picture of a case (SVG): one row per tool/organ, gaps shaded.
+    /// A timeline picture of a case (SVG): one row per tool/organ, gaps shaded, a speed strip
+    /// under each tracked tool.
     Picture {
         /// The case id.
         case: String,
@@ -104,6 +116,31 @@ pub fn run(args: Args) -> Result<()> {
         }
         View::Usage { case, format } => {
             record::render_usage(&record::usage(&timeline(&mut store, &case)?), format.into())
+        }
+        View::Tracks { case, format } => {
+            let timeline = timeline(&mut store, &case)?;
+            let motion = record::motion(&timeline);
+            match format {
+                FormatArg::Json => {
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "case_id": timeline.case_id,
+                        "tracks": timeline.tracks,
+                        "motion": motion,
+                    }))
+                    .context("encoding the tracks as JSON")?
+                        + "\n"
+                }
+                FormatArg::Table => format!(
+                    "{}\nper tool:\n{}",
+                    record::render_tracks(&timeline, Format::Table),
+                    record::render_motion(&motion, Format::Table)
+                ),
+                FormatArg::Csv => format!(
+                    "{}\n{}",
+                    record::render_tracks(&timeline, Format::Csv),
+                    record::render_motion(&motion, Format::Csv)
+                ),
+            }
         }
         View::Accounting { case, format } => {
             let timeline = timeline(&mut store, &case)?;

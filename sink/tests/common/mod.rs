@@ -190,7 +190,10 @@ pub fn expected_ids(outputs: &[Output]) -> (Spans, Spans) {
             Output::Gap(g) => {
                 gaps.insert(g.event_id(), (g.start_ns, g.end_ns));
             }
-            Output::Anomaly(_) => {}
+            Output::Anomaly(_)
+            | Output::Track(_)
+            | Output::TrackPoints(..)
+            | Output::Tracked(_) => {}
         }
     }
     (presences, gaps)
