@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use orstream::demo::{DemoOptions, run};
 use orstream_bus::{Bus, KafkaConfig};
 use orstream_sink::BackendKind;
-use orstream_sink::record::{Timeline, TimelineEvent, TimelineGap};
+use orstream_sink::record::{Timeline, TimelineEvent, TimelineGap, TimelineTrack};
 use orstream_sink::testing::{isolated, unique};
 use tokio_util::sync::CancellationToken;
 
@@ -116,6 +116,7 @@ impl Run {
                 ("results_topic", self.topic("results")),
                 ("streams_topic", self.topic("streams")),
                 ("events_topic", self.topic("events")),
+                ("tracks_topic", self.topic("tracks")),
                 ("group_id", format!("{}-sink", self.id)),
             ],
             _ => Vec::new(),
@@ -364,6 +365,7 @@ struct EventKey<'a> {
     frames_seen: u64,
     model_version: &'a str,
     open: bool,
+    track_ids: &'a [u64],
 }
 
 fn event_key(e: &TimelineEvent) -> EventKey<'_> {
@@ -376,7 +378,22 @@ fn event_key(e: &TimelineEvent) -> EventKey<'_> {
         frames_seen: e.frames_seen,
         model_version: &e.model_version,
         open: e.open,
+        track_ids: &e.track_ids,
     }
+}
+
+/// A track's identity and extent; its motion is compared within a tolerance.
+fn track_key(t: &TimelineTrack) -> (&str, u64, i64, i64, (u64, u64), u64, u64, bool) {
+    (
+        &t.label,
+        t.track_id,
+        t.start_offset_ns,
+        t.end_offset_ns,
+        (t.first_seq, t.last_seq),
+        t.frames_seen,
+        t.reentries,
+        t.open,
+    )
 }
 
 fn gap_key(g: &TimelineGap) -> (&str, i64, i64, u64) {
@@ -552,4 +569,21 @@ fn three_processes_over_kafka_and_postgres_record_what_the_embedded_demo_records
         distributed.gaps.iter().map(gap_key).collect::<Vec<_>>(),
         "gaps"
     );
+    // The tool tracks: the same tracks over the same frames, the same motion (centroids come
+    // from the same masks; a last-bit difference in a score never moves them far).
+    assert_eq!(
+        reference.tracks.iter().map(track_key).collect::<Vec<_>>(),
+        distributed.tracks.iter().map(track_key).collect::<Vec<_>>(),
+        "tracks"
+    );
+    for (a, b) in reference.tracks.iter().zip(&distributed.tracks) {
+        assert!(
+            (a.path_length - b.path_length).abs() <= 1e-3 * a.path_length.max(1e-3),
+            "track {} path {} embedded, {} distributed",
+            a.track_id,
+            a.path_length,
+            b.path_length
+        );
+    }
+    println!("tracks={} equal", distributed.tracks.len());
 }

@@ -9,6 +9,14 @@
 //! means the model, the clip or the derivation changed. The demo
 //! model is small and trained on synthetic scenes only; where it errs (a class seen in small
 //! patches where it is not) is printed with the comparison table when the test fails.
+//!
+//! Tool tracks, as published on `or.tracks.v1` and stored, are scored against the clip's
+//! scripted tool paths (`models/demo/clip.tracks.json`): no identity switch, each scripted
+//! tool followed in at least 90 % of its frames, and at least 5 of the 8 path lengths within
+//! 10 % of the truth. The other three are off by the model's segmentation, not the tracker
+//! (a grasper seen only in part under a tissue flap, one whose mask loses part of its shaft
+//! for a while, and the clip applier's entry); `tests/tracking.rs` holds the tracker itself to
+//! 10 % on every path given exact or noisy masks.
 
 use orstream::demo::{DemoOptions, run};
 use tokio_util::sync::CancellationToken;
@@ -17,6 +25,8 @@ const MAX_ERROR_MS: f64 = 500.0;
 const MIN_FOUND: usize = 13;
 const MAX_MISSED: usize = 1;
 const MAX_SPURIOUS: usize = 4;
+const MAX_PATH_ERROR: f64 = 0.10;
+const MIN_PATHS_WITHIN: usize = 5;
 
 #[test]
 fn the_demo_clip_is_recorded_completely_and_matches_its_ground_truth() {
@@ -51,4 +61,26 @@ fn the_demo_clip_is_recorded_completely_and_matches_its_ground_truth() {
     );
     assert!(comparison.missed.len() <= MAX_MISSED, "{table}");
     assert!(comparison.spurious.len() <= MAX_SPURIOUS, "{table}");
+
+    let tracking = report.tracking.as_ref().unwrap();
+    let table = tracking.render();
+    println!("{table}");
+    assert!(report.track_frames > 0);
+    assert_eq!(tracking.switches, 0, "{table}");
+    for row in &tracking.rows {
+        assert!(
+            row.matched_frames * 10 >= row.truth_frames * 9,
+            "{} {} followed in {} of {} frames:\n{table}",
+            row.label,
+            row.truth_id,
+            row.matched_frames,
+            row.truth_frames
+        );
+    }
+    let within = tracking
+        .rows
+        .iter()
+        .filter(|r| r.path_error().is_some_and(|e| e.abs() <= MAX_PATH_ERROR))
+        .count();
+    assert!(within >= MIN_PATHS_WITHIN, "{table}");
 }

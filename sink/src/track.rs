@@ -512,6 +512,12 @@ impl Tracker {
         rules: &TrackRules,
     ) -> Update {
         let mut update = Update::default();
+        // A track unseen for longer than lost_after has ended, whatever this frame holds.
+        let (live, lost): (Vec<Track>, Vec<Track>) = std::mem::take(&mut self.tracks)
+            .into_iter()
+            .partition(|t| ns.saturating_sub(t.last_ns) <= rules.lost_after_ns);
+        self.tracks = live;
+        update.ended = lost;
         let pairs = associate(&self.tracks, &observations, ns, rules);
         let mut paired_obs: Vec<Option<usize>> = vec![None; self.tracks.len()];
         let mut used = vec![false; observations.len()];
@@ -562,9 +568,6 @@ impl Tracker {
                     self.tracks.push(track);
                 }
                 None if track.id == 0 => {} // a tentative track dies at its first miss
-                None if ns.saturating_sub(track.last_ns) > rules.lost_after_ns => {
-                    update.ended.push(track);
-                }
                 None => self.tracks.push(track),
             }
         }
@@ -905,6 +908,24 @@ mod tests {
         let m = first.motion();
         assert_eq!((m.frames_seen, m.reentries, first.last_seq), (10, 1, 16));
         assert_eq!(tracker.confirmed().map(|t| t.id).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn a_tool_back_just_after_lost_after_is_a_new_track() {
+        let mut tracker = Tracker::default();
+        let tool = || vec![obs(0, HOOK, 0.3, 0.6, 0.05)];
+        let mut frames = vec![tool(); 4];
+        frames.extend(vec![Vec::new(); 10]); // last seen at seq 3, back at 14: 1.1 s later
+        frames.extend(vec![tool(); 3]);
+        let updates = run(&mut tracker, &frames, 0);
+        assert_eq!(
+            ids_of(&updates, 0),
+            [0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]
+        );
+        assert_eq!(
+            updates[14].ended.iter().map(|t| t.id).collect::<Vec<_>>(),
+            [1]
+        );
     }
 
     #[test]
