@@ -1,6 +1,7 @@
 //! kill -9 of the sink, repeatedly, mid-stream, against the real broker and PostgreSQL: the
 //! record equals the one an uninterrupted sink builds from the same input (same rows, no
-//! duplicates, same events and derivation state).
+//! duplicates, same events, tool tracks, trajectory points and derivation state: a restart
+//! resumes the same tracks).
 //!
 //! Needs `scripts/kafka.sh start` and `scripts/postgres.sh start`; fails (never skips) when
 //! either is down. Prints one line of figures.
@@ -267,13 +268,14 @@ fn kill_9_the_sink_repeatedly_and_the_record_is_the_same() {
         assert_eq!(a[table], b[table], "table {table} differs");
     }
     assert_eq!(a["frames"].len(), 4 * 1_200);
+    assert!(!a["tracks"].is_empty() && !a["track_points"].is_empty());
 
     // Every derived event reached the events topic; kills may publish one twice, with the
     // same id (consumers deduplicate on it).
     let stored: BTreeSet<String> = {
         let mut s = killed.open().unwrap();
         let mut ids = BTreeSet::new();
-        for table in ["events", "gaps"] {
+        for table in ["events", "gaps", "tracks"] {
             for r in s
                 .query(&format!("SELECT event_id FROM {table}"), &[])
                 .unwrap()
@@ -295,11 +297,13 @@ fn kill_9_the_sink_repeatedly_and_the_record_is_the_same() {
     assert_eq!(ids, stored, "published events = stored events");
     let duplicates = published.len() - ids.len();
     println!(
-        "kill9-sink in={messages} frames={} events={} gaps={} kills={kills} lost=0 dup_rows=0 \
-         republished_events={duplicates}",
+        "kill9-sink in={messages} frames={} events={} gaps={} tracks={} track_points={} \
+         kills={kills} lost=0 dup_rows=0 republished_events={duplicates}",
         b["frames"].len(),
         b["events"].len(),
         b["gaps"].len(),
+        b["tracks"].len(),
+        b["track_points"].len(),
     );
     if std::env::var_os("ORSTREAM_KEEP_LOGS").is_some() {
         let _ = std::fs::copy(&log, std::env::temp_dir().join(format!("{id}.log")));

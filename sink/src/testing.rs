@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use orstream_bus::Record;
 use orstream_proto::{
-    Category, ClockSource, FrameResult, FrameStatus, Instance, ModelIdentity, SCHEMA_VERSION,
-    StreamDiscontinuity, StreamEnded, StreamEvent, StreamStarted, headers, stream_event,
+    BBox, Category, ClockSource, FrameResult, FrameStatus, Instance, ModelIdentity, Point,
+    SCHEMA_VERSION, StreamDiscontinuity, StreamEnded, StreamEvent, StreamStarted, headers,
+    stream_event,
 };
 
 use crate::derive::{Output, Rules, StreamState};
@@ -154,7 +155,8 @@ const CLASSES: &[(u32, &str, Category, u64, u64)] = &[
 ];
 
 /// Deterministic input for a case: `streams` cameras at `fps`, `frames` results each, with
-/// tools and organs coming and going, one-frame flickers and false positives, a run of
+/// tools and organs coming and going (each class wandering around its own place, so tools
+/// become tracks), one-frame flickers and false positives, a run of
 /// SKIPPED_STALE frames (even streams) and a reconnect under a new epoch (odd streams), and
 /// the lifecycle events ingest would publish (started, discontinuity, ended).
 #[derive(Debug, Clone, PartialEq)]
@@ -216,12 +218,23 @@ impl Script {
                 // One frame in 40 flips: a flicker inside a visible run, or a false positive.
                 let visible = (phase < on) != h.is_multiple_of(40);
                 if visible {
+                    // Each class wanders around its own place (tools are tracked by it).
+                    let t = i as f32 / self.fps.max(1) as f32;
+                    let cx = 0.15 + 0.15 * (k % 5) as f32 + 0.04 * (0.9 * t + s as f32).sin();
+                    let cy = 0.3 + 0.3 * (k / 5) as f32 + 0.04 * (0.7 * t).cos();
                     instances.push(Instance {
                         class_id,
                         label: label.to_owned(),
                         category: category as i32,
                         score: 0.55 + (h % 44) as f32 / 100.0,
                         area: 0.01 + (h % 20) as f32 / 100.0,
+                        centroid: Some(Point { x: cx, y: cy }),
+                        bbox: Some(BBox {
+                            x0: cx - 0.05,
+                            y0: cy - 0.05,
+                            x1: cx + 0.05,
+                            y1: cy + 0.05,
+                        }),
                         ..Instance::default()
                     });
                 }

@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use orstream_bus::{Bus, KafkaConfig, Offsets};
-use orstream_proto::SurgicalEvent;
-use orstream_sink::derive::Rules;
+use orstream_proto::{SurgicalEvent, TrackFrame};
+use orstream_sink::derive::{Output, Rules};
 use orstream_sink::testing::Script;
 use orstream_sink::{BackendKind, record};
 
@@ -37,20 +37,39 @@ fn the_scripted_record_through_kafka_into_postgres() {
     let rules = Rules::from(&config.derive);
     let sink = start(&bus, config);
     sink.wait_for("every message stored", |s| s.messages >= total);
-    sink.wait_for("every event published", |s| {
-        s.published >= s.presences + s.gaps
+    let expected = script.expected(&rules);
+    let tracks = expected
+        .iter()
+        .filter(|o| matches!(o, Output::Track(_)))
+        .count();
+    let track_frames: BTreeSet<(String, u64, u64)> = expected
+        .iter()
+        .filter_map(|o| match o {
+            Output::Tracked(f) => Some((f.stream_id.clone(), f.epoch, f.seq)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        tracks > 0 && !track_frames.is_empty(),
+        "the script has tool tracks"
+    );
+    sink.wait_for("every event and track frame published", |s| {
+        s.published >= s.presences + s.gaps + s.tracks + track_frames.len() as u64
     });
     let stats = sink.stop();
     assert_eq!(stats.messages, total);
+    assert_eq!(stats.tracks, tracks as u64);
 
-    let (presences, gaps) = expected_ids(&script.expected(&rules));
+    let (presences, gaps) = expected_ids(&expected);
     let mut s = isolated.open().unwrap();
     let timeline = record::timeline(&mut s, "case-k").unwrap().unwrap();
     let got: BTreeSet<String> = timeline.events.iter().map(|e| e.event_id.clone()).collect();
     assert_eq!(got, presences.keys().cloned().collect());
     assert_eq!(timeline.gaps.len(), gaps.len());
+    assert_eq!(timeline.tracks.len(), tracks);
 
-    let published = read_topic(&bus, &topics.events, presences.len() + gaps.len());
+    let n_events = presences.len() + gaps.len() + tracks;
+    let published = read_topic(&bus, &topics.events, n_events);
     let ids: BTreeSet<String> = published
         .iter()
         .map(|m| {
@@ -60,7 +79,24 @@ fn the_scripted_record_through_kafka_into_postgres() {
         })
         .collect();
     assert_eq!(ids.len(), published.len(), "no event published twice");
-    assert_eq!(ids.len(), presences.len() + gaps.len());
+    assert_eq!(ids.len(), n_events);
+
+    // Per-frame track assignments, keyed by stream, each frame once.
+    let published = read_topic(&bus, &topics.tracks, track_frames.len());
+    let frames: Vec<(String, u64, u64)> = published
+        .iter()
+        .map(|m| {
+            let f = orstream_proto::decode::<TrackFrame>(&m.payload).unwrap();
+            assert_eq!(m.key.as_deref(), Some(f.stream_id.as_bytes()));
+            (f.stream_id, f.session_epoch, f.seq)
+        })
+        .collect();
+    assert_eq!(
+        frames.len(),
+        track_frames.len(),
+        "no track frame published twice"
+    );
+    assert_eq!(frames.into_iter().collect::<BTreeSet<_>>(), track_frames);
 }
 
 #[test]

@@ -15,7 +15,7 @@ use orstream_sink::derive::{Output, Rules};
 use orstream_sink::testing::{Script, result_record, stream_record};
 use orstream_sink::{BackendKind, record};
 
-use common::{Topics, config, expected_ids, publish, read_topic, start, store};
+use common::{Topics, config, expected_ids, publish, read_topic, start, store, track_event_ids};
 
 fn scripted_input_becomes_the_expected_record(kind: BackendKind) {
     let bus = Bus::memory();
@@ -78,7 +78,13 @@ fn scripted_input_becomes_the_expected_record(kind: BackendKind) {
     assert_eq!(s.snapshot().unwrap()["frames"].len(), 1_800);
 
     // The same events, once each, on the events topic, keyed by case, with offsets.
-    let published = read_topic(&bus, &topics.events, presences.len() + gaps.len());
+    let tracks = track_event_ids(&expected);
+    assert!(!tracks.is_empty(), "the script's tools become tracks");
+    let published = read_topic(
+        &bus,
+        &topics.events,
+        presences.len() + gaps.len() + tracks.len(),
+    );
     let mut ids = BTreeSet::new();
     for m in &published {
         assert_eq!(m.key.as_deref(), Some(&b"case-7"[..]));
@@ -90,7 +96,12 @@ fn scripted_input_becomes_the_expected_record(kind: BackendKind) {
         );
         assert!(ids.insert(event.event_id), "published twice");
     }
-    let all: BTreeSet<String> = presences.keys().chain(gaps.keys()).cloned().collect();
+    let all: BTreeSet<String> = presences
+        .keys()
+        .chain(gaps.keys())
+        .cloned()
+        .chain(tracks)
+        .collect();
     assert_eq!(ids, all);
     assert_eq!(s.outbox(10).unwrap(), vec![], "the outbox is drained");
 }

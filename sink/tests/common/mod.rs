@@ -40,6 +40,7 @@ pub struct Topics {
     pub results: String,
     pub streams: String,
     pub events: String,
+    pub tracks: String,
 }
 
 impl Topics {
@@ -49,6 +50,7 @@ impl Topics {
             results: format!("test.results.{id}"),
             streams: format!("test.streams.{id}"),
             events: format!("test.events.{id}"),
+            tracks: format!("test.tracks.{id}"),
         }
     }
 
@@ -66,6 +68,7 @@ pub fn config(store: &IsolatedStore, topics: &Topics) -> SinkConfig {
         results_topic: topics.results.clone(),
         streams_topic: topics.streams.clone(),
         events_topic: topics.events.clone(),
+        tracks_topic: topics.tracks.clone(),
         batch_max_wait: Duration::from_millis(20),
         retry_initial: Duration::from_millis(20),
         retry_max: Duration::from_millis(500),
@@ -173,6 +176,17 @@ pub fn read_topic(bus: &Bus, topic: &str, n: usize) -> Vec<Message> {
         out.push(m);
     }
     out
+}
+
+/// Event ids of the tracks that end in a script's outputs.
+pub fn track_event_ids(outputs: &[Output]) -> std::collections::BTreeSet<String> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Track(t) => Some(t.event_id()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Event id -> (start, end).
