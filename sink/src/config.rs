@@ -502,5 +502,30 @@ mod tests {
         let config = SinkConfig::from_file(std::path::Path::new(path)).unwrap();
         config.validate().unwrap();
         assert!(config.store.starts_with("postgres://"));
+        // The values shown are the defaults.
+        assert_eq!(config.derive, DeriveConfig::default());
+        assert_eq!(config.tracks_topic, topics::TRACKS);
+    }
+
+    #[test]
+    fn bad_tracking_settings_are_named() {
+        let mut config = SinkConfig::default();
+        config.derive.tracking.confirm_frames = 0;
+        config.derive.tracking.lost_after = Duration::ZERO;
+        config.derive.tracking.min_iou = 1.5;
+        config.derive.tracking.max_distance = 0.0;
+        config.tracks_topic = config.events_topic.clone();
+        let err = config.validate().unwrap_err().to_string();
+        for key in [
+            "derive.tracking.confirm_frames",
+            "derive.tracking.lost_after",
+            "derive.tracking.min_iou: 1.5",
+            "derive.tracking.max_distance: 0",
+            "tracks_topic: or.events.v1 must differ",
+        ] {
+            assert!(err.contains(key), "{key} not in: {err}");
+        }
+        let err = SinkConfig::from_toml("[derive.tracking]\nlost = \"1s\"").unwrap_err();
+        assert!(err.to_string().contains("lost"), "{err}");
     }
 }
