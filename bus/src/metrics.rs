@@ -510,6 +510,8 @@ pub mod value {
     pub const PRESENCE: &str = "presence";
     /// `orstream.event.kind`: a gap in a stream.
     pub const GAP: &str = "gap";
+    /// `orstream.event.kind`: a tool track that ended.
+    pub const TRACK: &str = "track";
     /// `orstream.event.kind`: an anomaly (bad input, out-of-order data).
     pub const ANOMALY: &str = "anomaly";
     /// `orstream.stream.state`: building the pipeline, waiting for the first frame.

@@ -30,6 +30,7 @@ pub(crate) struct Committed<'a> {
     pub(crate) results: u64,
     pub(crate) presences: u64,
     pub(crate) gaps: u64,
+    pub(crate) tracks: u64,
     pub(crate) anomalies: u64,
     /// Capture time (Unix ns) of each stored result.
     pub(crate) capture_ns: &'a [i64],
@@ -57,6 +58,7 @@ impl SinkMetrics {
         for (kind, n) in [
             (value::PRESENCE, what.presences),
             (value::GAP, what.gaps),
+            (value::TRACK, what.tracks),
             (value::ANOMALY, what.anomalies),
         ] {
             if n > 0 {

@@ -991,6 +991,7 @@ impl Sink {
                 results: prepared.results,
                 presences: prepared.presences,
                 gaps: prepared.gaps,
+                tracks: prepared.tracks,
                 anomalies: prepared.anomalies,
                 capture_ns: &prepared.capture_ns,
                 dead_letters: &prepared.dead_letter_reasons,
