@@ -504,6 +504,12 @@ fn three_processes_over_kafka_and_postgres_record_what_the_embedded_demo_records
             !text.is_empty() || line.value_of("-o").is_some(),
             "{line:?} printed nothing"
         );
+        if line.0.iter().any(|a| a == "tracks") {
+            assert!(
+                text.contains("per tool:") && text.contains("grasper"),
+                "{line:?} printed no tracks:\n{text}"
+            );
+        }
     }
 
     let embedded = embedded.join().unwrap().unwrap();

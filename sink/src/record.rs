@@ -757,6 +757,11 @@ pub fn render_timeline(timeline: &Timeline, format: Format) -> String {
                     },
                     e.category.clone(),
                     e.label.clone(),
+                    e.track_ids
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
                     format!("{:.2}", e.peak_confidence),
                     format!("{:.2}", e.mean_confidence),
                     format!("{}:{}..{}", e.session_epoch, e.first_seq, e.last_seq),
@@ -775,6 +780,7 @@ pub fn render_timeline(timeline: &Timeline, format: Format) -> String {
                     time::utc(g.end_ns),
                     g.stream_id.clone(),
                     format!("gap ({})", g.kind),
+                    String::new(),
                     String::new(),
                     String::new(),
                     String::new(),
@@ -798,6 +804,7 @@ pub fn render_timeline(timeline: &Timeline, format: Format) -> String {
             "what",
             "category",
             "label",
+            "tracks",
             "peak",
             "mean",
             "frames",
