@@ -359,3 +359,59 @@ fn both_backends_hold_the_same_record_for_the_same_writes() {
     }
     assert_eq!(snapshots[0], snapshots[1]);
 }
+
+#[test]
+fn a_version_1_record_is_upgraded_in_place() {
+    // A record written before tool tracks: schema 1, an interval, an event waiting in the
+    // outbox and a derivation state without a tracker.
+    let path = std::env::temp_dir().join(format!("{}.db", orstream_sink::testing::unique("v1")));
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(include_str!("../migrations/sqlite/0001_record.sql"))
+            .unwrap();
+        db.execute_batch(
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL);
+             INSERT INTO schema_migrations VALUES (1, 'record');
+             INSERT INTO event_outbox (event_id, case_id, payload) VALUES ('e1', 'case-1', x'00');",
+        )
+        .unwrap();
+        db.execute_batch(
+            "INSERT INTO events VALUES ('e1', 'case-1', 'cam-1', 1, 'grasper', 'tool', 1000, \
+             2000, 0, 1000, 1030, 31, 0.875, 0.75, 'm', '1', 'sha256:00');",
+        )
+        .unwrap();
+        let mut state = serde_json::to_value(StreamState::new("cam-1")).unwrap();
+        state.as_object_mut().unwrap().remove("tracker");
+        db.execute(
+            "INSERT INTO derivation_state VALUES ('cam-1', 3, ?1)",
+            [state.to_string()],
+        )
+        .unwrap();
+    }
+    let mut s = orstream_sink::Store::open(&format!("sqlite://{}", path.display())).unwrap();
+    let versions: Vec<i64> = s
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r[0].int())
+        .collect();
+    assert_eq!(versions, [1, 2]);
+    let ids = s.query("SELECT track_ids FROM events", &[]).unwrap();
+    assert_eq!(ids[0][0].text(), "", "old intervals have no tracks");
+    let outbox = s.outbox(10).unwrap();
+    assert_eq!(
+        (outbox[0].entry.topic, outbox[0].entry.key.as_str()),
+        (OutboxTopic::Events, "case-1"),
+        "an old outbox entry still goes to the events topic, keyed by its case"
+    );
+    let (version, state) = s.load_state("cam-1").unwrap().unwrap();
+    assert_eq!((version, state), (3, StreamState::new("cam-1")));
+    // And it takes tracks.
+    s.write(&batch(None, 5, 3)).unwrap();
+    assert_eq!(s.snapshot().unwrap()["tracks"].len(), 1);
+    drop(s);
+    let _ = std::fs::remove_file(&path);
+}
