@@ -840,24 +840,29 @@ fn write_batch(sql: &mut dyn Sql, batch: &WriteBatch) -> Result<(), StoreError> 
         &batch.track_points,
     )?;
     // Track frames have no row to deduplicate on: they come only from input read past the
-    // stored offsets, which this same transaction moves on.
-    for o in &batch.track_frames {
-        insert_outbox(sql, o)?;
-    }
+    // stored offsets, which this same transaction moves on. One per frame with a tool, so
+    // they go in multi-row statements.
+    let track_frames: Vec<Vec<Value>> = batch.track_frames.iter().map(outbox_row).collect();
+    insert_rows(sql, "event_outbox", OUTBOX_COLUMNS, &track_frames)?;
     Ok(())
+}
+
+const OUTBOX_COLUMNS: &[&str] = &["event_id", "case_id", "payload", "topic", "message_key"];
+
+fn outbox_row(o: &Outbox) -> Vec<Value> {
+    vec![
+        o.event_id.as_str().into(),
+        o.case_id.as_str().into(),
+        o.payload.clone().into(),
+        o.topic.as_str().into(),
+        o.key.as_str().into(),
+    ]
 }
 
 fn insert_outbox(sql: &mut dyn Sql, o: &Outbox) -> Result<u64, StoreError> {
     sql.execute(
-        "INSERT INTO event_outbox (event_id, case_id, payload, topic, message_key) \
-         VALUES ($1, $2, $3, $4, $5)",
-        &[
-            o.event_id.as_str().into(),
-            o.case_id.as_str().into(),
-            o.payload.clone().into(),
-            o.topic.as_str().into(),
-            o.key.as_str().into(),
-        ],
+        &insert_statement("event_outbox", OUTBOX_COLUMNS, 1),
+        &outbox_row(o),
     )
 }
 
