@@ -17,7 +17,7 @@ use orstream_proto::{
     BBox, Category, ClockSource, FrameResult, FrameStatus, Instance, ModelIdentity, Point,
 };
 use orstream_sink::DeriveConfig;
-use orstream_sink::derive::{Output, Rules, StreamState};
+use orstream_sink::derive::{Output, Rules, StreamState, TrackRecord};
 
 const T0: i64 = 1_795_000_000_000_000_000;
 const MAX_PATH_ERROR: f64 = 0.10;
@@ -161,6 +161,14 @@ fn result(seq: u64, fps: f64, detections: &[Detection]) -> FrameResult {
     }
 }
 
+fn measured_track(t: &TrackRecord) -> MeasuredTrack {
+    MeasuredTrack {
+        track_id: t.motion.track_id,
+        label: t.label.clone(),
+        path_length: t.motion.path_length,
+    }
+}
+
 /// Runs the clip's frames through derivation and scores the tracks.
 fn track(detector: Detector) -> TrackScore {
     track_with(detector, Rules::from(&DeriveConfig::default()))
@@ -181,22 +189,12 @@ fn track_with(detector: Detector, rules: Rules) -> TrackScore {
                     cx: a.cx,
                     cy: a.cy,
                 })),
-                Output::Track(t) => measured.push(MeasuredTrack {
-                    track_id: t.motion.track_id,
-                    label: t.label.clone(),
-                    path_length: t.motion.path_length,
-                }),
+                Output::Track(t) => measured.push(measured_track(&t)),
                 _ => {}
             }
         }
     }
-    for t in state.open_tracks() {
-        measured.push(MeasuredTrack {
-            track_id: t.motion.track_id,
-            label: t.label.clone(),
-            path_length: t.motion.path_length,
-        });
-    }
+    measured.extend(state.open_tracks().iter().map(measured_track));
     score(&truth, &assigned, &measured)
 }
 

@@ -191,19 +191,7 @@ fn main() {
                 .iter()
                 .enumerate()
                 .filter(|(_, x)| x.category == Category::Tool as i32)
-                .map(|(index, x)| {
-                    let (c, b) = (x.centroid.unwrap_or_default(), x.bbox.unwrap_or_default());
-                    Observation {
-                        index: index as u32,
-                        class_id: x.class_id,
-                        label: x.label.clone(),
-                        score: x.score,
-                        cx: f64::from(c.x),
-                        cy: f64::from(c.y),
-                        bbox: [b.x0, b.y0, b.x1, b.y1].map(f64::from),
-                        area: f64::from(x.area),
-                    }
-                })
+                .filter_map(|(index, x)| Observation::of(index, x))
                 .collect();
             let started = Instant::now();
             let update = tracker.update(0, i, i as i64 * FRAME_NS, observations, &rules);

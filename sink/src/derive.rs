@@ -946,13 +946,13 @@ impl StreamState {
                 track.sightings.pop_front();
             }
         }
-        for a in &assigned {
+        for (class_id, track_id) in assigned {
             if let Some(open) = self
                 .classes
-                .get_mut(&a.class_id)
+                .get_mut(&class_id)
                 .and_then(|c| c.open.as_mut())
             {
-                open.track_ids.insert(a.track_id);
+                open.track_ids.insert(track_id);
             }
         }
         for (class_id, open) in closed {
@@ -967,14 +967,14 @@ impl StreamState {
             .retain(|_, t| t.open.is_some() || !t.sightings.is_empty());
     }
 
-    /// Runs the tracker over the frame's tool instances; returns the confirmed assignments
-    /// (also published as [`Output::Tracked`]).
+    /// Runs the tracker over the frame's tool instances; returns the (class id, track id) of
+    /// the confirmed assignments (published as [`Output::Tracked`]).
     fn track_tools(
         &mut self,
         result: &FrameResult,
         rules: &Rules,
         out: &mut Vec<Output>,
-    ) -> Vec<Assignment> {
+    ) -> Vec<(u32, u64)> {
         let tool = Category::Tool as i32;
         if !rules.tracking.enabled || !rules.categories.contains(&tool) {
             return Vec::new();
@@ -984,19 +984,7 @@ impl StreamState {
             .iter()
             .enumerate()
             .filter(|(_, i)| i.category == tool && !i.score.is_nan() && i.score >= rules.min_score)
-            .filter_map(|(index, i)| {
-                let (c, b) = (i.centroid.as_ref()?, i.bbox.as_ref()?);
-                Some(Observation {
-                    index: index as u32,
-                    class_id: i.class_id,
-                    label: i.label.clone(),
-                    score: i.score,
-                    cx: f64::from(c.x),
-                    cy: f64::from(c.y),
-                    bbox: [b.x0, b.y0, b.x1, b.y1].map(f64::from),
-                    area: f64::from(i.area),
-                })
-            })
+            .filter_map(|(index, i)| Observation::of(index, i))
             .collect();
         let update = self.tracker.update(
             result.session_epoch,
@@ -1005,18 +993,12 @@ impl StreamState {
             observations,
             &rules.tracking,
         );
-        let mut points = update.points;
-        for track in &update.ended {
-            points.extend(crate::track::final_point(track));
-            out.push(Output::Track(TrackRecord::of(self, track)));
-        }
-        if !points.is_empty() {
-            out.push(Output::TrackPoints(
-                self.stream_id.clone(),
-                self.case_id.clone(),
-                points,
-            ));
-        }
+        self.emit_tracks(update.points, &update.ended, out);
+        let ids = update
+            .assigned
+            .iter()
+            .map(|a| (a.class_id, a.track_id))
+            .collect();
         if !update.assigned.is_empty() {
             out.push(Output::Tracked(FrameTracks {
                 stream_id: self.stream_id.clone(),
@@ -1024,16 +1006,22 @@ impl StreamState {
                 epoch: result.session_epoch,
                 seq: result.seq,
                 ns: result.capture_time_ns,
-                assigned: update.assigned.clone(),
+                assigned: update.assigned,
             }));
         }
-        update.assigned
+        ids
     }
 
     /// Ends every track (see [`Tracker::end_all`]).
     fn end_tracks(&mut self, out: &mut Vec<Output>) {
         let ended = self.tracker.end_all();
-        let points: Vec<TrackPoint> = ended.iter().filter_map(crate::track::final_point).collect();
+        self.emit_tracks(Vec::new(), &ended, out);
+    }
+
+    /// Outputs kept trajectory points and ended tracks, with each ended track's last point
+    /// when it was not kept yet.
+    fn emit_tracks(&self, mut points: Vec<TrackPoint>, ended: &[Track], out: &mut Vec<Output>) {
+        points.extend(ended.iter().filter_map(crate::track::final_point));
         if !points.is_empty() {
             out.push(Output::TrackPoints(
                 self.stream_id.clone(),
@@ -1041,7 +1029,7 @@ impl StreamState {
                 points,
             ));
         }
-        for track in &ended {
+        for track in ended {
             out.push(Output::Track(TrackRecord::of(self, track)));
         }
     }

@@ -37,7 +37,6 @@
 //! re-entries (assigned again after at least one missed frame and `reentry_after` unseen). The
 //! last assignment is kept as a point too when the track ends.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -111,6 +110,23 @@ pub struct Observation {
     pub bbox: [f64; 4],
     /// Fraction of the image covered.
     pub area: f64,
+}
+
+impl Observation {
+    /// The tracker's view of instance `index` of a frame; None without a centroid or box.
+    pub fn of(index: usize, instance: &orstream_proto::Instance) -> Option<Self> {
+        let (c, b) = (instance.centroid.as_ref()?, instance.bbox.as_ref()?);
+        Some(Self {
+            index: index as u32,
+            class_id: instance.class_id,
+            label: instance.label.clone(),
+            score: instance.score,
+            cx: f64::from(c.x),
+            cy: f64::from(c.y),
+            bbox: [b.x0, b.y0, b.x1, b.y1].map(f64::from),
+            area: f64::from(instance.area),
+        })
+    }
 }
 
 /// A constant-velocity Kalman filter on one axis.
@@ -228,7 +244,7 @@ pub struct Track {
     /// The last assignment as a trajectory point.
     pub last_point: TrackPoint,
     /// Capture time of the last kept trajectory point.
-    pub kept_ns: Option<i64>,
+    pub kept_ns: i64,
     /// Points kept while tentative, emitted when confirmed.
     pub pending: Vec<TrackPoint>,
 }
@@ -602,7 +618,7 @@ impl Tracker {
                 reentries: 0,
                 peak_score: obs.score,
                 last_point: point,
-                kept_ns: Some(ns),
+                kept_ns: ns,
                 pending: vec![point],
             };
             self.confirm_if_due(&mut track, &obs, rules, &mut update);
@@ -648,11 +664,8 @@ impl Tracker {
             bbox: obs.bbox,
             speed,
         };
-        if track
-            .kept_ns
-            .is_none_or(|k| ns - k >= rules.trajectory_interval_ns)
-        {
-            track.kept_ns = Some(ns);
+        if ns - track.kept_ns >= rules.trajectory_interval_ns {
+            track.kept_ns = ns;
             track.path += (after.0 - track.kept_pos.0).hypot(after.1 - track.kept_pos.1);
             track.kept_pos = after;
             if track.id == 0 {
@@ -706,19 +719,11 @@ impl Tracker {
             .filter(|t| t.id != 0)
             .collect()
     }
-
-    /// Track ids of the confirmed tracks of `class_id` assigned in the frame `seq`.
-    pub fn assigned_ids(&self, class_id: u32, seq: u64) -> BTreeSet<u64> {
-        self.confirmed()
-            .filter(|t| t.class_id == class_id && t.last_seq == seq)
-            .map(|t| t.id)
-            .collect()
-    }
 }
 
 /// The last point of an ended track, when it was not kept already.
 pub fn final_point(track: &Track) -> Option<TrackPoint> {
-    (track.kept_ns != Some(track.last_ns)).then_some(track.last_point)
+    (track.kept_ns != track.last_ns).then_some(track.last_point)
 }
 
 #[cfg(test)]
