@@ -5,8 +5,9 @@
 //!
 //! In: `FrameResult`s from `or.results.v1` and `StreamEvent`s from `or.streams.v1`, read as
 //! one read_committed consumer group over the [`orstream_bus`] (Kafka or in-process). Out: rows
-//! of the record (see `SCHEMA.md` beside this crate), derived `SurgicalEvent`s on `or.events.v1`
-//! keyed by case_id, and rejected messages on `<topic>.dlq`.
+//! of the record (see `SCHEMA.md` beside this crate), derived `SurgicalEvent`s (presences, gaps,
+//! ended tool tracks) on `or.events.v1` keyed by case_id, per-frame tool track assignments
+//! (`TrackFrame`) on `or.tracks.v1` keyed by stream_id, and rejected messages on `<topic>.dlq`.
 //!
 //! # Modules, in the order a message goes through them
 //!
@@ -16,13 +17,17 @@
 //!   validating decoder; anything else is a [`Rejection`] (dead letter and
 //!   anomaly).
 //! - [`mod@derive`]: pure, deterministic derivation per stream ([`derive::StreamState`]): k-of-n
-//!   enter, capture-time absence, gaps that split intervals, anomalies.
+//!   enter, capture-time absence, gaps that split intervals, anomalies; it runs the stream's
+//!   tool tracker.
+//! - [`track`]: the SORT-style tool tracker ([`track::Tracker`]: Kalman prediction, IoU and
+//!   centroid cost, minimum-cost assignment) and each track's trajectory and motion.
 //! - [`store`]: [`Store`], one interface over PostgreSQL and SQLite; migrations; the batch
 //!   transaction with compare-and-set offsets and states.
 //! - `service`: [`Sink`], the loop tying them together; its health reports
 //!   ([`Sink::with_health`]) and spans.
 //! - `metrics`: the sink's instruments from [`orstream_bus::metrics`].
-//! - [`record`]: reading the record back (cases, timeline, usage; table, JSON, CSV, SVG).
+//! - [`record`]: reading the record back (cases, timeline, usage, tool tracks and motion;
+//!   table, JSON, CSV, SVG).
 //! - `error`: [`SinkError`], [`StoreError`].
 //! - [`testing`]: isolated stores and scripted input for tests and benchmarks.
 //!
