@@ -1,7 +1,7 @@
 //! What one stream counts and times, recorded through the global meter
-//! ([`orstream_bus::metrics`]): frames captured, published and dropped (by reason), source
-//! rebuilds (by reason) and the stream's state. Encode time is measured in the pipeline
-//! (`pipeline::install_encode_timer`).
+//! ([`orstream_bus::metrics`]): frames published and dropped (by reason), source rebuilds (by
+//! reason) and the stream's state. Frames captured and encode time are counted in the pipeline,
+//! on its streaming thread (`pipeline::on_new_sample`, `pipeline::install_encode_timer`).
 //!
 //! Every instrument carries only the source kind (`rtsp`, `file`, `v4l2`, `test`) and, where it
 //! applies, a reason or state from the closed sets in [`orstream_bus::metrics::value`]: never a
@@ -13,7 +13,6 @@ use orstream_bus::metrics::{self, Counter, KeyValue, UpDownCounter, attr};
 /// instruments are handles).
 #[derive(Clone)]
 pub(crate) struct StreamMetrics {
-    captured: Counter<u64>,
     published: Counter<u64>,
     dropped: Counter<u64>,
     reconnects: Counter<u64>,
@@ -34,7 +33,6 @@ impl StreamMetrics {
     pub(crate) fn new(source_kind: &'static str) -> Self {
         let meter = metrics::meter();
         Self {
-            captured: metrics::INGEST_FRAMES_CAPTURED.build(&meter),
             published: metrics::INGEST_FRAMES_PUBLISHED.build(&meter),
             dropped: metrics::INGEST_FRAMES_DROPPED.build(&meter),
             reconnects: metrics::INGEST_RECONNECTS.build(&meter),
@@ -45,13 +43,6 @@ impl StreamMetrics {
 
     fn kind(&self) -> KeyValue {
         KeyValue::new(attr::SOURCE_KIND, self.source_kind)
-    }
-
-    /// `n` frames came out of the pipeline (delivered or dropped there).
-    pub(crate) fn captured(&self, n: u64) {
-        if n > 0 {
-            self.captured.add(n, &[self.kind()]);
-        }
     }
 
     /// The broker acknowledged one frame.

@@ -17,6 +17,10 @@
 //! appsink callback never blocks and the oldest queued frame makes room for the newest (counted
 //! in [`FrameCounts`]); in archive mode the callback waits for room.
 //!
+//! The callback counts every sample in `orstream.ingest.frames.captured` before it does
+//! anything else with it: a frame is captured before it can be queued, so before it can be
+//! published, and a scrape never sees more frames published than captured.
+//!
 //! Each frame carries two clocks: the host's realtime clock mapped from the pipeline running
 //! time (`host_time_ns`, always) and the camera's NTP time from RTCP sender reports
 //! (`ntp_time_ns`, when the source is RTSP and a sender report has arrived).
@@ -30,6 +34,8 @@ use gstreamer as gst;
 use gstreamer::glib;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
+
+use orstream_bus::metrics::{self, Counter, KeyValue, Meter, attr};
 
 use crate::config::{SourceConfig, StreamConfig};
 use crate::error::{IngestError, redact};
@@ -116,6 +122,10 @@ struct Outlet {
     dropped_invalid: AtomicU64,
     /// When the appsink last produced a sample, as nanoseconds since `origin` (0: never).
     last_sample_ns: AtomicU64,
+    /// `orstream.ingest.frames.captured`, added to as each sample arrives.
+    captured: Counter<u64>,
+    /// The captured counter's attributes: the source kind.
+    attributes: [KeyValue; 1],
     origin: Instant,
     /// Host realtime minus pipeline clock time, measured once at the first sample, so all
     /// frames of the pipeline share one mapping (no jitter between frames).
@@ -123,9 +133,11 @@ struct Outlet {
 }
 
 impl Outlet {
-    fn new(sender: Sender<Frame>) -> Self {
+    fn new(sender: Sender<Frame>, meter: &Meter, source_kind: &'static str) -> Self {
         Self {
             sender,
+            captured: metrics::INGEST_FRAMES_CAPTURED.build(meter),
+            attributes: [KeyValue::new(attr::SOURCE_KIND, source_kind)],
             queued: AtomicU64::new(0),
             dropped_full: AtomicU64::new(0),
             dropped_closed: AtomicU64::new(0),
@@ -186,6 +198,14 @@ impl FramePipeline {
     /// The receiver ends when the stream ends or an element fails, after the frames already in
     /// it have been received; [`FramePipeline::wait_for_eos`] then tells which of the two.
     pub fn build(config: &StreamConfig) -> Result<(Self, FrameReceiver<Frame>), IngestError> {
+        Self::build_on(config, &metrics::meter())
+    }
+
+    /// [`FramePipeline::build`], recording the pipeline's metrics on `meter`.
+    fn build_on(
+        config: &StreamConfig,
+        meter: &Meter,
+    ) -> Result<(Self, FrameReceiver<Frame>), IngestError> {
         config.validate()?;
         init()?;
         let stream_id = config.stream_id.as_str();
@@ -230,7 +250,7 @@ impl FramePipeline {
         sink.set_property("enable-last-sample", false);
 
         let (tx, rx) = queue::bounded(config.frame_queue, config.full_policy);
-        let outlet = Arc::new(Outlet::new(tx));
+        let outlet = Arc::new(Outlet::new(tx, meter, config.source.kind()));
         let callback_outlet = Arc::clone(&outlet);
         let callback_stream = stream_id.to_owned();
         sink.set_callbacks(
@@ -242,7 +262,7 @@ impl FramePipeline {
         if let Some(fps) = config.output.max_fps {
             install_rate_cap(stream_id, &scale, fps)?;
         }
-        install_encode_timer(&encode, config.source.kind());
+        install_encode_timer(&encode, meter, config.source.kind());
         let tail: [&gst::Element; 5] = [&scale, &convert, &size, &encode, sink.upcast_ref()];
         pipeline
             .add_many(tail.iter().copied())
@@ -592,12 +612,11 @@ fn install_rate_cap(stream_id: &str, element: &gst::Element, fps: u32) -> Result
 /// on its sink pad notes when a raw frame goes in, one on its source pad measures when the
 /// encoded frame comes out. `jpegenc` encodes on the streaming thread, one frame at a time,
 /// so the two probes pair up.
-fn install_encode_timer(encode: &gst::Element, source_kind: &'static str) {
+fn install_encode_timer(encode: &gst::Element, meter: &Meter, source_kind: &'static str) {
     let (Some(sink), Some(src)) = (encode.static_pad("sink"), encode.static_pad("src")) else {
         return;
     };
-    let histogram =
-        orstream_bus::metrics::INGEST_ENCODE_DURATION.build(&orstream_bus::metrics::meter());
+    let histogram = metrics::INGEST_ENCODE_DURATION.build(meter);
     let entered = Arc::new(std::sync::Mutex::new(None::<Instant>));
     let on_entry = Arc::clone(&entered);
     sink.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
@@ -606,10 +625,7 @@ fn install_encode_timer(encode: &gst::Element, source_kind: &'static str) {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
         gst::PadProbeReturn::Ok
     });
-    let attributes = [orstream_bus::metrics::KeyValue::new(
-        orstream_bus::metrics::attr::SOURCE_KIND,
-        source_kind,
-    )];
+    let attributes = [KeyValue::new(attr::SOURCE_KIND, source_kind)];
     src.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
         let started = entered
             .lock()
@@ -631,6 +647,9 @@ fn on_new_sample(
 ) -> Result<gst::FlowSuccess, gst::FlowError> {
     // Fails only while the sink is shutting down; `Flushing` stops the flow without an error.
     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
+    // Counted first, whatever becomes of it: once queued, the frame may be taken and published
+    // before this callback returns.
+    outlet.captured.add(1, &outlet.attributes);
     outlet.touch();
     let host_base_ns = host_base_ns(sink, outlet);
     let frame = match frame_from_sample(&sample, host_base_ns) {
@@ -747,6 +766,9 @@ fn ntp_time_ns(buffer: &gst::BufferRef) -> Option<i64> {
     reason = "a failed expectation is the test failing"
 )]
 mod tests {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::SdkMeterProvider;
+
     use super::*;
 
     #[test]
@@ -762,6 +784,74 @@ mod tests {
         );
         assert!(text.contains("orstream-no-such-element"), "{text}");
         assert!(text.contains("or-test"), "{text}");
+    }
+
+    /// The value of `orstream.ingest.frames.captured` in a scrape of `registry` now, over
+    /// all its labels.
+    fn captured_now(registry: &prometheus::Registry) -> u64 {
+        let name = format!(
+            "{}_total",
+            metrics::prometheus_base_name(metrics::INGEST_FRAMES_CAPTURED.name)
+        );
+        registry
+            .gather()
+            .iter()
+            .filter(|family| family.name() == name)
+            .flat_map(|family| family.get_metric())
+            .map(|metric| metric.get_counter().get_value() as u64)
+            .sum()
+    }
+
+    #[test]
+    fn every_frame_is_counted_as_captured_before_it_can_be_taken() {
+        // A frame can be published as soon as it is taken from the queue: if the captured
+        // count lagged behind the queue, a scrape could see published > captured.
+        const N: u32 = 40;
+        // Read as a scrape reads it.
+        let registry = prometheus::Registry::new();
+        let reader = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .build()
+            .expect("Prometheus reader");
+        let provider = SdkMeterProvider::builder().with_reader(reader).build();
+        let meter = provider.meter("ingest-pipeline-test");
+        let mut config = StreamConfig::test(
+            "captured-first",
+            crate::config::TestSourceConfig {
+                num_buffers: Some(N),
+                is_live: false,
+            },
+        );
+        config.output.width = 64;
+        config.output.height = 48;
+        // One slot, live mode: the streaming thread hands over each frame the moment the
+        // previous one is taken (or pushes the previous one out).
+        config.frame_queue = 1;
+        let (pipeline, frames) = FramePipeline::build_on(&config, &meter).expect("pipeline builds");
+        pipeline.start().expect("pipeline starts");
+        let mut taken = 0u64;
+        loop {
+            match frames.recv_timeout(Duration::from_secs(60)) {
+                Ok(_) => {
+                    taken += 1;
+                    let captured = captured_now(&registry);
+                    assert!(
+                        captured >= taken,
+                        "frame {taken} was taken before it was counted as captured ({captured})"
+                    );
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("no frame within 60 s"),
+            }
+        }
+        pipeline
+            .wait_for_eos(Duration::from_secs(60))
+            .expect("end of stream");
+        // Live mode: frames pushed out of the full queue are captured but never taken.
+        let counts = pipeline.counts();
+        assert_eq!(counts.delivered, taken, "{counts:?}");
+        assert_eq!(counts.total(), u64::from(N), "{counts:?}");
+        assert_eq!(captured_now(&registry), u64::from(N));
     }
 
     #[test]

@@ -11,9 +11,10 @@
 //! failed attempts in between produce `StreamError`s but no extra discontinuity.
 //!
 //! Telemetry: every frame taken from the pipeline gets a `frame capture` span (its context
-//! travels in the frame's headers); frames captured, dropped (by reason) and rebuilds (by
-//! reason) are counted, the stream's state (connecting, live, stalled, reconnecting) is kept in
-//! `orstream.ingest.streams`, and the session loop beats the service's liveness.
+//! travels in the frame's headers); frames dropped (by reason) and rebuilds (by reason) are
+//! counted (frames captured are counted by the pipeline, as they arrive), the stream's state
+//! (connecting, live, stalled, reconnecting) is kept in `orstream.ingest.streams`, and the
+//! session loop beats the service's liveness.
 
 use std::sync::Arc;
 use std::sync::mpsc::RecvTimeoutError;
@@ -120,10 +121,9 @@ impl Drops {
         parts.join(", ")
     }
 
-    /// Takes the pipeline's new frames and drops since `seen`.
+    /// Takes the pipeline's new drops since `seen` (the pipeline counts its captured frames
+    /// itself, as they arrive).
     fn add_pipeline(&mut self, now: FrameCounts, seen: &mut FrameCounts) {
-        self.metrics
-            .captured(now.total().saturating_sub(seen.total()));
         let full = now.dropped_full.saturating_sub(seen.dropped_full);
         let invalid = now.dropped_invalid.saturating_sub(seen.dropped_invalid);
         let closed = now.dropped_closed.saturating_sub(seen.dropped_closed);
