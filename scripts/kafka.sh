@@ -2,18 +2,29 @@
 # A single-node Apache Kafka 4.x (KRaft: broker + controller in one JVM) on 127.0.0.1.
 #   scripts/kafka.sh start   resolve the jars (once), format storage (once), start, wait until it answers
 #   scripts/kafka.sh stop    stop it
-#   scripts/kafka.sh status  exit 0 when it answers
-# Logs: .stack/kafka/server.log. Data: .stack/kafka/data. Port: $ORSTREAM_KAFKA_PORT (9092).
+#   scripts/kafka.sh status     exit 0 when this checkout's broker runs and answers
+#   scripts/kafka.sh bootstrap  print its address (host:port)
+# Logs: .stack/kafka/server.log. Data: .stack/kafka/data.
+# Ports: 9092 (clients) and 9093 (controller) when free at the first start, else free ones;
+# kept in .stack/ports (see `claim_port` in lib.sh); $ORSTREAM_KAFKA_PORT and
+# $ORSTREAM_KAFKA_CONTROLLER_PORT override them.
 source "$(dirname "$0")/lib.sh"
 DIR="$STATE/kafka"
 LIBS="$DIR/libs"
-PORT="${ORSTREAM_KAFKA_PORT:-9092}"
-CPORT="${ORSTREAM_KAFKA_CONTROLLER_PORT:-9093}"
+PORT="$(stack_port KAFKA_PORT 9092)"
+CPORT="$(stack_port KAFKA_CONTROLLER_PORT 9093)"
 JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 mkdir -p "$DIR"
 
-answers() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
-pid() { [ -f "$DIR/pid" ] && kill -0 "$(cat "$DIR/pid")" 2>/dev/null && cat "$DIR/pid"; }
+answers() { port_busy "$PORT"; }
+# The broker this checkout started: the recorded process, still alive and still running on
+# this state directory's configuration (a recycled pid is not taken for it).
+pid() {
+  local p
+  p="$(cat "$DIR/pid" 2>/dev/null)" || return 1
+  [ -n "$p" ] && tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$DIR/server.properties" \
+    && echo "$p"
+}
 
 resolve() {
   local pom="$ROOT/scripts/kafka/pom.xml"
@@ -62,7 +73,18 @@ CONF
 run_java() { "$JAVA" -Xms256m -Xmx1g -cp "$LIBS/*" -Dlog4j2.configurationFile="$DIR/log4j2.properties" "$@"; }
 
 start() {
-  if answers; then exit 0; fi
+  if pid >/dev/null; then
+    keep_port KAFKA_PORT "$PORT"
+    keep_port KAFKA_CONTROLLER_PORT "$CPORT"
+  fi
+  PORT="$(claim_port KAFKA_PORT 9092)"
+  CPORT="$(claim_port KAFKA_CONTROLLER_PORT 9093)"
+  if pid >/dev/null; then wait_until_answering; return; fi
+  for port in "$PORT" "$CPORT"; do
+    port_busy "$port" && die "127.0.0.1:$port is in use by a server this checkout did not start \
+(another checkout's stack?); stop it, or set ORSTREAM_KAFKA_PORT / ORSTREAM_KAFKA_CONTROLLER_PORT, \
+or remove $STATE/ports to have free ports chosen"
+  done
   resolve
   config
   if [ ! -f "$DIR/data/meta.properties" ]; then
@@ -78,6 +100,10 @@ start() {
     -Dlog4j2.configurationFile="$DIR/log4j2.properties" \
     kafka.Kafka "$DIR/server.properties" >"$DIR/stdout.log" 2>&1 &
   echo $! > "$DIR/pid"
+  wait_until_answering
+}
+
+wait_until_answering() {
   for _ in $(seq 1 120); do
     if answers; then return; fi
     pid >/dev/null || die "Kafka exited at start, see $DIR/server.log and $DIR/stdout.log"
@@ -98,6 +124,7 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  status) answers ;;
-  *) die "usage: scripts/kafka.sh start|stop|status" ;;
+  status) pid >/dev/null && answers ;;
+  bootstrap) echo "127.0.0.1:$PORT" ;;
+  *) die "usage: scripts/kafka.sh start|stop|status|bootstrap" ;;
 esac

@@ -1,44 +1,86 @@
 #!/usr/bin/env bash
-# A project-local PostgreSQL cluster on 127.0.0.1 (data in .stack/postgres, log beside it).
+# A PostgreSQL cluster of this checkout's own, reached over TCP on 127.0.0.1 only.
 #   scripts/postgres.sh start   initdb (once), start, wait until ready, create role + databases
 #   scripts/postgres.sh stop
-#   scripts/postgres.sh status  exit 0 when it accepts connections
+#   scripts/postgres.sh status  exit 0 when this checkout's server runs and accepts connections
 #   scripts/postgres.sh url     print the test database URL
+#   scripts/postgres.sh dir     print where the cluster (data, logs) lives
 # Role/password orstream/orstream; databases `orstream` and `orstream_test`.
-# Port: $ORSTREAM_POSTGRES_PORT (55432, away from a system cluster on 5432).
+# Port: 55432 (away from a system cluster on 5432) when free at the first start, else a free
+# one; kept in .stack/ports (see `claim_port` in lib.sh); $ORSTREAM_POSTGRES_PORT overrides it.
+#
+# Where the cluster lives: .stack/postgres for a normal user. The server refuses to run as
+# root, so for root it runs as the `postgres` system user, who may not be able to enter the
+# checkout (a clone under root's home, mode 700): the cluster then lives in
+# /var/lib/orstream/<id>/postgres, <id> naming this checkout's state directory, and the server
+# and every tool run from `/`. The server opens no Unix socket: everything talks TCP, the
+# superuser with a password generated at initdb and kept beside the data (mode 600).
 source "$(dirname "$0")/lib.sh"
-PORT="${ORSTREAM_POSTGRES_PORT:-55432}"
-DIR="$STATE/postgres"
-DATA="$DIR/data"
+PORT="$(stack_port POSTGRES_PORT 55432)"
 BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
 [ -n "$BIN" ] || die "PostgreSQL server binaries not found; run scripts/install-packages.sh"
 
-# The server refuses to run as root: run it as the `postgres` system user then.
 if [ "$(id -u)" = 0 ]; then
-  pg() { runuser -u postgres -- "$@"; }
+  DIR="/var/lib/orstream/$(printf '%s' "$STATE" | sha256sum | cut -c1-12)/postgres"
+  pg() { (cd / && runuser -u postgres -- "$@"); }
 else
+  DIR="$STATE/postgres"
   pg() { "$@"; }
 fi
+DATA="$DIR/data"
+PASSFILE="$DIR/superuser-password"
 
-ready() { "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; }
+# This checkout's server is running: its postmaster.pid names a live server (pg_ctl checks).
+running() { [ -f "$DATA/postmaster.pid" ] && pg "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; }
+# The port the running server listens on (line 4 of postmaster.pid).
+running_port() { sed -n 4p "$DATA/postmaster.pid" 2>/dev/null; }
+ready() { running && "$BIN/pg_isready" -q -h 127.0.0.1 -p "$(running_port)"; }
 
 start() {
-  if ready; then ensure_databases; exit 0; fi
+  running && keep_port POSTGRES_PORT "$(running_port)"
+  PORT="$(claim_port POSTGRES_PORT 55432)"
+  if running; then
+    [ "$(running_port)" = "$PORT" ] \
+      || die "this checkout's PostgreSQL runs on port $(running_port), not $PORT; scripts/postgres.sh stop first"
+    wait_ready
+    ensure_databases
+    return
+  fi
+  port_busy "$PORT" && die "127.0.0.1:$PORT is in use by a server this checkout did not start \
+(another checkout's stack?); stop it, or set ORSTREAM_POSTGRES_PORT, or remove $STATE/ports/POSTGRES_PORT \
+to have a free port chosen"
   mkdir -p "$DIR"
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$DIR"
+  chmod 700 "$DIR"
   if [ ! -f "$DATA/PG_VERSION" ]; then
     log "initialising PostgreSQL cluster in $DATA"
-    pg "$BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-      -E UTF8 --locale=C.UTF-8 >"$DIR/initdb.log" 2>&1 || die "initdb failed, see $DIR/initdb.log"
+    local pwfile="$DIR/.initdb-password"
+    (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=\n' > "$pwfile")
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$pwfile"
+    pg "$BIN/initdb" -D "$DATA" -U postgres --pwfile="$pwfile" --auth-local=peer \
+      --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$DIR/initdb.log" 2>&1 \
+      || { rm -f "$pwfile"; die "initdb failed, see $DIR/initdb.log"; }
+    mv "$pwfile" "$PASSFILE"
   fi
-  log "starting PostgreSQL on 127.0.0.1:$PORT"
+  [ -s "$PASSFILE" ] || die "$DATA was made without a superuser password (an older layout); \
+remove $DIR and start again"
+  log "starting PostgreSQL on 127.0.0.1:$PORT (cluster in $DIR)"
   pg "$BIN/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c max_connections=200 -c fsync=on" \
+    -o "-c listen_addresses=127.0.0.1 -p $PORT -c unix_socket_directories='' -c max_connections=200 -c fsync=on" \
     start >/dev/null || die "PostgreSQL did not start, see $DIR/server.log"
+  wait_ready
   ensure_databases
 }
 
-psql_admin() { pg psql -X -q -h "$DIR" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+wait_ready() {
+  for _ in $(seq 1 60); do ready && return; sleep 0.5; done
+  die "PostgreSQL does not accept connections on 127.0.0.1:$PORT, see $DIR/server.log"
+}
+
+psql_admin() {
+  PGPASSWORD="$(cat "$PASSFILE")" "$BIN/psql" -X -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres \
+    -v ON_ERROR_STOP=1 "$@"
+}
 
 ensure_databases() {
   psql_admin -tAc "SELECT 1 FROM pg_roles WHERE rolname='orstream'" | grep -q 1 \
@@ -50,7 +92,7 @@ ensure_databases() {
 }
 
 stop() {
-  ready || [ -f "$DATA/postmaster.pid" ] || exit 0
+  running || exit 0
   log "stopping PostgreSQL"
   pg "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
 }
@@ -60,5 +102,6 @@ case "${1:-}" in
   stop) stop ;;
   status) ready ;;
   url) echo "postgres://orstream:orstream@127.0.0.1:$PORT/orstream_test" ;;
-  *) die "usage: scripts/postgres.sh start|stop|status|url" ;;
+  dir) echo "$DIR" ;;
+  *) die "usage: scripts/postgres.sh start|stop|status|url|dir" ;;
 esac
