@@ -54,6 +54,11 @@ impl SinkMetrics {
     /// A transaction committed after `took`, at `committed_ns` (Unix ns), storing `what`.
     pub(crate) fn committed(&self, took: Duration, committed_ns: i64, what: &Committed<'_>) {
         self.transaction(value::COMMITTED, took);
+        // Latencies first: a scrape that sees the results stored sees their latencies too.
+        for capture in what.capture_ns {
+            let ns = committed_ns.saturating_sub(*capture).max(0);
+            self.capture_to_record.record(ns as f64 / 1e9, &[]);
+        }
         self.results_stored.add(what.results, &[]);
         for (kind, n) in [
             (value::PRESENCE, what.presences),
@@ -65,10 +70,6 @@ impl SinkMetrics {
                 self.events_written
                     .add(n, &[KeyValue::new(attr::EVENT_KIND, kind)]);
             }
-        }
-        for capture in what.capture_ns {
-            let ns = committed_ns.saturating_sub(*capture).max(0);
-            self.capture_to_record.record(ns as f64 / 1e9, &[]);
         }
         for (reason, topic) in what.dead_letters {
             self.dead_letters.add(
