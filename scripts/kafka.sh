@@ -22,7 +22,7 @@ answers() { port_busy "$PORT"; }
 pid() {
   local p
   p="$(cat "$DIR/pid" 2>/dev/null)" || return 1
-  [ -n "$p" ] && tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$DIR/server.properties" \
+  [ -n "$p" ] && tr '\0' ' ' 2>/dev/null < "/proc/$p/cmdline" | grep -qF "$DIR/server.properties" \
     && echo "$p"
 }
 

@@ -591,8 +591,10 @@ fn a_worker_frozen_past_its_session_timeout_is_fenced() {
     // The group moves on after max_poll_interval at the latest (a frozen member holds up the
     // rebalance until then); the frozen transaction must outlive that, so the thawed worker's
     // commit is refused by fencing rather than expired by the coordinator.
+    // The timeout is far above the takeover's usual 20 s, so a loaded machine cannot make a
+    // fenced run look like an expired one.
     a_config.kafka.max_poll_interval = Duration::from_secs(12);
-    a_config.kafka.transaction_timeout = Duration::from_secs(60);
+    a_config.kafka.transaction_timeout = Duration::from_secs(120);
     let b_config = InferConfig {
         transactional_id: unique("test-infer-tx-b"),
         commit_interval: Duration::from_millis(50),
@@ -613,11 +615,17 @@ fn a_worker_frozen_past_its_session_timeout_is_fenced() {
     let stop_counting = Arc::new(AtomicBool::new(false));
     let (seen, counter) = count_results(&bus, &a_config.results_topic, stop_counting.clone());
     let mut a = spawn_worker(&a_path, &dir.join("a.log"));
-    // Frames arrive at a steady pace (about 12 s in all), so A is mid-work when it freezes.
+    // Frames arrive at a steady pace, so A is mid-work when it freezes; the last quarter only
+    // after the freeze, so A cannot have answered everything however fast or slow it started.
+    let frozen = Arc::new(AtomicBool::new(false));
     let feeder = {
-        let bus = bus.clone();
+        let (bus, frozen) = (bus.clone(), frozen.clone());
         std::thread::spawn(move || {
-            for chunk in records.chunks(12) {
+            let held_back = records.len() - records.len() / 4;
+            for (i, chunk) in records.chunks(12).enumerate() {
+                while i * 12 >= held_back && !frozen.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 publish(&bus, chunk);
                 std::thread::sleep(Duration::from_millis(300));
             }
@@ -628,17 +636,18 @@ fn a_worker_frozen_past_its_session_timeout_is_fenced() {
     std::thread::sleep(Duration::from_millis(1500));
     signal(&a, "STOP");
     let frozen_at = Instant::now();
+    frozen.store(true, Ordering::Relaxed);
     let visible_at_freeze = seen.load(Ordering::Relaxed);
     assert!(
         visible_at_freeze < n,
-        "worker a committed everything before the freeze: make the run longer"
+        "worker a committed frames that were not published yet"
     );
 
     let mut b = spawn_worker(&b_path, &dir.join("b.log"));
     feeder.join().unwrap();
     // A stays frozen past its session timeout and max_poll_interval: the group has moved on
     // to B, which waits on the offsets A's open transaction holds. Thawed while that
-    // transaction is still open on the broker (transaction_timeout is 60 s), A's commit must be
+    // transaction is still open on the broker (transaction_timeout is 120 s), A's commit must be
     // refused (its group generation is gone) and A aborts: B then answers everything.
     std::thread::sleep(Duration::from_secs(15).saturating_sub(frozen_at.elapsed()));
     signal(&a, "CONT");
@@ -671,7 +680,7 @@ fn a_worker_frozen_past_its_session_timeout_is_fenced() {
     );
     assert_eq!((lost, dup), (0, 0), "logs in {}", dir.display());
     assert!(
-        takeover < Duration::from_secs(55),
+        takeover < Duration::from_secs(100),
         "worker a's open transaction may have expired rather than been fenced ({takeover:?})"
     );
     let a_line = stop_line(&dir.join("a.log"));
