@@ -13,21 +13,35 @@
 //!
 //! - `config`: [`SinkConfig`] and [`DeriveConfig`] (serde, validated, example in
 //!   `config/sink.example.toml`).
+//! - `consume`: a batch per turn from one read_committed consumer group; after every
+//!   rebalance the assigned partitions are moved to the offsets stored in the database.
 //! - `decode`: header `orstream-schema-version` must be "1", then the contract's bounded,
 //!   validating decoder; anything else is a [`Rejection`] (dead letter and
 //!   anomaly).
+//! - `prepare`: pure batch preparation: replays below the stored offsets are skipped, inputs
+//!   are derived on the stream states held in `cache` (what the sink holds of the store
+//!   between batches), and rows, states, offsets, dead letters and outbox entries make up
+//!   the batch.
 //! - [`mod@derive`]: pure, deterministic derivation per stream ([`derive::StreamState`]): k-of-n
 //!   enter, capture-time absence, gaps that split intervals, anomalies; it runs the stream's
 //!   tool tracker.
 //! - [`track`]: the SORT-style tool tracker ([`track::Tracker`]: Kalman prediction, IoU and
 //!   centroid cost, minimum-cost assignment) and each track's trajectory and motion.
+//! - `dead_letter`: rejected messages to `<topic>.dlq`, acknowledged before the batch is
+//!   stored.
+//! - `commit`: the batch in one database transaction, retried while the store is away; its
+//!   spans and metrics.
 //! - [`store`]: [`Store`], one interface over PostgreSQL and SQLite; migrations; the batch
 //!   transaction with compare-and-set offsets and states.
-//! - `service`: [`Sink`], the loop tying them together; its health reports
-//!   ([`Sink::with_health`]) and spans.
+//! - `publish`: derived events and track frames from the outbox to their topics, after the
+//!   commit.
+//! - `service`: [`Sink`], the loop taking each batch through these steps; its health reports
+//!   ([`Sink::with_health`]).
+//! - `progress`: [`Stats`] and [`Progress`], the figures and readiness of a running sink.
+//! - `retry`: the [`backoff`] schedule and the shutdown-aware pause every retry uses.
 //! - `metrics`: the sink's instruments from [`orstream_bus::metrics`].
 //! - [`record`]: reading the record back (cases, timeline, usage, tool tracks and motion;
-//!   table, JSON, CSV, SVG).
+//!   table, JSON, CSV, SVG); [`time`] formats its times.
 //! - `error`: [`SinkError`], [`StoreError`].
 //! - [`testing`]: isolated stores and scripted input for tests and benchmarks.
 //!
@@ -87,12 +101,18 @@
 //! [`Sink::run`] blocks its thread: the bus and the store are blocking clients, and one
 //! thread per sink keeps the order of work per partition obvious.
 
+mod cache;
+mod commit;
 mod config;
+mod consume;
+mod dead_letter;
 mod decode;
 pub mod derive;
 mod error;
 mod metrics;
+mod prepare;
 mod progress;
+mod publish;
 pub mod record;
 mod retry;
 mod service;

@@ -1,9 +1,12 @@
 //! What a running sink shows of itself: [`Stats`] (work acknowledged so far) and readiness
-//! through [`Progress`], readable from any thread while the sink runs. Figures are updated only once a transaction stored
+//! through [`Progress`], readable from any thread while the sink runs, and the process's
+//! health checks through [`Reporter`]. Figures are updated only once a transaction stored
 //! what they count, so they never run ahead of the record.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use orstream_bus::metrics::{HealthReporter, checks};
 
 /// Figures of a sink run. Counts are of work acknowledged (stored), unless named otherwise.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -125,7 +128,7 @@ impl Progress {
         lags.iter_mut().for_each(|n| *n = 0);
     }
 
-    pub(crate) fn set_ready(&self, ready: bool) {
+    fn set_ready(&self, ready: bool) {
         let was = self.inner.ready.swap(ready, Ordering::SeqCst);
         if was != ready {
             if ready {
@@ -156,5 +159,29 @@ impl Progress {
                 .min(LAG_BUCKETS - 1);
             buckets[i] += 1;
         }
+    }
+}
+
+/// Where readiness and figures go: the [`Progress`] the sink's users read, and the health
+/// reporter of the process (`/readyz`, `/healthz`).
+#[derive(Clone)]
+pub(crate) struct Reporter {
+    pub(crate) progress: Progress,
+    pub(crate) health: Arc<dyn HealthReporter>,
+}
+
+impl Reporter {
+    /// Whether the store answers: the sink's readiness and the `database` check.
+    pub(crate) fn store_ready(&self, ready: bool) {
+        self.progress.set_ready(ready);
+        self.health.set_ready(checks::DATABASE, ready);
+    }
+
+    /// A store call failed and is tried again: nothing is acknowledged until it answers, and
+    /// waiting for it is the loop turning, not a hang.
+    pub(crate) fn store_retry(&self) {
+        self.store_ready(false);
+        self.health.beat();
+        self.progress.update(|s| s.store_retries += 1);
     }
 }

@@ -1,0 +1,218 @@
+//! Consuming: one batch of messages per turn of the loop, up to `batch_max_messages` within
+//! `batch_max_wait`, from the results and streams topics as one read_committed group.
+//!
+//! Where to read is the store's to say, never the group's: after every rebalance (and after a
+//! store conflict) each assigned partition is moved (seek) to the offset stored with the
+//! record before anything from it is kept, and what was collected is dropped, since another
+//! instance may have stored more meanwhile. The group's offsets are only committed as a hint
+//! for lag dashboards, asynchronously, so a broker outage never stops the loop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use orstream_bus::metrics::{HealthReporter, checks};
+use orstream_bus::{Bus, Consumer, ErrorKind, Message, Offsets, TopicPartition};
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::Cache;
+use crate::config::SinkConfig;
+use crate::error::SinkError;
+use crate::progress::Reporter;
+use crate::retry::{Backoff, Streak, pause};
+use crate::store::Store;
+
+/// How long bus admin and seek calls may take.
+pub(crate) const BUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The sink's consumer and what it must do before its messages can be used.
+pub(crate) struct Intake {
+    consumer: Consumer,
+    seen_rebalances: u64,
+    /// Assigned partitions not yet moved to the store's offset; their messages are dropped.
+    pending_seek: BTreeSet<TopicPartition>,
+    /// Consecutive failures to load the offsets, for the backoff.
+    offset_failures: Streak,
+    max_messages: usize,
+    max_wait: Duration,
+    backoff: Backoff,
+}
+
+impl Intake {
+    /// Joins the sink's group on the results and streams topics.
+    pub(crate) fn subscribe(
+        bus: &Bus,
+        config: &SinkConfig,
+        backoff: Backoff,
+    ) -> Result<Self, SinkError> {
+        let consumer = bus.consumer(&config.group_id)?;
+        consumer.subscribe(&[&config.results_topic, &config.streams_topic])?;
+        Ok(Self {
+            consumer,
+            seen_rebalances: 0,
+            pending_seek: BTreeSet::new(),
+            offset_failures: Streak::default(),
+            max_messages: config.batch_max_messages,
+            max_wait: config.batch_max_wait,
+            backoff,
+        })
+    }
+
+    pub(crate) fn consumer(&self) -> &Consumer {
+        &self.consumer
+    }
+
+    /// Collects the next batch. A rebalance drops what was collected: every newly assigned
+    /// partition is first moved to the offset the store holds, and read again from there.
+    pub(crate) fn poll_batch(
+        &mut self,
+        store: &mut Store,
+        cache: &mut Cache,
+        report: &Reporter,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<Message>, SinkError> {
+        let deadline = Instant::now() + self.max_wait;
+        let mut batch = Vec::new();
+        loop {
+            if !self.pending_seek.is_empty() {
+                self.seek_pending(store, cache, report, shutdown)?;
+            }
+            report.health.beat();
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let polled = self.poll(remaining, &*report.health, shutdown)?;
+            if self.rebalanced(cache, &*report.health)? {
+                batch.clear();
+                continue;
+            }
+            if let Some(message) = polled {
+                if self.pending_seek.contains(&message.topic_partition()) {
+                    continue;
+                }
+                batch.push(message);
+                if batch.len() >= self.max_messages {
+                    break;
+                }
+            }
+            if Instant::now() >= deadline || shutdown.is_cancelled() {
+                break;
+            }
+        }
+        Ok(batch)
+    }
+
+    /// One message, or none within `timeout`. The broker away is waited out briefly and
+    /// counted against readiness; only a fatal consumer error ends the sink.
+    fn poll(
+        &self,
+        timeout: Duration,
+        health: &dyn HealthReporter,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Message>, SinkError> {
+        match self.consumer.poll(timeout) {
+            Ok(polled) => Ok(polled),
+            Err(e) if e.kind() != ErrorKind::Fatal => {
+                health.set_ready(checks::BROKER, false);
+                tracing::warn!(error = %e, "poll");
+                pause(timeout.min(Duration::from_millis(100)), shutdown);
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the assignment changed since the last look; if so, the new one is to be read
+    /// from the store's offsets.
+    fn rebalanced(
+        &mut self,
+        cache: &mut Cache,
+        health: &dyn HealthReporter,
+    ) -> Result<bool, SinkError> {
+        let rebalances = self.consumer.rebalances();
+        if rebalances == self.seen_rebalances {
+            return Ok(false);
+        }
+        self.seen_rebalances = rebalances;
+        let assignment = self.consumer.assignment()?;
+        tracing::info!(partitions = assignment.len(), "assignment changed");
+        health.set_ready(checks::PARTITIONS_ASSIGNED, !assignment.is_empty());
+        self.forget(cache, assignment);
+        Ok(true)
+    }
+
+    /// After a store conflict: another writer moved on, so everything is read again from the
+    /// store.
+    pub(crate) fn reload(&mut self, cache: &mut Cache) -> Result<(), SinkError> {
+        let assignment = self.consumer.assignment()?;
+        self.forget(cache, assignment);
+        Ok(())
+    }
+
+    /// Drops everything cached (another instance may have moved on) and marks `partitions`
+    /// to be moved to the store's offsets.
+    fn forget(&mut self, cache: &mut Cache, partitions: Vec<TopicPartition>) {
+        cache.clear();
+        self.pending_seek = partitions.into_iter().collect();
+    }
+
+    /// Moves pending partitions to the offsets stored in the database (0 when none: the
+    /// record is built from the beginning of the retained log).
+    fn seek_pending(
+        &mut self,
+        store: &mut Store,
+        cache: &mut Cache,
+        report: &Reporter,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        if !cache.offsets_loaded {
+            match cache.load_offsets(store) {
+                Ok(()) => report.store_ready(true),
+                Err(e) if e.is_retriable() => {
+                    report.store_retry();
+                    tracing::warn!(error = %e, "loading offsets; retrying");
+                    // Back to polling between tries, so the group keeps this member;
+                    // messages of the pending partitions are dropped meanwhile.
+                    pause(self.offset_failures.failed(self.backoff), shutdown);
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.offset_failures.reset();
+        let (consumer, offsets) = (&self.consumer, &cache.offsets);
+        self.pending_seek.retain(|tp| {
+            let offset = offsets.get(tp).copied().unwrap_or(0);
+            match consumer.seek(tp, offset, BUS_TIMEOUT) {
+                Ok(()) => {
+                    tracing::debug!(partition = %tp, offset, "resuming from the store's offset");
+                    false
+                }
+                // Right after an assignment the fetcher may not have started; try again after
+                // the next poll.
+                Err(e) => {
+                    tracing::debug!(error = %e, "seek; will retry");
+                    true
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Commits `next_offsets` of the partitions still assigned as the group's offsets: a hint
+    /// for tools (lag dashboards); resuming uses the store.
+    pub(crate) fn commit_hint(&self, next_offsets: BTreeMap<TopicPartition, i64>) {
+        let assigned: BTreeSet<TopicPartition> = self
+            .consumer
+            .assignment()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let hint: Offsets = next_offsets
+            .into_iter()
+            .filter(|(tp, _)| assigned.contains(tp))
+            .collect();
+        // Asynchronous: a synchronous commit waits as long as the broker is away, and the
+        // loop must go on turning (health, retries) meanwhile.
+        if let Err(error) = self.consumer.commit_async(&hint) {
+            tracing::debug!(%error, "committing the group offsets hint");
+        }
+    }
+}
