@@ -382,3 +382,308 @@ fn track_frame_outbox(frame: &FrameTracks) -> Outbox {
         payload: orstream_proto::encode(&frame.to_message()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use orstream_proto::{headers, topics};
+
+    use super::*;
+    use crate::cache::Cached;
+    use crate::store::Value;
+    use crate::testing::{Script, result_record, stream_record};
+
+    const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const NOT_SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+
+    /// `record` as read back from `partition` at `offset`.
+    fn read(record: Record, partition: i32, offset: i64) -> Message {
+        Message {
+            topic: record.topic,
+            partition,
+            offset,
+            key: record.key,
+            payload: record.payload,
+            headers: record.headers,
+            timestamp_ms: Some(1_000 + offset),
+        }
+    }
+
+    /// The results of stream 0 of `script` on partition 0 of the results topic, from offset 0.
+    fn results(script: &Script) -> Vec<Message> {
+        (0..script.frames)
+            .map(|i| {
+                let record = result_record(topics::RESULTS, &script.result(0, i));
+                read(record, 0, i as i64)
+            })
+            .collect()
+    }
+
+    /// Both halves as the service runs them, with a store that knows no stream yet.
+    fn prepare(messages: Vec<Message>, cache: &mut Cache, config: &SinkConfig) -> Prepared {
+        let decoded = decode_batch(messages, &cache.offsets, &config.results_topic);
+        let (streams, _) = decoded.missing(cache);
+        for stream_id in streams {
+            cache
+                .states
+                .insert(stream_id.clone(), Cached::new(&stream_id));
+        }
+        prepare_batch(decoded, cache, config, &Rules::from(&config.derive)).unwrap()
+    }
+
+    fn partition(topic: &str, partition: i32) -> TopicPartition {
+        TopicPartition::new(topic, partition)
+    }
+
+    fn text(row: &[Value], column: usize) -> &str {
+        match &row[column] {
+            Value::Text(s) => s,
+            other => panic!("column {column} is {other:?}"),
+        }
+    }
+
+    #[test]
+    fn results_become_rows_the_derived_events_states_and_offsets() {
+        let script = Script::new("case-1", 1, 300);
+        let config = SinkConfig::default();
+        let mut messages = results(&script);
+        for (k, event) in script.stream_events(0).iter().enumerate() {
+            let record = stream_record(topics::STREAMS, event);
+            messages.push(read(record, 0, k as i64));
+        }
+        let mut cache = Cache::default();
+        let prepared = prepare(messages, &mut cache, &config);
+
+        let expected = script.expected(&Rules::from(&config.derive));
+        let count = |f: fn(&Output) -> bool| expected.iter().filter(|o| f(o)).count();
+        assert!(count(|o| matches!(o, Output::Presence(_))) > 0);
+        let b = &prepared.batch;
+        assert_eq!(
+            (prepared.messages, prepared.results, prepared.stream_events),
+            (302, 300, 2)
+        );
+        assert_eq!(b.events.len(), count(|o| matches!(o, Output::Presence(_))));
+        assert_eq!(b.gaps.len(), count(|o| matches!(o, Output::Gap(_))));
+        assert_eq!(b.tracks.len(), count(|o| matches!(o, Output::Track(_))));
+        assert_eq!(
+            b.track_frames.len(),
+            count(|o| matches!(o, Output::Tracked(_)))
+        );
+        assert_eq!(prepared.presences as usize, b.events.len());
+        assert_eq!((b.frames.len(), b.stream_events.len()), (300, 2));
+        assert!(b.events.iter().all(|(_, outbox)| outbox.is_some()));
+        assert!(prepared.fills_outbox(config.publish_events));
+        assert_eq!(prepared.capture_ns.len(), 300);
+        assert_eq!(prepared.timestamps_ms.len(), 302);
+
+        assert_eq!(b.states.len(), 1);
+        assert_eq!(b.states[0].stream_id, script.stream_id(0));
+        assert_eq!(b.states[0].expected_version, 0);
+        assert_eq!(b.cases, vec![("case-1".to_owned(), script.t0_ns)]);
+        assert_eq!(b.streams.len(), 1);
+        assert!(cache.states[&script.stream_id(0)].dirty);
+        assert_eq!(cache.cases["case-1"], script.t0_ns);
+        assert_eq!(
+            b.offsets,
+            vec![
+                OffsetWrite {
+                    partition: partition(topics::RESULTS, 0),
+                    expected: None,
+                    next: 300,
+                },
+                OffsetWrite {
+                    partition: partition(topics::STREAMS, 0),
+                    expected: None,
+                    next: 2,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_message_that_fails_to_decode_becomes_a_dead_letter_and_an_anomaly() {
+        let config = SinkConfig::default();
+        let garbage = Record::new(topics::RESULTS, vec![0xff, 0x01, 0x02])
+            .with_key(b"case-1-cam-0".to_vec())
+            .with_header(headers::SCHEMA_VERSION, "1");
+        let unversioned = Record::new(topics::STREAMS, b"not protobuf".to_vec());
+        let mut cache = Cache::default();
+        let prepared = prepare(
+            vec![read(garbage, 2, 7), read(unversioned, 0, 0)],
+            &mut cache,
+            &config,
+        );
+
+        assert_eq!((prepared.messages, prepared.results), (2, 0));
+        assert_eq!(prepared.anomalies, 2);
+        assert_eq!(
+            prepared.dead_letter_reasons,
+            vec![
+                ("undecodable", topics::RESULTS.to_owned()),
+                ("schema_version", topics::STREAMS.to_owned()),
+            ]
+        );
+        let letter = &prepared.dead_letters[0];
+        assert_eq!(letter.topic, topics::dlq(topics::RESULTS));
+        assert_eq!(letter.payload.as_ref(), &[0xff, 0x01, 0x02]);
+        assert_eq!(letter.key.as_deref(), Some(&b"case-1-cam-0"[..]));
+        let header = |h: &str| letter.headers.get(h).map(<[u8]>::to_vec);
+        assert_eq!(header(headers::DLQ_SOURCE_OFFSET), Some(b"7".to_vec()));
+        assert_eq!(header(headers::DLQ_SOURCE_PARTITION), Some(b"2".to_vec()));
+        assert_eq!(
+            header(headers::DLQ_SOURCE_TOPIC),
+            Some(topics::RESULTS.as_bytes().to_vec())
+        );
+        assert!(header(headers::DLQ_ERROR).is_some());
+        assert_eq!(prepared.dead_letters[1].topic, topics::dlq(topics::STREAMS));
+
+        let anomaly = &prepared.batch.anomalies[0];
+        assert_eq!(text(anomaly, 3), "undecodable");
+        assert_eq!(text(anomaly, 4), "case-1-cam-0");
+        // Nothing to derive, but the offsets move past the rejected messages.
+        assert!(cache.states.is_empty() && prepared.batch.states.is_empty());
+        let next: Vec<i64> = prepared.batch.offsets.iter().map(|o| o.next).collect();
+        assert_eq!(next, vec![8, 1]);
+    }
+
+    #[test]
+    fn messages_below_the_stored_offset_are_skipped_as_replays() {
+        let script = Script::new("case-1", 1, 20);
+        let config = SinkConfig::default();
+        let mut cache = Cache::default();
+        cache.offsets.insert(partition(topics::RESULTS, 0), 10);
+        let prepared = prepare(results(&script), &mut cache, &config);
+
+        assert_eq!(prepared.skipped, 10);
+        assert_eq!((prepared.messages, prepared.results), (10, 10));
+        assert_eq!(
+            prepared.batch.offsets,
+            vec![OffsetWrite {
+                partition: partition(topics::RESULTS, 0),
+                expected: Some(10),
+                next: 20,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_message_redelivered_within_the_batch_is_skipped() {
+        let script = Script::new("case-1", 1, 4);
+        let config = SinkConfig::default();
+        let mut messages = results(&script);
+        messages.insert(3, messages[1].clone());
+        let mut cache = Cache::default();
+        let prepared = prepare(messages, &mut cache, &config);
+
+        assert_eq!((prepared.skipped, prepared.results), (1, 4));
+        assert_eq!(prepared.batch.frames.len(), 4);
+        assert_eq!(prepared.batch.offsets[0].next, 4);
+    }
+
+    #[test]
+    fn only_changed_states_are_written_against_the_version_read() {
+        let script = Script::new("case-1", 1, 5);
+        let config = SinkConfig::default();
+        let mut cache = Cache::default();
+        let mut touched = Cached::new(&script.stream_id(0));
+        touched.version = 3;
+        cache.states.insert(script.stream_id(0), touched);
+        cache.states.insert("idle".to_owned(), Cached::new("idle"));
+        let prepared = prepare(results(&script), &mut cache, &config);
+
+        let states: Vec<(&str, i64)> = prepared
+            .batch
+            .states
+            .iter()
+            .map(|s| (s.stream_id.as_str(), s.expected_version))
+            .collect();
+        assert_eq!(states, vec![(script.stream_id(0).as_str(), 3)]);
+        assert!(!cache.states["idle"].dirty);
+    }
+
+    #[test]
+    fn what_the_store_must_provide_is_what_the_cache_lacks() {
+        let script = Script::new("case-1", 2, 1);
+        let messages = vec![
+            read(result_record(topics::RESULTS, &script.result(0, 0)), 0, 0),
+            read(result_record(topics::RESULTS, &script.result(1, 0)), 1, 0),
+            read(Record::new(topics::RESULTS, vec![0xff]), 2, 0),
+        ];
+        let mut cache = Cache::default();
+        cache
+            .states
+            .insert(script.stream_id(0), Cached::new(&script.stream_id(0)));
+        let decoded = decode_batch(messages, &cache.offsets, topics::RESULTS);
+        let (streams, cases) = decoded.missing(&cache);
+        assert_eq!(streams, BTreeSet::from([script.stream_id(1)]));
+        assert_eq!(cases, BTreeSet::from(["case-1".to_owned()]));
+        cache.cases.insert("case-1".to_owned(), 0);
+        assert!(decoded.missing(&cache).1.is_empty());
+    }
+
+    #[test]
+    fn a_stream_moving_to_another_case_keeps_the_old_case_figures() {
+        let script = Script::new("case-1", 1, 10);
+        let config = SinkConfig::default();
+        let mut messages = results(&script);
+        let mut moved = script.result(0, 10);
+        moved.case_id = "case-2".to_owned();
+        messages.push(read(result_record(topics::RESULTS, &moved), 0, 10));
+        let mut cache = Cache::default();
+        let prepared = prepare(messages, &mut cache, &config);
+
+        let cases: BTreeSet<&str> = prepared
+            .batch
+            .cases
+            .iter()
+            .map(|(case, _)| case.as_str())
+            .collect();
+        assert_eq!(cases, BTreeSet::from(["case-1", "case-2"]));
+        let stream_cases: BTreeSet<&str> =
+            prepared.batch.streams.iter().map(|r| text(r, 0)).collect();
+        assert_eq!(stream_cases, BTreeSet::from(["case-1", "case-2"]));
+        assert_eq!(cache.cases.len(), 2);
+    }
+
+    #[test]
+    fn unpublished_events_and_tracks_leave_the_outbox_empty() {
+        let script = Script::new("case-1", 1, 300);
+        let config = SinkConfig {
+            publish_events: false,
+            publish_tracks: false,
+            store_frames: false,
+            ..SinkConfig::default()
+        };
+        let mut cache = Cache::default();
+        let prepared = prepare(results(&script), &mut cache, &config);
+
+        let b = &prepared.batch;
+        assert!(!b.events.is_empty() && b.events.iter().all(|(_, o)| o.is_none()));
+        assert!(b.track_frames.is_empty() && b.frames.is_empty());
+        assert!(!prepared.fills_outbox(config.publish_events));
+    }
+
+    #[test]
+    fn only_results_with_a_sampled_trace_are_traced() {
+        let script = Script::new("case-1", 1, 3);
+        let config = SinkConfig::default();
+        let mut messages = results(&script);
+        messages[0]
+            .headers
+            .push(headers::TRACEPARENT, SAMPLED.as_bytes().to_vec());
+        messages[1]
+            .headers
+            .push(headers::TRACEPARENT, NOT_SAMPLED.as_bytes().to_vec());
+        let mut cache = Cache::default();
+        let prepared = prepare(messages, &mut cache, &config);
+
+        assert_eq!(prepared.traced.len(), 1);
+        assert_eq!(prepared.traced[0].status, "ok");
+        assert_eq!(
+            prepared.traced[0].headers,
+            results(&script)[0]
+                .headers
+                .clone()
+                .with(headers::TRACEPARENT, SAMPLED,)
+        );
+    }
+}
