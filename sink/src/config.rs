@@ -11,7 +11,9 @@ use orstream_bus::KafkaConfig;
 use orstream_proto::{Category, topics};
 use serde::{Deserialize, Serialize};
 
+use crate::derive::Rules;
 use crate::error::SinkError;
+use crate::track::{TrackRules, nanos};
 
 /// Everything the sink needs to know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,7 +152,7 @@ pub struct TrackingConfig {
 
 impl Default for TrackingConfig {
     fn default() -> Self {
-        let r = crate::track::TrackRules::default();
+        let r = TrackRules::default();
         Self {
             enabled: r.enabled,
             confirm_frames: r.confirm_frames as u32,
@@ -167,9 +169,10 @@ impl Default for TrackingConfig {
     }
 }
 
-impl From<&TrackingConfig> for crate::track::TrackRules {
+// The conversions into the rules of `derive` and `track` live here, so those pure modules
+// never depend on the configuration (config -> store -> derive -> track, never back).
+impl From<&TrackingConfig> for TrackRules {
     fn from(c: &TrackingConfig) -> Self {
-        use crate::track::nanos;
         Self {
             enabled: c.enabled,
             confirm_frames: u64::from(c.confirm_frames),
@@ -182,6 +185,19 @@ impl From<&TrackingConfig> for crate::track::TrackRules {
             trajectory_interval_ns: nanos(c.trajectory_interval),
             measurement_noise: c.measurement_noise,
             acceleration_noise: c.acceleration_noise,
+        }
+    }
+}
+
+impl From<&DeriveConfig> for Rules {
+    fn from(c: &DeriveConfig) -> Self {
+        Self {
+            enter_frames: c.enter_frames as usize,
+            window_frames: u64::from(c.window_frames),
+            absent_after_ns: i64::try_from(c.absent_after.as_nanos()).unwrap_or(i64::MAX),
+            min_score: c.min_score,
+            categories: c.categories.iter().map(|c| c.category() as i32).collect(),
+            tracking: TrackRules::from(&c.tracking),
         }
     }
 }
@@ -431,6 +447,14 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         SinkConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn tracking_defaults_are_the_trackers() {
+        assert_eq!(
+            TrackRules::from(&TrackingConfig::default()),
+            TrackRules::default()
+        );
     }
 
     #[test]

@@ -42,7 +42,6 @@ use orstream_proto::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::DeriveConfig;
 use crate::track::{Assignment, Motion, Observation, Track, TrackPoint, TrackRules, Tracker};
 
 /// The derivation rules in the form the hot path uses.
@@ -60,19 +59,6 @@ pub struct Rules {
     pub categories: BTreeSet<i32>,
     /// How tool instances are tracked.
     pub tracking: TrackRules,
-}
-
-impl From<&DeriveConfig> for Rules {
-    fn from(c: &DeriveConfig) -> Self {
-        Self {
-            enter_frames: c.enter_frames as usize,
-            window_frames: u64::from(c.window_frames),
-            absent_after_ns: i64::try_from(c.absent_after.as_nanos()).unwrap_or(i64::MAX),
-            min_score: c.min_score,
-            categories: c.categories.iter().map(|c| c.category() as i32).collect(),
-            tracking: TrackRules::from(&c.tracking),
-        }
-    }
 }
 
 /// Which model produced a segment's results.
@@ -1141,26 +1127,23 @@ fn presence(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use orstream_proto::{BBox, ClockSource, Instance, Point, StreamEnded};
 
     use super::*;
-    use crate::config::{CategoryName, TrackingConfig};
 
     const T0: i64 = 1_795_000_000_000_000_000;
     /// 30 fps.
     const FRAME_NS: i64 = 33_333_333;
 
     fn rules() -> Rules {
-        Rules::from(&DeriveConfig {
+        Rules {
             enter_frames: 3,
             window_frames: 5,
-            absent_after: Duration::from_millis(200),
+            absent_after_ns: 200_000_000,
             min_score: 0.5,
-            categories: vec![CategoryName::Tool, CategoryName::Organ],
-            tracking: TrackingConfig::default(),
-        })
+            categories: BTreeSet::from([Category::Tool as i32, Category::Organ as i32]),
+            tracking: TrackRules::default(),
+        }
     }
 
     /// One frame of a script: which classes are seen (class id, score), or a status.
