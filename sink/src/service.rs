@@ -19,15 +19,13 @@ use orstream_bus::{
     Bus, BusError, Consumer, ErrorKind, Headers, Message, Producer, Record, TopicPartition, trace,
 };
 use orstream_proto::{
-    FrameResult, FrameStatus, SCHEMA_VERSION, StreamEvent, headers, stream_event, topics,
+    Category, FrameResult, FrameStatus, SCHEMA_VERSION, StreamEvent, headers, stream_event, topics,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SinkConfig;
 use crate::decode::{Input, Rejection, Source, decode};
-use crate::derive::{
-    Gap, Output, Presence, Rules, StreamState, TrackRecord, category_name, event_id, status_name,
-};
+use crate::derive::{Gap, Output, Presence, Rules, StreamState, TrackRecord, event_id};
 use crate::error::{SinkError, StoreError};
 use crate::metrics::{Committed, SinkMetrics};
 use crate::store::{OffsetWrite, Outbox, OutboxTopic, StateWrite, Store, Value, WriteBatch};
@@ -1201,7 +1199,7 @@ fn presence_row(p: &Presence) -> Vec<Value> {
         p.stream_id.as_str().into(),
         p.class_id.into(),
         p.label.as_str().into(),
-        category_name(p.category).into(),
+        Category::name_of(p.category).into(),
         p.start_ns.into(),
         p.end_ns.into(),
         p.epoch.into(),
@@ -1290,7 +1288,7 @@ fn frame_row(r: &FrameResult) -> Vec<Value> {
             serde_json::json!({
                 "class_id": i.class_id,
                 "label": i.label,
-                "category": category_name(i.category),
+                "category": Category::name_of(i.category),
                 "score": i.score,
                 "area": i.area,
             })
@@ -1302,7 +1300,7 @@ fn frame_row(r: &FrameResult) -> Vec<Value> {
         r.seq.into(),
         r.case_id.as_str().into(),
         r.capture_time_ns.into(),
-        status_name(r.status).into(),
+        FrameStatus::name_of(r.status).into(),
         r.model.as_ref().map_or("", |m| m.version.as_str()).into(),
         serde_json::Value::Array(instances).to_string().into(),
     ]
