@@ -1145,19 +1145,19 @@ fn readiness_follows_the_broker_through_a_restart_and_nothing_is_lost() {
     // Every frame answered exactly once, read_committed.
     let reader = bus.consumer(&unique("test-restart-reader")).unwrap();
     reader.subscribe(&[&results]).unwrap();
-    let mut seen: BTreeMap<(String, u64), usize> = BTreeMap::new();
+    let mut seen: BTreeMap<orstream_proto::FrameKey, usize> = BTreeMap::new();
     wait_for("every frame's result", STEP, || {
         while let Ok(Some(message)) = reader.poll(Duration::from_millis(200)) {
             let result: orstream_proto::FrameResult =
                 orstream_proto::decode(&message.payload).unwrap();
-            *seen.entry((result.stream_id, result.seq)).or_default() += 1;
+            *seen.entry(result.key()).or_default() += 1;
         }
         (seen.len() as u64 >= total).then_some(())
     });
     std::thread::sleep(Duration::from_secs(1));
     while let Ok(Some(message)) = reader.poll(Duration::from_millis(200)) {
         let result: orstream_proto::FrameResult = orstream_proto::decode(&message.payload).unwrap();
-        *seen.entry((result.stream_id, result.seq)).or_default() += 1;
+        *seen.entry(result.key()).or_default() += 1;
     }
     let duplicated = seen.values().filter(|n| **n > 1).count();
     stop(sink, "sink");

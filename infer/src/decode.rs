@@ -2,7 +2,7 @@
 //! (a `FrameResult` with an error status when the frame's identity is readable, and a dead
 //! letter).
 //!
-//! Checks, in order: the schema version header (absent is taken as v1), the bounded and
+//! Checks, in order: the schema version header (required: `orstream_proto::check_schema_version`), the bounded and
 //! validating protobuf decode of the contract, the encoding, the JPEG header's dimensions
 //! against the pixel budget and against the frame's own `width`/`height`, then the JPEG data.
 
@@ -11,8 +11,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use orstream_bus::{Headers, Message};
+use orstream_proto::wire::is_valid_id;
 use orstream_proto::{
-    Frame, FrameResult, FrameStatus, ModelIdentity, SCHEMA_VERSION, Timings, headers,
+    Frame, FrameResult, FrameStatus, ModelIdentity, Timings, check_schema_version, headers,
 };
 
 use crate::card::ModelCard;
@@ -80,14 +81,6 @@ pub fn result_for(frame: &Frame, identity: &ModelIdentity, status: FrameStatus) 
     }
 }
 
-/// Whether a stream id read from an invalid message is still good enough to key a result
-/// with: the contract's own id rules.
-fn usable_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= orstream_proto::wire::MAX_ID_LEN
-        && !id.chars().any(char::is_control)
-}
-
 /// Reads a frame's identity from a payload that failed validation, for the error result.
 /// The size was already checked by the validating decode, so this decode is bounded.
 fn identity_of(payload: &[u8]) -> Option<Frame> {
@@ -96,7 +89,8 @@ fn identity_of(payload: &[u8]) -> Option<Frame> {
         return None;
     }
     let mut frame = Frame::decode(payload).ok()?;
-    if !usable_id(&frame.stream_id) || (!frame.case_id.is_empty() && !usable_id(&frame.case_id)) {
+    if !is_valid_id(&frame.stream_id) || (!frame.case_id.is_empty() && !is_valid_id(&frame.case_id))
+    {
         return None;
     }
     // The image bytes are not needed for the result.
@@ -153,13 +147,8 @@ pub fn read_message(message: &Message, ctx: &DecodeContext) -> Result<Incoming, 
         .headers
         .get(headers::TRACEPARENT)
         .map(<[u8]>::to_vec);
-    if let Some(version) = message.headers.get(headers::SCHEMA_VERSION)
-        && version != SCHEMA_VERSION.as_bytes()
-    {
-        let reason = format!(
-            "unknown schema version {:?} (this worker reads {SCHEMA_VERSION})",
-            String::from_utf8_lossy(version)
-        );
+    if let Err(refused) = check_schema_version(message.headers.get(headers::SCHEMA_VERSION)) {
+        let reason = refused.to_string();
         let frame = identity_of(&message.payload);
         return Err(rejected(
             ctx,
@@ -262,6 +251,7 @@ mod tests {
     use super::*;
     use crate::card::{ClassCategory, ClassInfo, OutputKind, ResizeMode};
     use crate::synthetic;
+    use orstream_proto::SCHEMA_VERSION;
 
     fn ctx() -> DecodeContext {
         DecodeContext {
@@ -348,6 +338,18 @@ mod tests {
         let rejected = decode_message(&v2, &ctx()).unwrap_err();
         assert!(
             rejected.reason.contains("schema version"),
+            "{}",
+            rejected.reason
+        );
+        assert_eq!(rejected.result.unwrap().status, FrameStatus::Invalid as i32);
+
+        let mut unversioned = message(orstream_proto::encode(&good_frame()));
+        unversioned.headers = Headers::new();
+        let rejected = decode_message(&unversioned, &ctx()).unwrap_err();
+        assert!(
+            rejected
+                .reason
+                .contains("no orstream-schema-version header"),
             "{}",
             rejected.reason
         );

@@ -97,6 +97,12 @@ pub fn decode_with_limit<M: Wire>(bytes: &[u8], max_len: usize) -> Result<M, Dec
     Ok(message)
 }
 
+/// Whether `value` is a usable stream or case id: non-empty, at most [`MAX_ID_LEN`] bytes, no
+/// control characters. The rule [`decode`] applies to every id field.
+pub fn is_valid_id(value: &str) -> bool {
+    check_id("", value, true).is_ok()
+}
+
 fn check_id(
     field: &'static str,
     value: &str,

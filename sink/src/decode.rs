@@ -3,7 +3,7 @@
 //! either becomes a [`Rejection`] (dead letter plus anomaly), never a panic.
 
 use orstream_bus::Message;
-use orstream_proto::{FrameResult, SCHEMA_VERSION, StreamEvent, Wire, headers};
+use orstream_proto::{FrameResult, StreamEvent, Wire, check_schema_version, headers};
 
 use crate::derive::AnomalyKind;
 
@@ -54,24 +54,12 @@ pub enum Source {
 
 /// Checks the header and decodes `message` as `source` says.
 pub fn decode(message: &Message, source: Source) -> Result<Input, Rejection> {
-    match message.headers.get(headers::SCHEMA_VERSION) {
-        Some(v) if v == SCHEMA_VERSION.as_bytes() => {}
-        Some(v) => {
-            return Err(Rejection {
-                kind: AnomalyKind::SchemaVersion,
-                reason: format!(
-                    "unknown schema version {:?} (this sink reads {SCHEMA_VERSION:?})",
-                    String::from_utf8_lossy(v)
-                ),
-            });
+    check_schema_version(message.headers.get(headers::SCHEMA_VERSION)).map_err(|refused| {
+        Rejection {
+            kind: AnomalyKind::SchemaVersion,
+            reason: refused.to_string(),
         }
-        None => {
-            return Err(Rejection {
-                kind: AnomalyKind::SchemaVersion,
-                reason: format!("no {} header", headers::SCHEMA_VERSION),
-            });
-        }
-    }
+    })?;
     match source {
         Source::Results => payload::<FrameResult>(message).map(|r| Input::Result(Box::new(r))),
         Source::Streams => payload::<StreamEvent>(message).map(Input::Stream),

@@ -592,41 +592,6 @@ pub fn event_id(parts: &[&str]) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The name of a status as stored and shown.
-pub fn status_name(status: i32) -> &'static str {
-    match FrameStatus::try_from(status) {
-        Ok(FrameStatus::Ok) => "OK",
-        Ok(FrameStatus::SkippedStale) => "SKIPPED_STALE",
-        Ok(FrameStatus::SkippedOverload) => "SKIPPED_OVERLOAD",
-        Ok(FrameStatus::DecodeError) => "DECODE_ERROR",
-        Ok(FrameStatus::Invalid) => "INVALID",
-        Ok(FrameStatus::ModelError) => "MODEL_ERROR",
-        Ok(FrameStatus::Unspecified) | Err(_) => "UNSPECIFIED",
-    }
-}
-
-/// The name of a category as stored and shown.
-pub fn category_name(category: i32) -> &'static str {
-    match Category::try_from(category) {
-        Ok(Category::Tool) => "tool",
-        Ok(Category::Organ) => "organ",
-        Ok(Category::Background) => "background",
-        Ok(Category::Other) => "other",
-        Ok(Category::Unspecified) | Err(_) => "unspecified",
-    }
-}
-
-/// Parses [`category_name`].
-pub fn category_from_name(name: &str) -> i32 {
-    match name {
-        "tool" => Category::Tool as i32,
-        "organ" => Category::Organ as i32,
-        "background" => Category::Background as i32,
-        "other" => Category::Other as i32,
-        _ => Category::Unspecified as i32,
-    }
-}
-
 impl StreamState {
     /// A fresh state for `stream_id`.
     pub fn new(stream_id: &str) -> Self {
@@ -1021,7 +986,7 @@ impl StreamState {
     }
 
     fn apply_unusable(&mut self, result: &FrameResult, out: &mut Vec<Output>) {
-        let status = status_name(result.status).to_owned();
+        let status = FrameStatus::name_of(result.status).to_owned();
         let now = result.capture_time_ns;
         match &mut self.gap {
             Some(gap) if gap.epoch == result.session_epoch => {

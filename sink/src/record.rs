@@ -10,9 +10,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use orstream_proto::Category;
 use serde::Serialize;
 
-use crate::derive::{GapKind, StreamState, category_name};
+use crate::derive::{GapKind, StreamState};
 use crate::error::StoreError;
 use crate::store::{Store, Value};
 use crate::time;
@@ -351,7 +352,7 @@ pub fn timeline(store: &mut Store, case_id: &str) -> Result<Option<Timeline>, St
                 stream_id: p.stream_id,
                 class_id: p.class_id,
                 label: p.label,
-                category: category_name(p.category).to_owned(),
+                category: Category::name_of(p.category).to_owned(),
                 start_ns: p.start_ns,
                 end_ns: p.end_ns,
                 start_offset_ns: p.start_ns - started_ns,

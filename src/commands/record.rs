@@ -5,6 +5,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use orstream_proto::{FrameStatus, Outcome};
 use orstream_sink::Store;
 use orstream_sink::record::{self, Format};
 
@@ -208,10 +209,10 @@ fn accounting(store: &mut Store, timeline: &record::Timeline) -> Result<Vec<Stre
     )? {
         let row = by_stream.entry(r[0].text().to_owned()).or_default();
         let n = u64::try_from(r[2].int()).unwrap_or(0);
-        match r[1].text() {
-            "OK" => row.ok += n,
-            "SKIPPED_STALE" | "SKIPPED_OVERLOAD" => row.skipped += n,
-            _ => row.errors += n,
+        match FrameStatus::from_name(r[1].text()).map_or(Outcome::Failed, FrameStatus::outcome) {
+            Outcome::Ok => row.ok += n,
+            Outcome::Skipped => row.skipped += n,
+            Outcome::Failed => row.errors += n,
         }
     }
     for r in store.query(

@@ -3,9 +3,9 @@
 //! touches one file with the migrations.
 
 use orstream_bus::Message;
-use orstream_proto::{FrameResult, StreamEvent, stream_event};
+use orstream_proto::{Category, FrameResult, FrameStatus, StreamEvent, stream_event};
 
-use crate::derive::{Gap, Presence, StreamState, TrackRecord, category_name, status_name};
+use crate::derive::{Gap, Presence, StreamState, TrackRecord};
 use crate::store::Value;
 use crate::track::TrackPoint;
 
@@ -44,7 +44,7 @@ pub(super) fn presence_row(p: &Presence) -> Vec<Value> {
         p.stream_id.as_str().into(),
         p.class_id.into(),
         p.label.as_str().into(),
-        category_name(p.category).into(),
+        Category::name_of(p.category).into(),
         p.start_ns.into(),
         p.end_ns.into(),
         p.epoch.into(),
@@ -133,7 +133,7 @@ pub(super) fn frame_row(r: &FrameResult) -> Vec<Value> {
             serde_json::json!({
                 "class_id": i.class_id,
                 "label": i.label,
-                "category": category_name(i.category),
+                "category": Category::name_of(i.category),
                 "score": i.score,
                 "area": i.area,
             })
@@ -145,7 +145,7 @@ pub(super) fn frame_row(r: &FrameResult) -> Vec<Value> {
         r.seq.into(),
         r.case_id.as_str().into(),
         r.capture_time_ns.into(),
-        status_name(r.status).into(),
+        FrameStatus::name_of(r.status).into(),
         r.model.as_ref().map_or("", |m| m.version.as_str()).into(),
         serde_json::Value::Array(instances).to_string().into(),
     ]
