@@ -70,6 +70,7 @@
 
 pub mod batcher;
 pub mod card;
+mod clock;
 pub mod config;
 pub mod decode;
 pub mod error;

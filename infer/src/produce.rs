@@ -271,7 +271,7 @@ impl Output {
         let mut records = Vec::with_capacity(2);
         let mut tally = Stats::default();
         if let Some(mut result) = answer.result {
-            result.result_time_ns = crate::synthetic::now_ns();
+            result.result_time_ns = crate::clock::now_ns();
             tally.count_status(result.status);
             self.instruments.produced(
                 answer.span,

@@ -853,7 +853,7 @@ fn early_answer(
 fn deadline_instant(capture_time_ns: i64, budget: Duration) -> Instant {
     let budget_ns = i64::try_from(budget.as_nanos()).unwrap_or(i64::MAX);
     let due_ns = capture_time_ns.saturating_add(budget_ns);
-    let left_ns = due_ns.saturating_sub(crate::synthetic::now_ns());
+    let left_ns = due_ns.saturating_sub(crate::clock::now_ns());
     let now = Instant::now();
     if left_ns >= 0 {
         now + Duration::from_nanos(left_ns.unsigned_abs())
