@@ -24,17 +24,20 @@
 //! Data comes in as `Frame` messages on `or.frames.v1` (consumed as a group) and goes out as
 //! `FrameResult`s on `or.results.v1` keyed by stream_id, plus dead letters on
 //! `or.frames.v1.dlq`. Stages, each on its own threads, joined by bounded channels
-//! ([`worker`] has the picture):
+//! ([`worker`] starts them, and has the picture):
 //!
-//! 1. poll: the consumer loop; never blocked by inference, bounded by `max_in_flight`;
-//! 2. decode pool ([`decode`], [`preprocess`]): contract decode, JPEG header checked before
-//!    allocating, antialiased resize or letterbox, normalisation (on the device for CUDA);
-//! 3. batcher ([`batcher`]): cross-stream batches at `max_batch_size` or `max_linger`;
-//!    live-mode deadlines (`SKIPPED_STALE`) and newest-frame-wins (`SKIPPED_OVERLOAD`);
-//!    optional AIMD batch sizing;
-//! 4. replicas ([`runner`], [`postprocess`]): one OS thread and module copy each, checked
-//!    against the model card and warmed up before the worker joins its group; semantic
-//!    logits -> connected components, or torchvision Mask R-CNN detections -> instances;
+//! 1. poll (`worker::poll`): the consumer loop; never blocked by inference, bounded by
+//!    `max_in_flight`;
+//! 2. decode pool (`worker::poll`, [`decode`], [`preprocess`]): contract decode, JPEG header
+//!    checked before allocating, antialiased resize or letterbox, normalisation (on the device
+//!    for CUDA);
+//! 3. batcher (`worker::batch`, [`batcher`]): cross-stream batches at `max_batch_size` or
+//!    `max_linger`; live-mode deadlines (`SKIPPED_STALE`) and newest-frame-wins
+//!    (`SKIPPED_OVERLOAD`); optional AIMD batch sizing;
+//! 4. replicas (`worker::replica`, [`runner`], [`model`], [`postprocess`]): one OS thread and
+//!    module copy each, checked against the model card and warmed up before the worker joins
+//!    its group; semantic logits -> connected components, or torchvision Mask R-CNN
+//!    detections -> instances;
 //! 5. output ([`produce`]): results in intake order, in Kafka transactions with the offsets
 //!    (or at-least-once), aborting and rewinding whatever a rebalance or an error makes
 //!    uncertain.
@@ -45,13 +48,26 @@
 //!
 //! # Modules
 //!
-//! - [`config`]: [`InferConfig`] (serde, validated, example in `config/infer.example.toml`);
-//! - [`card`]: model cards ([`ModelCard`]) and file digests;
+//! In the order a frame meets them:
+//!
+//! - [`worker`]: [`Worker`], the stages on their threads: `worker::poll` (consume, then the
+//!   decode pool), `worker::batch` (intake order restored, batches handed to the replicas),
+//!   `worker::replica` (device and host threads per model copy);
+//! - [`decode`]: one message -> a prepared frame or a rejection with its dead letter;
+//! - [`preprocess`]: JPEG decode, resize or letterbox, normalisation;
+//! - [`batcher`]: the batching policy, a state machine driven with explicit times;
+//! - [`runner`]: a model with its card ([`Model`]) and one loaded copy of it ([`Runner`]);
 //! - [`model`]: device names, loading TorchScript ([`TorchModel`]);
 //! - [`ops`]: torchvision's operator library for detection models;
-//! - [`synthetic`]: generated JPEG frames for tests and benchmarks;
-//! - [`stats`]: [`Stats`] counted as output becomes visible;
-//! - [`error`]: the crate's errors, [`InferError`].
+//! - [`postprocess`]: class maps and detections -> instances with RLE masks;
+//! - [`produce`]: the output stage, results and offsets in transactions;
+//! - [`stats`]: [`Stats`] counted as output becomes visible.
+//!
+//! Around them: [`config`] ([`InferConfig`]: serde, validated, example in
+//! `config/infer.example.toml`); [`card`] (model cards, [`ModelCard`], and file digests);
+//! [`error`] (the crate's errors, [`InferError`]); `telemetry` (metrics, spans, health and
+//! the broker check); `clock` (the wall clock results are stamped by); [`synthetic`]
+//! (generated JPEG frames for tests and benchmarks).
 //!
 //! # How libtorch is found and linked
 //!
@@ -70,6 +86,7 @@
 
 pub mod batcher;
 pub mod card;
+mod clock;
 pub mod config;
 pub mod decode;
 pub mod error;

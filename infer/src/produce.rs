@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use orstream_bus::{
     Bus, BusError, Consumer, DeliveryHandle, ErrorKind, Headers, Offsets, Producer, Record,
     TopicPartition, TransactionalProducer,
@@ -36,6 +37,7 @@ use crate::config::Delivery;
 use crate::error::InferError;
 use crate::stats::{Counters, Stats};
 use crate::telemetry::Instruments;
+use crate::worker::TICK;
 
 /// How long a send may wait for room in the producer's queue.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -216,6 +218,43 @@ impl Output {
         self.reorder.len()
     }
 
+    /// Runs the output stage until every answer sender is gone, then commits what is open.
+    /// Each emitted answer gives its in-flight credit back to the poll loop.
+    pub fn run(
+        mut self,
+        answers: &Receiver<Answer>,
+        credits: &Receiver<()>,
+    ) -> Result<(), InferError> {
+        loop {
+            self.serve_wanted_rewind()?;
+            let wake = self
+                .commit_due()
+                .unwrap_or_else(|| Instant::now() + TICK)
+                .min(Instant::now() + TICK);
+            match answers.recv_deadline(wake) {
+                Ok(answer) => {
+                    let emitted = self.accept(answer)?;
+                    for _ in 0..emitted {
+                        // Every ticket took a credit before it was read, so one is there.
+                        let _ = credits.try_recv();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if self.commit_due().is_some_and(|due| Instant::now() >= due) {
+                self.commit()?;
+            }
+        }
+        if self.waiting() > 0 {
+            tracing::warn!(
+                waiting = self.waiting(),
+                "answers left without their predecessors at shutdown; they are redone after a restart"
+            );
+        }
+        self.commit()
+    }
+
     /// Turns a rewind the poll loop wants into one this stage asks for, after aborting the
     /// open work.
     pub fn serve_wanted_rewind(&mut self) -> Result<(), InferError> {
@@ -271,7 +310,7 @@ impl Output {
         let mut records = Vec::with_capacity(2);
         let mut tally = Stats::default();
         if let Some(mut result) = answer.result {
-            result.result_time_ns = crate::synthetic::now_ns();
+            result.result_time_ns = crate::clock::now_ns();
             tally.count_status(result.status);
             self.instruments.produced(
                 answer.span,

@@ -11,6 +11,10 @@ use orstream_proto::{ClockSource, Encoding, Frame, SCHEMA_VERSION, headers};
 
 use crate::preprocess::RgbImage;
 
+/// Capture times for generated frames come from the worker's own clock, so deadlines computed
+/// from them are measured the way the worker measures them.
+pub use crate::clock::now_ns;
+
 /// Encodes an RGB image as a baseline JPEG of `quality` (1..=100).
 pub fn encode_jpeg(image: &RgbImage, quality: u8) -> Result<Vec<u8>, String> {
     let width = u16::try_from(image.width).map_err(|_| "width over 65535".to_owned())?;
@@ -94,12 +98,4 @@ pub fn frame_record(topic: &str, frame: &Frame) -> Record {
     Record::new(topic, orstream_proto::encode(frame))
         .with_key(frame.stream_id.clone().into_bytes())
         .with_header(headers::SCHEMA_VERSION, SCHEMA_VERSION)
-}
-
-/// Nanoseconds since the Unix epoch now (0 if the clock is before 1970).
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

@@ -9,13 +9,20 @@
 //! Span fields are counts and outcomes only: never a stream, case or frame id.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use orstream_bus::metrics::{self, Counter, HealthReporter, Histogram, KeyValue, attr, value};
-use orstream_bus::{Headers, trace};
+use orstream_bus::metrics::{
+    self, Counter, HealthReporter, Histogram, KeyValue, LagGauge, attr, checks, value,
+};
+use orstream_bus::{Bus, Consumer, Headers, trace};
 use orstream_proto::FrameStatus;
+use tokio_util::sync::CancellationToken;
 
 use crate::stats::Stats;
+use crate::worker::TICK;
+
+/// How often the broker is checked and the consumer lag measured (and the bound on each).
+const BROKER_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The worker's instruments, built once.
 pub(crate) struct Instruments {
@@ -180,4 +187,40 @@ pub(crate) fn batch_span<'a>(
         trace::add_link(&span, &headers);
     }
     span
+}
+
+/// Now and then, off the poll thread (both ask the broker): whether the broker answers (a
+/// poll does not say: librdkafka retries behind it), and the consumer lag.
+pub(crate) struct BrokerCheck {
+    pub bus: Bus,
+    /// The frames topic, whose partitions are asked for.
+    pub topic: String,
+    pub gauge: LagGauge,
+    pub consumer: Arc<Consumer>,
+    pub health: Arc<dyn HealthReporter>,
+    pub stop: CancellationToken,
+}
+
+impl BrokerCheck {
+    /// Checks every [`BROKER_CHECK_INTERVAL`] until the stop token is cancelled.
+    pub fn run(self) {
+        while !self.stop.is_cancelled() {
+            match self.bus.partitions(&self.topic, BROKER_CHECK_INTERVAL) {
+                Ok(_) => {
+                    self.health.set_ready(checks::BROKER, true);
+                    if let Err(error) = self.gauge.record(&self.consumer, BROKER_CHECK_INTERVAL) {
+                        tracing::debug!(%error, "consumer lag not measured");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the broker does not answer");
+                    self.health.set_ready(checks::BROKER, false);
+                }
+            }
+            let next = Instant::now() + BROKER_CHECK_INTERVAL;
+            while !self.stop.is_cancelled() && Instant::now() < next {
+                std::thread::sleep(TICK);
+            }
+        }
+    }
 }
