@@ -35,9 +35,12 @@ use orstream_ingest::{
     FileSourceConfig, FullPolicy, Ingest, IngestConfig, RtspSourceConfig, SourceConfig,
     StreamConfig,
 };
-use orstream_proto::{FrameResult, FrameStatus, TrackFrame, topics};
-use orstream_sink::record::{self, Format, Timeline};
-use orstream_sink::{Sink, SinkConfig, Store};
+use orstream_proto::{FrameResult, FrameStatus, Outcome, TrackFrame, topics};
+use orstream_record::query::{self, StreamAccounting, Timeline};
+use orstream_record::text::{self, Format};
+use orstream_record::{Store, svg};
+use orstream_sink::derive::StreamState;
+use orstream_sink::{Sink, SinkConfig};
 use tokio_util::sync::CancellationToken;
 
 /// Where the demo's video comes from.
@@ -163,6 +166,9 @@ pub struct DemoReport {
     pub results: ResultTally,
     /// The case's timeline as stored.
     pub timeline: Timeline,
+    /// The stream's accounting as the record holds it (what `orstream record accounting`
+    /// shows).
+    pub accounting: StreamAccounting,
     /// Comparison with the clip's ground truth, when it has one.
     pub comparison: Option<truth::Comparison>,
     /// The tool tracks against the clip's ground-truth tracks (`*.tracks.json` beside
@@ -183,7 +189,12 @@ impl DemoReport {
     pub fn all_accounted(&self) -> bool {
         self.published == self.results.total()
             && self.published == self.infer.results()
-            && self.published == self.sink.results
+            && self.published == self.stored()
+    }
+
+    /// Results stored in the record for the stream, by the record's own accounting.
+    pub fn stored(&self) -> u64 {
+        self.accounting.results
     }
 }
 
@@ -395,11 +406,16 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
     let wall = started.elapsed();
 
     let mut store = Store::open(&store_url).context("reopening the record")?;
-    let timeline = record::timeline(&mut store, &case_id)
+    let timeline = query::timeline::<StreamState>(&mut store, &case_id)
         .context("reading the case timeline")?
         .ok_or_else(|| anyhow!("case {case_id} is not in the record"))?;
+    let accounting = query::accounting::<StreamState>(&mut store, &case_id)
+        .context("reading the case's accounting")?
+        .into_iter()
+        .find(|a| a.stream_id == stream_id)
+        .unwrap_or_default();
     let picture = options.out_dir.join("timeline.svg");
-    std::fs::write(&picture, record::svg(&timeline))
+    std::fs::write(&picture, svg::svg(&timeline))
         .with_context(|| format!("writing {}", picture.display()))?;
     let comparison = match (&options.truth, &options.source) {
         (Some(path), DemoSource::File(_)) => {
@@ -429,11 +445,12 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
         sink: sink_stats,
         results,
         timeline,
+        accounting,
         comparison,
         tracking,
         track_frames: track_frames.len() as u64,
         picture,
-        store: orstream_sink::store::redact(&store_url),
+        store: orstream_record::store::redact(&store_url),
         wall,
     })
 }
@@ -697,8 +714,12 @@ impl TrackTap {
 }
 
 fn count(tally: &mut ResultTally, result: &FrameResult) {
-    match FrameStatus::try_from(result.status) {
-        Ok(FrameStatus::Ok) => {
+    // The contract's classification, the same the record's accounting applies to stored
+    // statuses, so the monitor's figures and `orstream record accounting` agree.
+    let outcome =
+        FrameStatus::try_from(result.status).map_or(Outcome::Failed, FrameStatus::outcome);
+    match outcome {
+        Outcome::Ok => {
             tally.ok += 1;
             let latency_ms = (result.result_time_ns - result.capture_time_ns) as f64 / 1e6;
             tally.latencies_ms.push(latency_ms);
@@ -707,8 +728,8 @@ fn count(tally: &mut ResultTally, result: &FrameResult) {
                 tally.forward_us_sum += t.forward_us;
             }
         }
-        Ok(FrameStatus::SkippedStale | FrameStatus::SkippedOverload) => tally.skipped += 1,
-        _ => tally.errors += 1,
+        Outcome::Skipped => tally.skipped += 1,
+        Outcome::Failed => tally.errors += 1,
     }
 }
 
@@ -755,7 +776,7 @@ pub fn print_report(report: &DemoReport, archive: bool) {
         r.ok,
         r.skipped,
         r.errors,
-        report.sink.results,
+        report.stored(),
         report.ingest_dropped
     );
     println!(
@@ -772,19 +793,16 @@ pub fn print_report(report: &DemoReport, archive: bool) {
         println!("capture -> result latency p50 {p50:.0} ms, p99 {p99:.0} ms");
     }
     println!("\n-- timeline (record: {}) --", report.store);
-    print!(
-        "{}",
-        record::render_timeline(&report.timeline, Format::Table)
-    );
+    print!("{}", text::render_timeline(&report.timeline, Format::Table));
     println!("\n-- usage --");
     print!(
         "{}",
-        record::render_usage(&record::usage(&report.timeline), Format::Table)
+        text::render_usage(&query::usage(&report.timeline), Format::Table)
     );
     println!("\n-- tool motion (frame units: x / width, y / height) --");
     print!(
         "{}",
-        record::render_motion(&record::motion(&report.timeline), Format::Table)
+        text::render_motion(&query::motion(&report.timeline), Format::Table)
     );
     if let Some(comparison) = &report.comparison {
         println!("\n-- against the clip's ground truth (seconds from case start) --");

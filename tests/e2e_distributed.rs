@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use orstream::demo::{DemoOptions, run};
 use orstream_bus::{Bus, KafkaConfig};
-use orstream_sink::BackendKind;
-use orstream_sink::record::{Timeline, TimelineEvent, TimelineGap, TimelineTrack};
+use orstream_record::BackendKind;
+use orstream_record::query::{Timeline, TimelineEvent, TimelineGap, TimelineTrack};
 use orstream_sink::testing::{isolated, unique};
 use tokio_util::sync::CancellationToken;
 
@@ -527,9 +527,12 @@ fn three_processes_over_kafka_and_postgres_record_what_the_embedded_demo_records
     assert_eq!(row.errors, embedded.results.errors, "error results");
 
     // The events and gaps.
-    let distributed = orstream_sink::record::timeline(&mut store.open().unwrap(), &run.case_id)
-        .unwrap()
-        .expect("the case is in the record");
+    let distributed = orstream_record::query::timeline::<orstream_sink::derive::StreamState>(
+        &mut store.open().unwrap(),
+        &run.case_id,
+    )
+    .unwrap()
+    .expect("the case is in the record");
     let reference = &embedded.timeline;
     // Each embedded event paired with the distributed event of the same key, if any.
     let mut unpaired: Vec<&TimelineEvent> = distributed.events.iter().collect();

@@ -793,7 +793,7 @@ fn readiness(addr: SocketAddr) -> Option<(bool, String)> {
 #[test]
 fn sink_readiness_follows_the_database_and_the_broker() {
     let kafka = kafka();
-    let store = orstream_sink::testing::isolated(orstream_sink::BackendKind::Postgres).unwrap();
+    let store = orstream_sink::testing::isolated(orstream_record::BackendKind::Postgres).unwrap();
     let database: SocketAddr = "127.0.0.1:55432".parse().unwrap();
     let database = orstream_sink::testing::postgres_url()
         .split('@')

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use orstream_bus::{Bus, KafkaConfig, Message, TopicPartition};
 use orstream_proto::SurgicalEvent;
-use orstream_sink::BackendKind;
+use orstream_record::BackendKind;
 use orstream_sink::testing::{
     IsolatedStore, Script, isolated, result_record, stream_record, unique,
 };

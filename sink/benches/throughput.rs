@@ -20,8 +20,9 @@
 use std::time::{Duration, Instant};
 
 use orstream_bus::{Bus, KafkaConfig};
+use orstream_record::{BackendKind, Store};
 use orstream_sink::testing::{Script, isolated, result_record, stream_record, unique};
-use orstream_sink::{BackendKind, Progress, Sink, SinkConfig, Stats, Store};
+use orstream_sink::{Progress, Sink, SinkConfig, Stats};
 use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(300);

@@ -9,8 +9,9 @@
 use std::time::Duration;
 
 use orstream_bus::Bus;
+use orstream_record::Store;
 use orstream_sink::testing::{Script, result_record, stream_record};
-use orstream_sink::{Sink, SinkConfig, Store};
+use orstream_sink::{Sink, SinkConfig};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -7,10 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use orstream_bus::TopicPartition;
+use orstream_record::StoreError;
+use orstream_record::store::Store;
 
 use crate::derive::StreamState;
-use crate::error::StoreError;
-use crate::store::Store;
 
 /// A stream's state as cached between batches.
 #[derive(Debug)]

@@ -14,15 +14,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use orstream_bus::metrics::value;
 use orstream_bus::trace;
+use orstream_record::StoreError;
+use orstream_record::store::{Store, WriteBatch};
 use tokio_util::sync::CancellationToken;
 use tracing::Span;
 
-use crate::error::{SinkError, StoreError};
+use crate::error::SinkError;
 use crate::metrics::{Committed, SinkMetrics};
 use crate::prepare::{Prepared, Traced};
 use crate::progress::{Progress, Reporter};
 use crate::retry::{Backoff, retry};
-use crate::store::{Store, WriteBatch};
 
 /// Most links from a transaction span to the traces of the results it stores beyond its
 /// parent, which keeps the span small; each of those results has its own span anyway.

@@ -290,7 +290,7 @@ impl SinkConfig {
         {
             problems.push(format!(
                 "store: {:?} is not sqlite://PATH, sqlite::memory: or postgres://...",
-                crate::store::redact(&self.store)
+                orstream_record::store::redact(&self.store)
             ));
         }
         if self.group_id.trim().is_empty() {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use orstream_bus::metrics::{HealthReporter, checks};
 use orstream_bus::{Bus, Consumer, ErrorKind, Message, Offsets, TopicPartition};
+use orstream_record::store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
@@ -19,7 +20,6 @@ use crate::config::SinkConfig;
 use crate::error::SinkError;
 use crate::progress::Reporter;
 use crate::retry::{Backoff, Streak, pause};
-use crate::store::Store;
 
 /// How long bus admin and seek calls may take.
 pub(crate) const BUS_TIMEOUT: Duration = Duration::from_secs(10);

@@ -39,6 +39,7 @@ use orstream_proto::{
     Category, EventKind, FrameResult, FrameStatus, ModelIdentity, StreamEvent, SurgicalEvent,
     stream_event,
 };
+use orstream_record::schema::GapKind;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -417,38 +418,6 @@ impl FrameTracks {
                     score: a.score,
                 })
                 .collect(),
-        }
-    }
-}
-
-/// Why a stream had no usable frames for a while.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum GapKind {
-    /// A run of results with a non-OK status.
-    Unusable,
-    /// The source reconnected under a new session epoch.
-    Discontinuity,
-    /// Results are missing (a seq jump within an epoch).
-    Missing,
-}
-
-impl GapKind {
-    /// Name stored in the record.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GapKind::Unusable => "unusable",
-            GapKind::Discontinuity => "discontinuity",
-            GapKind::Missing => "missing",
-        }
-    }
-
-    /// Parses [`GapKind::as_str`].
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "unusable" => Some(GapKind::Unusable),
-            "discontinuity" => Some(GapKind::Discontinuity),
-            "missing" => Some(GapKind::Missing),
-            _ => None,
         }
     }
 }

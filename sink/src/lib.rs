@@ -5,9 +5,10 @@
 //!
 //! In: `FrameResult`s from `or.results.v1` and `StreamEvent`s from `or.streams.v1`, read as
 //! one read_committed consumer group over the [`orstream_bus`] (Kafka or in-process). Out: rows
-//! of the record (see `SCHEMA.md` beside this crate), derived `SurgicalEvent`s (presences, gaps,
-//! ended tool tracks) on `or.events.v1` keyed by case_id, per-frame tool track assignments
-//! (`TrackFrame`) on `or.tracks.v1` keyed by stream_id, and rejected messages on `<topic>.dlq`.
+//! of the record ([`orstream_record`]: its schema, stores and views), derived `SurgicalEvent`s
+//! (presences, gaps, ended tool tracks) on `or.events.v1` keyed by case_id, per-frame tool
+//! track assignments (`TrackFrame`) on `or.tracks.v1` keyed by stream_id, and rejected
+//! messages on `<topic>.dlq`.
 //!
 //! # Modules, in the order a message goes through them
 //!
@@ -20,8 +21,8 @@
 //!   anomaly).
 //! - `prepare`: pure batch preparation: replays below the stored offsets are skipped, inputs
 //!   are derived on the stream states held in `cache` (what the sink holds of the store
-//!   between batches), and rows, states, offsets, dead letters and outbox entries make up
-//!   the batch.
+//!   between batches), and the record's typed rows (`prepare::rows`), states, offsets, dead
+//!   letters and outbox entries make up the batch.
 //! - [`mod@derive`]: pure, deterministic derivation per stream ([`derive::StreamState`]): k-of-n
 //!   enter, capture-time absence, gaps that split intervals, anomalies; it runs the stream's
 //!   tool tracker.
@@ -29,10 +30,8 @@
 //!   centroid cost, minimum-cost assignment) and each track's trajectory and motion.
 //! - `dead_letter`: rejected messages to `<topic>.dlq`, acknowledged before the batch is
 //!   stored.
-//! - `commit`: the batch in one database transaction, retried while the store is away; its
-//!   spans and metrics.
-//! - [`store`]: [`Store`], one interface over PostgreSQL and SQLite; migrations; the batch
-//!   transaction with compare-and-set offsets and states.
+//! - `commit`: the batch in one database transaction ([`orstream_record::Store::write`]),
+//!   retried while the store is away; its spans and metrics.
 //! - `publish`: derived events and track frames from the outbox to their topics, after the
 //!   commit.
 //! - `service`: [`Sink`], the loop taking each batch through these steps; its health reports
@@ -40,9 +39,7 @@
 //! - `progress`: [`Stats`] and [`Progress`], the figures and readiness of a running sink.
 //! - `retry`: the [`backoff`] schedule and the shutdown-aware pause every retry uses.
 //! - `metrics`: the sink's instruments from [`orstream_bus::metrics`].
-//! - [`record`]: reading the record back (cases, timeline, usage, tool tracks and motion;
-//!   table, JSON, CSV, SVG); [`time`] formats its times.
-//! - `error`: [`SinkError`], [`StoreError`].
+//! - `error`: [`SinkError`] (the store's own errors are [`orstream_record::StoreError`]).
 //! - [`testing`]: isolated stores and scripted input for tests and benchmarks.
 //!
 //! # Exactly once
@@ -69,7 +66,9 @@
 //! # Library use
 //!
 //! ```no_run
-//! use orstream_sink::{Sink, SinkConfig, Store};
+//! use orstream_record::{Store, query};
+//! use orstream_sink::derive::StreamState;
+//! use orstream_sink::{Sink, SinkConfig};
 //! use tokio_util::sync::CancellationToken;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -90,8 +89,8 @@
 //! println!("{} results, {} events, ready={}", stats.results, stats.presences, progress.is_ready());
 //!
 //! let mut store = Store::open("sqlite://record.db")?;
-//! for case in orstream_sink::record::cases(&mut store)? {
-//!     let timeline = orstream_sink::record::timeline(&mut store, &case.case_id)?;
+//! for case in query::cases(&mut store)? {
+//!     let timeline = query::timeline::<StreamState>(&mut store, &case.case_id)?;
 //!     # let _ = timeline;
 //! }
 //! # Ok(())
@@ -113,18 +112,14 @@ mod metrics;
 mod prepare;
 mod progress;
 mod publish;
-pub mod record;
 mod retry;
 mod service;
-pub mod store;
 pub mod testing;
-pub mod time;
 pub mod track;
 
 pub use config::{CategoryName, DeriveConfig, SinkConfig, TrackingConfig};
 pub use decode::{Input, Rejection, Source, decode};
-pub use error::{SinkError, StoreError};
+pub use error::SinkError;
 pub use progress::{Progress, Stats};
 pub use retry::backoff;
 pub use service::Sink;
-pub use store::{BackendKind, Store};

@@ -17,14 +17,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use orstream_bus::{Headers, Message, Record, TopicPartition, trace};
 use orstream_proto::{FrameResult, FrameStatus, StreamEvent, SurgicalEvent};
+use orstream_record::StoreError;
+use orstream_record::schema::CaseRow;
+use orstream_record::store::{OffsetWrite, Outbox, OutboxTopic, StateWrite, WriteBatch};
 
 use crate::cache::Cache;
 use crate::config::SinkConfig;
 use crate::dead_letter;
 use crate::decode::{Input, Rejection, Source, decode};
 use crate::derive::{FrameTracks, Output, Rules, event_id};
-use crate::error::StoreError;
-use crate::store::{OffsetWrite, Outbox, OutboxTopic, StateWrite, WriteBatch};
 use rows::{
     anomaly_row, frame_row, gap_row, presence_row, stream_event_row, stream_row, track_point_row,
     track_row,
@@ -219,7 +220,10 @@ impl Preparer<'_> {
                 self.out.batch.streams.push(row);
             }
             if let Some(first) = before_first {
-                self.out.batch.cases.push((before_case, first));
+                self.out.batch.cases.push(CaseRow {
+                    case_id: before_case,
+                    started_ns: first,
+                });
             }
         }
         if let Some(first) = cached.state.case_first_ns {
@@ -352,7 +356,10 @@ impl Preparer<'_> {
                 out.batch.streams.push(row);
             }
             if let Some(first) = cached.state.case_first_ns {
-                out.batch.cases.push((cached.state.case_id.clone(), first));
+                out.batch.cases.push(CaseRow {
+                    case_id: cached.state.case_id.clone(),
+                    started_ns: first,
+                });
             }
         }
         out.batch.offsets = out
@@ -389,7 +396,6 @@ mod tests {
 
     use super::*;
     use crate::cache::Cached;
-    use crate::store::Value;
     use crate::testing::{Script, result_record, stream_record};
 
     const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -434,13 +440,6 @@ mod tests {
         TopicPartition::new(topic, partition)
     }
 
-    fn text(row: &[Value], column: usize) -> &str {
-        match &row[column] {
-            Value::Text(s) => s,
-            other => panic!("column {column} is {other:?}"),
-        }
-    }
-
     #[test]
     fn results_become_rows_the_derived_events_states_and_offsets() {
         let script = Script::new("case-1", 1, 300);
@@ -478,7 +477,13 @@ mod tests {
         assert_eq!(b.states.len(), 1);
         assert_eq!(b.states[0].stream_id, script.stream_id(0));
         assert_eq!(b.states[0].expected_version, 0);
-        assert_eq!(b.cases, vec![("case-1".to_owned(), script.t0_ns)]);
+        assert_eq!(
+            b.cases,
+            vec![CaseRow {
+                case_id: "case-1".to_owned(),
+                started_ns: script.t0_ns
+            }]
+        );
         assert_eq!(b.streams.len(), 1);
         assert!(cache.states[&script.stream_id(0)].dirty);
         assert_eq!(cache.cases["case-1"], script.t0_ns);
@@ -537,8 +542,8 @@ mod tests {
         assert_eq!(prepared.dead_letters[1].topic, topics::dlq(topics::STREAMS));
 
         let anomaly = &prepared.batch.anomalies[0];
-        assert_eq!(text(anomaly, 3), "undecodable");
-        assert_eq!(text(anomaly, 4), "case-1-cam-0");
+        assert_eq!(anomaly.kind, "undecodable");
+        assert_eq!(anomaly.stream_id, "case-1-cam-0");
         // Nothing to derive, but the offsets move past the rejected messages.
         assert!(cache.states.is_empty() && prepared.batch.states.is_empty());
         let next: Vec<i64> = prepared.batch.offsets.iter().map(|o| o.next).collect();
@@ -635,11 +640,15 @@ mod tests {
             .batch
             .cases
             .iter()
-            .map(|(case, _)| case.as_str())
+            .map(|c| c.case_id.as_str())
             .collect();
         assert_eq!(cases, BTreeSet::from(["case-1", "case-2"]));
-        let stream_cases: BTreeSet<&str> =
-            prepared.batch.streams.iter().map(|r| text(r, 0)).collect();
+        let stream_cases: BTreeSet<&str> = prepared
+            .batch
+            .streams
+            .iter()
+            .map(|r| r.case_id.as_str())
+            .collect();
         assert_eq!(stream_cases, BTreeSet::from(["case-1", "case-2"]));
         assert_eq!(cache.cases.len(), 2);
     }

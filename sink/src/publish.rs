@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use orstream_bus::{BusError, Producer, Record};
 use orstream_proto::{SCHEMA_VERSION, headers};
+use orstream_record::store::{OutboxItem, OutboxTopic, Store};
 
 use crate::config::SinkConfig;
 use crate::progress::Progress;
 use crate::retry::{Backoff, Streak};
-use crate::store::{OutboxItem, OutboxTopic, Store};
 
 /// Outbox entries published per round.
 const PUBLISH_CHUNK: usize = 500;

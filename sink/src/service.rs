@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use orstream_bus::metrics::{HealthReporter, LagGauge, NoHealth, checks, value};
 use orstream_bus::{Bus, BusError, Message, Producer};
 use orstream_proto::topics;
+use orstream_record::StoreError;
+use orstream_record::store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
@@ -26,13 +28,12 @@ use crate::config::SinkConfig;
 use crate::consume::{BUS_TIMEOUT, Intake};
 use crate::dead_letter;
 use crate::derive::Rules;
-use crate::error::{SinkError, StoreError};
+use crate::error::SinkError;
 use crate::metrics::SinkMetrics;
 use crate::prepare::{self, Decoded, Prepared};
 use crate::progress::{Progress, Reporter, Stats};
 use crate::publish::Publisher;
 use crate::retry::{Backoff, retry};
-use crate::store::Store;
 
 /// How long the broker check may take; the broker is counted away when it does not answer.
 const BROKER_CHECK_TIMEOUT: Duration = Duration::from_secs(2);

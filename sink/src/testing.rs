@@ -15,10 +15,10 @@ use orstream_proto::{
     SCHEMA_VERSION, StreamDiscontinuity, StreamEnded, StreamEvent, StreamStarted, headers,
     stream_event,
 };
+use orstream_record::StoreError;
+use orstream_record::store::{BackendKind, Store};
 
 use crate::derive::{Output, Rules, StreamState};
-use crate::error::StoreError;
-use crate::store::{BackendKind, Store};
 
 /// The project's local test database (`scripts/postgres.sh url`).
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://orstream:orstream@127.0.0.1:55432/orstream_test";
@@ -114,7 +114,7 @@ pub fn isolated(kind: BackendKind) -> Result<IsolatedStore, String> {
             let mut client = config.connect(postgres::NoTls).map_err(|e| {
                 format!(
                     "no PostgreSQL answers at {} ({e}): run `scripts/postgres.sh start`",
-                    crate::store::redact(&base_url)
+                    orstream_record::store::redact(&base_url)
                 )
             })?;
             let schema = unique("t");

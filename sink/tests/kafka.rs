@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use orstream_bus::{Bus, KafkaConfig, Offsets};
 use orstream_proto::{SurgicalEvent, TrackFrame};
+use orstream_record::{BackendKind, query};
+use orstream_sink::derive::StreamState;
 use orstream_sink::derive::{Output, Rules};
 use orstream_sink::testing::Script;
-use orstream_sink::{BackendKind, record};
 
 use common::{Topics, config, expected_ids, publish, read_topic, start, store};
 
@@ -62,7 +63,9 @@ fn the_scripted_record_through_kafka_into_postgres() {
 
     let (presences, gaps) = expected_ids(&expected);
     let mut s = isolated.open().unwrap();
-    let timeline = record::timeline(&mut s, "case-k").unwrap().unwrap();
+    let timeline = query::timeline::<StreamState>(&mut s, "case-k")
+        .unwrap()
+        .unwrap();
     let got: BTreeSet<String> = timeline.events.iter().map(|e| e.event_id.clone()).collect();
     assert_eq!(got, presences.keys().cloned().collect());
     assert_eq!(timeline.gaps.len(), gaps.len());

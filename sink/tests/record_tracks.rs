@@ -5,10 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests state expectations this way
 
 use orstream_proto::{BBox, Category, FrameResult, FrameStatus, Instance, ModelIdentity, Point};
+use orstream_record::Store;
+use orstream_record::query::{self, Timeline};
+use orstream_record::store::Value;
+use orstream_record::svg::svg;
+use orstream_record::text::{self, Format};
+use orstream_sink::DeriveConfig;
 use orstream_sink::derive::{Output, Rules, StreamState};
-use orstream_sink::record::{self, Format, Timeline};
-use orstream_sink::store::Value;
-use orstream_sink::{DeriveConfig, Store};
 
 const CASE: &str = "case-t";
 const T0: i64 = 1_795_000_000_000_000_000;
@@ -260,7 +263,9 @@ fn record() -> (Store, StreamState, usize) {
 
 fn timeline() -> (Timeline, StreamState, usize) {
     let (mut store, state, points) = record();
-    let timeline = record::timeline(&mut store, CASE).unwrap().unwrap();
+    let timeline = query::timeline::<StreamState>(&mut store, CASE)
+        .unwrap()
+        .unwrap();
     (timeline, state, points)
 }
 
@@ -356,7 +361,7 @@ fn motion_totals_per_tool() {
     let (timeline, state, _) = timeline();
     let live = state.open_tracks()[0].motion;
     let live_span = 19 * (S / 30);
-    let motion = record::motion(&timeline);
+    let motion = query::motion(&timeline);
     assert_eq!(motion.len(), 2);
 
     let grasper = &motion[0];
@@ -384,7 +389,7 @@ fn motion_totals_per_tool() {
 #[test]
 fn renderers_show_the_figures() {
     let (timeline, _, _) = timeline();
-    let table = record::render_tracks(&timeline, Format::Table);
+    let table = text::render_tracks(&timeline, Format::Table);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 2 + 3, "header, rule, one line per track");
     assert!(lines[0].contains("path (frame units)"));
@@ -412,21 +417,21 @@ fn renderers_show_the_figures() {
     assert!(lines[4].starts_with("cam-2 "));
     assert!(lines[4].ends_with(" yes"));
 
-    let csv = record::render_tracks(&timeline, Format::Csv);
+    let csv = text::render_tracks(&timeline, Format::Csv);
     assert!(csv.lines().any(
         |l| l == "cam-1,2,hook,00:00:02.000,00:00:04.000,2.000,0.100,0.050,0.150,0.500,0,60,no"
     ));
 
     let json: serde_json::Value =
-        serde_json::from_str(&record::render_tracks(&timeline, Format::Json)).unwrap();
+        serde_json::from_str(&text::render_tracks(&timeline, Format::Json)).unwrap();
     let tracks = json.as_array().unwrap();
     assert_eq!(tracks.len(), 3);
     assert_eq!(tracks[0]["points"].as_array().unwrap().len(), 5);
     assert_eq!(tracks[0]["points"][1]["speed"], 0.6);
     assert_eq!(tracks[2]["open"], true);
 
-    let motion = record::motion(&timeline);
-    let table = record::render_motion(&motion, Format::Table);
+    let motion = query::motion(&timeline);
+    let table = text::render_motion(&motion, Format::Table);
     let hook: Vec<&str> = table.lines().nth(3).unwrap().split_whitespace().collect();
     assert_eq!(
         hook,
@@ -436,11 +441,11 @@ fn renderers_show_the_figures() {
     );
     assert!(table.lines().next().unwrap().contains("tracked (s)"));
     let json: serde_json::Value =
-        serde_json::from_str(&record::render_motion(&motion, Format::Json)).unwrap();
+        serde_json::from_str(&text::render_motion(&motion, Format::Json)).unwrap();
     assert_eq!(json[0]["label"], "grasper");
     assert_eq!(json[0]["tracks"], 2);
     assert_eq!(
-        record::render_motion(&motion, Format::Csv).lines().nth(2),
+        text::render_motion(&motion, Format::Csv).lines().nth(2),
         Some("hook,1,2.000,0.100,0.050,0.150,0.500,0")
     );
 }
@@ -466,7 +471,7 @@ fn speed_lines(svg: &str) -> Vec<Vec<(f64, f64)>> {
 #[test]
 fn the_picture_has_a_speed_line_per_track() {
     let (timeline, _, points) = timeline();
-    let svg = record::svg(&timeline);
+    let svg = svg(&timeline);
     let lines = speed_lines(&svg);
     assert_eq!(lines.len(), 3, "one line per track with points");
     assert_eq!(lines[0].len(), 5);

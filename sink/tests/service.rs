@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use orstream_bus::{Bus, Headers, Offsets, Record, TopicPartition};
 use orstream_proto::{FrameResult, SurgicalEvent, headers, topics};
+use orstream_record::{BackendKind, query};
+use orstream_sink::derive::StreamState;
 use orstream_sink::derive::{Output, Rules};
 use orstream_sink::testing::{Script, result_record, stream_record};
-use orstream_sink::{BackendKind, record};
 
 use common::{Topics, config, expected_ids, publish, read_topic, start, store, track_event_ids};
 
@@ -42,7 +43,9 @@ fn scripted_input_becomes_the_expected_record(kind: BackendKind) {
         "the script exercises the rules"
     );
     let mut s = isolated.open().unwrap();
-    let timeline = record::timeline(&mut s, "case-7").unwrap().unwrap();
+    let timeline = query::timeline::<StreamState>(&mut s, "case-7")
+        .unwrap()
+        .unwrap();
     let got: BTreeMap<String, (i64, i64)> = timeline
         .events
         .iter()
@@ -334,11 +337,13 @@ fn a_stream_switching_cases_keeps_both_cases_apart() {
     sink.wait_for("every message", |s| s.messages >= n);
     sink.stop();
     let mut s = isolated.open().unwrap();
-    let cases = record::cases(&mut s).unwrap();
+    let cases = query::cases(&mut s).unwrap();
     let ids: Vec<&str> = cases.iter().map(|c| c.case_id.as_str()).collect();
     assert_eq!(ids, ["case-b", "case-a"]);
     for case in &cases {
-        let timeline = record::timeline(&mut s, &case.case_id).unwrap().unwrap();
+        let timeline = query::timeline::<StreamState>(&mut s, &case.case_id)
+            .unwrap()
+            .unwrap();
         assert!(
             timeline
                 .events

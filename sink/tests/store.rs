@@ -7,9 +7,13 @@
 mod common;
 
 use orstream_bus::TopicPartition;
+use orstream_record::schema::{
+    AnomalyRow, CaseRow, EventRow, FrameRow, GapRow, StreamEventRow, StreamRow, TrackPointRow,
+    TrackRow,
+};
+use orstream_record::store::{OffsetWrite, Outbox, OutboxTopic, StateWrite, WriteBatch};
+use orstream_record::{BackendKind, StoreError};
 use orstream_sink::derive::StreamState;
-use orstream_sink::store::{OffsetWrite, Outbox, OutboxTopic, StateWrite, Value, WriteBatch};
-use orstream_sink::{BackendKind, StoreError};
 
 use common::store;
 
@@ -17,87 +21,94 @@ fn tp(p: i32) -> TopicPartition {
     TopicPartition::new("or.results.v1", p)
 }
 
-fn event_row(id: &str, start: i64) -> Vec<Value> {
-    vec![
-        id.into(),
-        "case-1".into(),
-        "cam-1".into(),
-        1i64.into(),
-        "grasper".into(),
-        "tool".into(),
-        start.into(),
-        (start + 1_000).into(),
-        0i64.into(),
-        start.into(),
-        (start + 30).into(),
-        31i64.into(),
-        0.875f32.into(),
-        0.75f32.into(),
-        "m".into(),
-        "1".into(),
-        "sha256:00".into(),
-        "1 2".into(),
-    ]
+fn event_row(id: &str, start: i64) -> EventRow {
+    EventRow {
+        event_id: id.into(),
+        case_id: "case-1".into(),
+        stream_id: "cam-1".into(),
+        class_id: 1,
+        label: "grasper".into(),
+        category: "tool".into(),
+        start_ns: start,
+        end_ns: start + 1_000,
+        session_epoch: 0,
+        first_seq: start as u64,
+        last_seq: (start + 30) as u64,
+        frames_seen: 31,
+        peak_confidence: 0.875,
+        mean_confidence: 0.75,
+        model_name: "m".into(),
+        model_version: "1".into(),
+        model_digest: "sha256:00".into(),
+        track_ids: "1 2".into(),
+    }
 }
 
-fn track_row(id: &str, track_id: u64) -> Vec<Value> {
-    vec![
-        id.into(),
-        "case-1".into(),
-        "cam-1".into(),
-        track_id.into(),
-        5i64.into(),
-        "grasper".into(),
-        0i64.into(),
-        10i64.into(),
-        40i64.into(),
-        1_010i64.into(),
-        1_040i64.into(),
-        31i64.into(),
-        Value::Real(0.4375),
-        Value::Real(0.125),
-        Value::Real(0.5),
-        500i64.into(),
-        1i64.into(),
-        0.875f32.into(),
-        "m".into(),
-        "1".into(),
-        "sha256:00".into(),
-    ]
+fn track_row(id: &str, track_id: u64) -> TrackRow {
+    TrackRow {
+        event_id: id.into(),
+        case_id: "case-1".into(),
+        stream_id: "cam-1".into(),
+        track_id,
+        class_id: 5,
+        label: "grasper".into(),
+        session_epoch: 0,
+        first_seq: 10,
+        last_seq: 40,
+        start_ns: 1_010,
+        end_ns: 1_040,
+        frames_seen: 31,
+        path_length: 0.4375,
+        mean_speed: 0.125,
+        peak_speed: 0.5,
+        idle_ns: 500,
+        reentries: 1,
+        peak_confidence: 0.875,
+        model_name: "m".into(),
+        model_version: "1".into(),
+        model_digest: "sha256:00".into(),
+    }
 }
 
-fn track_point_row(track_id: u64, seq: u64) -> Vec<Value> {
+fn track_point_row(track_id: u64, seq: u64) -> TrackPointRow {
     let x = seq as f64 / 100.0;
-    vec![
-        "cam-1".into(),
-        track_id.into(),
-        seq.into(),
-        "case-1".into(),
-        (1_000 + seq as i64).into(),
-        Value::Real(x),
-        Value::Real(0.5),
-        Value::Real(x - 0.05),
-        Value::Real(0.45),
-        Value::Real(x + 0.05),
-        Value::Real(0.55),
-        Value::Real(0.25),
-    ]
+    TrackPointRow {
+        stream_id: "cam-1".into(),
+        track_id,
+        seq,
+        case_id: "case-1".into(),
+        time_ns: 1_000 + seq as i64,
+        cx: x,
+        cy: 0.5,
+        x0: x - 0.05,
+        y0: 0.45,
+        x1: x + 0.05,
+        y1: 0.55,
+        speed: 0.25,
+    }
 }
 
-fn gap_row(id: &str) -> Vec<Value> {
-    vec![
-        id.into(),
-        "case-1".into(),
-        "cam-1".into(),
-        "unusable".into(),
-        0i64.into(),
-        40i64.into(),
-        44i64.into(),
-        4_000i64.into(),
-        4_500i64.into(),
-        5i64.into(),
-        "SKIPPED_STALE x5".into(),
-    ]
+fn gap_row(id: &str) -> GapRow {
+    GapRow {
+        event_id: id.into(),
+        case_id: "case-1".into(),
+        stream_id: "cam-1".into(),
+        kind: "unusable".into(),
+        session_epoch: 0,
+        first_seq: 40,
+        last_seq: 44,
+        start_ns: 4_000,
+        end_ns: 4_500,
+        frames: 5,
+        reason: "SKIPPED_STALE x5".into(),
+    }
+}
+
+fn case_row(first: i64) -> CaseRow {
+    CaseRow {
+        case_id: "case-1".into(),
+        started_ns: first,
+    }
 }
 
 fn outbox(id: &str) -> Option<Outbox> {
@@ -119,44 +130,42 @@ fn batch(expected: Option<i64>, next: i64, frames: u64) -> WriteBatch {
             next,
         }],
         states: Vec::new(),
-        cases: vec![("case-1".into(), 1_000)],
-        streams: vec![vec![
-            "case-1".into(),
-            "cam-1".into(),
-            1_000i64.into(),
-            9_000i64.into(),
-            frames.into(),
-        ]],
-        stream_events: vec![vec![
-            "cam-1".into(),
-            "case-1".into(),
-            0i64.into(),
-            1_000i64.into(),
-            "started".into(),
-            "{\"source_kind\":\"test\"}".into(),
-        ]],
+        cases: vec![case_row(1_000)],
+        streams: vec![StreamRow {
+            case_id: "case-1".into(),
+            stream_id: "cam-1".into(),
+            first_frame_ns: 1_000,
+            last_frame_ns: 9_000,
+            results: frames,
+        }],
+        stream_events: vec![StreamEventRow {
+            stream_id: "cam-1".into(),
+            case_id: "case-1".into(),
+            session_epoch: 0,
+            time_ns: 1_000,
+            kind: "started".into(),
+            detail: "{\"source_kind\":\"test\"}".into(),
+        }],
         events: vec![(event_row("e1", 1_000), outbox("e1"))],
         gaps: vec![(gap_row("g1"), outbox("g1"))],
-        anomalies: vec![vec![
-            "or.results.v1".into(),
-            0i64.into(),
-            3i64.into(),
-            "out_of_order".into(),
-            "cam-1".into(),
-            "seq 2 after seq 5".into(),
-        ]],
+        anomalies: vec![AnomalyRow {
+            source_topic: "or.results.v1".into(),
+            source_partition: 0,
+            source_offset: 3,
+            kind: "out_of_order".into(),
+            stream_id: "cam-1".into(),
+            detail: "seq 2 after seq 5".into(),
+        }],
         frames: (0..frames)
-            .map(|seq| {
-                vec![
-                    "cam-1".into(),
-                    0i64.into(),
-                    seq.into(),
-                    "case-1".into(),
-                    (1_000 + seq as i64).into(),
-                    "OK".into(),
-                    "1".into(),
-                    "[]".into(),
-                ]
+            .map(|seq| FrameRow {
+                stream_id: "cam-1".into(),
+                session_epoch: 0,
+                seq,
+                case_id: "case-1".into(),
+                capture_ns: 1_000 + seq as i64,
+                status: "OK".into(),
+                model_version: "1".into(),
+                instances: "[]".into(),
             })
             .collect(),
         tracks: vec![(track_row("t1", 1), outbox("t1"))],
@@ -280,16 +289,25 @@ fn states_are_compare_and_set(kind: BackendKind) {
         ..WriteBatch::default()
     };
     s.write(&write(0, &state)).unwrap();
-    assert_eq!(s.load_state("cam-1").unwrap(), Some((1, state.clone())));
+    assert_eq!(
+        s.load_state::<StreamState>("cam-1").unwrap(),
+        Some((1, state.clone()))
+    );
     state.frames_accounted = 13;
     s.write(&write(1, &state)).unwrap();
-    assert_eq!(s.load_state("cam-1").unwrap(), Some((2, state.clone())));
+    assert_eq!(
+        s.load_state::<StreamState>("cam-1").unwrap(),
+        Some((2, state.clone()))
+    );
     let err = s.write(&write(1, &state)).unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
     let err = s.write(&write(0, &state)).unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
-    assert_eq!(s.load_state("other").unwrap(), None);
-    assert_eq!(s.states_of_case("case-1").unwrap(), vec![state]);
+    assert_eq!(s.load_state::<StreamState>("other").unwrap(), None);
+    assert_eq!(
+        s.states_of_case::<StreamState>("case-1").unwrap(),
+        vec![state]
+    );
 }
 
 fn a_case_starts_at_its_earliest_frame(kind: BackendKind) {
@@ -297,7 +315,7 @@ fn a_case_starts_at_its_earliest_frame(kind: BackendKind) {
     let mut s = isolated.open().unwrap();
     for first in [5_000, 3_000, 4_000] {
         s.write(&WriteBatch {
-            cases: vec![("case-1".into(), first)],
+            cases: vec![case_row(first)],
             ..WriteBatch::default()
         })
         .unwrap();
@@ -367,8 +385,10 @@ fn a_version_1_record_is_upgraded_in_place() {
     let path = std::env::temp_dir().join(format!("{}.db", orstream_sink::testing::unique("v1")));
     {
         let db = rusqlite::Connection::open(&path).unwrap();
-        db.execute_batch(include_str!("../migrations/sqlite/0001_record.sql"))
-            .unwrap();
+        db.execute_batch(include_str!(
+            "../../record/migrations/sqlite/0001_record.sql"
+        ))
+        .unwrap();
         db.execute_batch(
             "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL);
              INSERT INTO schema_migrations VALUES (1, 'record');
@@ -388,7 +408,7 @@ fn a_version_1_record_is_upgraded_in_place() {
         )
         .unwrap();
     }
-    let mut s = orstream_sink::Store::open(&format!("sqlite://{}", path.display())).unwrap();
+    let mut s = orstream_record::Store::open(&format!("sqlite://{}", path.display())).unwrap();
     let versions: Vec<i64> = s
         .query(
             "SELECT version FROM schema_migrations ORDER BY version",
@@ -407,7 +427,7 @@ fn a_version_1_record_is_upgraded_in_place() {
         (OutboxTopic::Events, "case-1"),
         "an old outbox entry still goes to the events topic, keyed by its case"
     );
-    let (version, state) = s.load_state("cam-1").unwrap().unwrap();
+    let (version, state) = s.load_state::<StreamState>("cam-1").unwrap().unwrap();
     assert_eq!((version, state), (3, StreamState::new("cam-1")));
     // And it takes tracks.
     s.write(&batch(None, 5, 3)).unwrap();

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use orstream_bus::Bus;
-use orstream_sink::BackendKind;
+use orstream_record::BackendKind;
 use orstream_sink::derive::Rules;
 use orstream_sink::testing::{Script, postgres_url, result_record, stream_record};
 

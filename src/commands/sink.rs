@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use orstream_bus::Bus;
-use orstream_sink::{Sink, SinkConfig, Store, backoff};
+use orstream_record::Store;
+use orstream_sink::{Sink, SinkConfig, backoff};
 
 use crate::telemetry::{ExitReason, Health, ServiceFile, checks};
 
@@ -81,7 +82,7 @@ pub fn run(args: Args, health: Health) -> Result<()> {
                 return Err(e).with_context(|| {
                     format!(
                         "opening the record store {}",
-                        orstream_sink::store::redact(&config.store)
+                        orstream_record::store::redact(&config.store)
                     )
                 });
             }

@@ -1,131 +1,153 @@
-//! The record's rows for what a batch derives, each a list of values in the order of its
-//! table's columns (`SCHEMA.md`); kept apart from the preparation logic so a schema change
-//! touches one file with the migrations.
+//! The record's typed rows ([`orstream_record::schema`]) for what a batch derives; kept apart
+//! from the preparation logic so a schema change touches this file and the record crate only.
+//! The record's views read a stream's open intervals and live tracks through the same rows
+//! (the [`DerivationState`] implementation below), so an interval shows the same figures
+//! before and after it closes.
 
 use orstream_bus::Message;
 use orstream_proto::{Category, FrameResult, FrameStatus, StreamEvent, stream_event};
+use orstream_record::schema::{
+    AnomalyRow, DerivationState, EventRow, FrameRow, GapRow, StreamEventRow, StreamRow,
+    TrackPointRow, TrackRow,
+};
 
 use crate::derive::{Gap, Presence, StreamState, TrackRecord};
-use crate::store::Value;
 use crate::track::TrackPoint;
+
+impl DerivationState for StreamState {
+    fn case_id(&self) -> &str {
+        &self.case_id
+    }
+
+    fn open_events(&self) -> Vec<EventRow> {
+        self.open_presences().iter().map(presence_row).collect()
+    }
+
+    fn open_tracks(&self) -> Vec<TrackRow> {
+        StreamState::open_tracks(self)
+            .iter()
+            .map(track_row)
+            .collect()
+    }
+}
 
 pub(super) fn anomaly_row(
     message: &Message,
     kind: &str,
     stream_id: String,
     detail: &str,
-) -> Vec<Value> {
-    vec![
-        message.topic.as_str().into(),
-        message.partition.into(),
-        message.offset.into(),
-        kind.into(),
-        stream_id.into(),
-        detail.into(),
-    ]
+) -> AnomalyRow {
+    AnomalyRow {
+        source_topic: message.topic.clone(),
+        source_partition: message.partition,
+        source_offset: message.offset,
+        kind: kind.to_owned(),
+        stream_id,
+        detail: detail.to_owned(),
+    }
 }
 
-pub(super) fn stream_row(state: &StreamState) -> Option<Vec<Value>> {
+pub(super) fn stream_row(state: &StreamState) -> Option<StreamRow> {
     let first = state.case_first_ns?;
     let last = state.position?;
-    Some(vec![
-        state.case_id.as_str().into(),
-        state.stream_id.as_str().into(),
-        first.into(),
-        last.capture_ns.into(),
-        state.case_results.into(),
-    ])
+    Some(StreamRow {
+        case_id: state.case_id.clone(),
+        stream_id: state.stream_id.clone(),
+        first_frame_ns: first,
+        last_frame_ns: last.capture_ns,
+        results: state.case_results,
+    })
 }
 
-pub(super) fn presence_row(p: &Presence) -> Vec<Value> {
-    vec![
-        p.event_id().into(),
-        p.case_id.as_str().into(),
-        p.stream_id.as_str().into(),
-        p.class_id.into(),
-        p.label.as_str().into(),
-        Category::name_of(p.category).into(),
-        p.start_ns.into(),
-        p.end_ns.into(),
-        p.epoch.into(),
-        p.first_seq.into(),
-        p.last_seq.into(),
-        p.frames_seen.into(),
-        p.peak.into(),
-        p.mean.into(),
-        p.model.name.as_str().into(),
-        p.model.version.as_str().into(),
-        p.model.digest.as_str().into(),
-        p.track_ids
+pub(super) fn presence_row(p: &Presence) -> EventRow {
+    EventRow {
+        event_id: p.event_id(),
+        case_id: p.case_id.clone(),
+        stream_id: p.stream_id.clone(),
+        class_id: p.class_id,
+        label: p.label.clone(),
+        category: Category::name_of(p.category).to_owned(),
+        start_ns: p.start_ns,
+        end_ns: p.end_ns,
+        session_epoch: p.epoch,
+        first_seq: p.first_seq,
+        last_seq: p.last_seq,
+        frames_seen: p.frames_seen,
+        peak_confidence: f64::from(p.peak),
+        mean_confidence: f64::from(p.mean),
+        model_name: p.model.name.clone(),
+        model_version: p.model.version.clone(),
+        model_digest: p.model.digest.clone(),
+        track_ids: p
+            .track_ids
             .iter()
             .map(u64::to_string)
             .collect::<Vec<_>>()
-            .join(" ")
-            .into(),
-    ]
+            .join(" "),
+    }
 }
 
-pub(super) fn track_row(t: &TrackRecord) -> Vec<Value> {
+pub(super) fn track_row(t: &TrackRecord) -> TrackRow {
     let m = &t.motion;
-    vec![
-        t.event_id().into(),
-        t.case_id.as_str().into(),
-        t.stream_id.as_str().into(),
-        m.track_id.into(),
-        t.class_id.into(),
-        t.label.as_str().into(),
-        t.epoch.into(),
-        t.first_seq.into(),
-        t.last_seq.into(),
-        t.start_ns.into(),
-        t.end_ns.into(),
-        m.frames_seen.into(),
-        Value::Real(m.path_length),
-        Value::Real(m.mean_speed),
-        Value::Real(m.peak_speed),
-        m.idle_ns.into(),
-        m.reentries.into(),
-        t.peak_score.into(),
-        t.model.name.as_str().into(),
-        t.model.version.as_str().into(),
-        t.model.digest.as_str().into(),
-    ]
+    TrackRow {
+        event_id: t.event_id(),
+        case_id: t.case_id.clone(),
+        stream_id: t.stream_id.clone(),
+        track_id: m.track_id,
+        class_id: t.class_id,
+        label: t.label.clone(),
+        session_epoch: t.epoch,
+        first_seq: t.first_seq,
+        last_seq: t.last_seq,
+        start_ns: t.start_ns,
+        end_ns: t.end_ns,
+        frames_seen: m.frames_seen,
+        path_length: m.path_length,
+        mean_speed: m.mean_speed,
+        peak_speed: m.peak_speed,
+        idle_ns: m.idle_ns,
+        reentries: u64::from(m.reentries),
+        peak_confidence: f64::from(t.peak_score),
+        model_name: t.model.name.clone(),
+        model_version: t.model.version.clone(),
+        model_digest: t.model.digest.clone(),
+    }
 }
 
-pub(super) fn track_point_row(stream_id: &str, case_id: &str, p: &TrackPoint) -> Vec<Value> {
-    vec![
-        stream_id.into(),
-        p.track_id.into(),
-        p.seq.into(),
-        case_id.into(),
-        p.ns.into(),
-        Value::Real(p.cx),
-        Value::Real(p.cy),
-        Value::Real(p.bbox[0]),
-        Value::Real(p.bbox[1]),
-        Value::Real(p.bbox[2]),
-        Value::Real(p.bbox[3]),
-        Value::Real(p.speed),
-    ]
+pub(super) fn track_point_row(stream_id: &str, case_id: &str, p: &TrackPoint) -> TrackPointRow {
+    TrackPointRow {
+        stream_id: stream_id.to_owned(),
+        track_id: p.track_id,
+        seq: p.seq,
+        case_id: case_id.to_owned(),
+        time_ns: p.ns,
+        cx: p.cx,
+        cy: p.cy,
+        x0: p.bbox[0],
+        y0: p.bbox[1],
+        x1: p.bbox[2],
+        y1: p.bbox[3],
+        speed: p.speed,
+    }
 }
 
-pub(super) fn gap_row(g: &Gap) -> Vec<Value> {
-    vec![
-        g.event_id().into(),
-        g.case_id.as_str().into(),
-        g.stream_id.as_str().into(),
-        g.kind.as_str().into(),
-        g.epoch.into(),
-        g.first_seq.into(),
-        g.last_seq.into(),
-        g.start_ns.into(),
-        g.end_ns.into(),
-        g.frames.into(),
-        g.reason.as_str().into(),
-    ]
+pub(super) fn gap_row(g: &Gap) -> GapRow {
+    GapRow {
+        event_id: g.event_id(),
+        case_id: g.case_id.clone(),
+        stream_id: g.stream_id.clone(),
+        kind: g.kind.as_str().to_owned(),
+        session_epoch: g.epoch,
+        first_seq: g.first_seq,
+        last_seq: g.last_seq,
+        start_ns: g.start_ns,
+        end_ns: g.end_ns,
+        frames: g.frames,
+        reason: g.reason.clone(),
+    }
 }
 
-pub(super) fn frame_row(r: &FrameResult) -> Vec<Value> {
+pub(super) fn frame_row(r: &FrameResult) -> FrameRow {
     let instances: Vec<serde_json::Value> = r
         .instances
         .iter()
@@ -139,19 +161,22 @@ pub(super) fn frame_row(r: &FrameResult) -> Vec<Value> {
             })
         })
         .collect();
-    vec![
-        r.stream_id.as_str().into(),
-        r.session_epoch.into(),
-        r.seq.into(),
-        r.case_id.as_str().into(),
-        r.capture_time_ns.into(),
-        FrameStatus::name_of(r.status).into(),
-        r.model.as_ref().map_or("", |m| m.version.as_str()).into(),
-        serde_json::Value::Array(instances).to_string().into(),
-    ]
+    FrameRow {
+        stream_id: r.stream_id.clone(),
+        session_epoch: r.session_epoch,
+        seq: r.seq,
+        case_id: r.case_id.clone(),
+        capture_ns: r.capture_time_ns,
+        status: FrameStatus::name_of(r.status).to_owned(),
+        model_version: r
+            .model
+            .as_ref()
+            .map_or_else(String::new, |m| m.version.clone()),
+        instances: serde_json::Value::Array(instances).to_string(),
+    }
 }
 
-pub(super) fn stream_event_row(e: &StreamEvent) -> Vec<Value> {
+pub(super) fn stream_event_row(e: &StreamEvent) -> StreamEventRow {
     use stream_event::Kind;
     let (kind, detail) = match &e.kind {
         Some(Kind::Started(s)) => (
@@ -189,12 +214,12 @@ pub(super) fn stream_event_row(e: &StreamEvent) -> Vec<Value> {
         ),
         None => ("unknown", serde_json::json!({})),
     };
-    vec![
-        e.stream_id.as_str().into(),
-        e.case_id.as_str().into(),
-        e.session_epoch.into(),
-        e.time_ns.into(),
-        kind.into(),
-        detail.to_string().into(),
-    ]
+    StreamEventRow {
+        stream_id: e.stream_id.clone(),
+        case_id: e.case_id.clone(),
+        session_epoch: e.session_epoch,
+        time_ns: e.time_ns,
+        kind: kind.to_owned(),
+        detail: detail.to_string(),
+    }
 }

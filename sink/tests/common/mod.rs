@@ -8,11 +8,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use orstream_bus::{Bus, Message};
+use orstream_record::BackendKind;
 use orstream_sink::derive::Output;
 use orstream_sink::testing::{
     IsolatedStore, Script, isolated, result_record, stream_record, unique,
 };
-use orstream_sink::{BackendKind, Progress, Sink, SinkConfig, SinkError, Stats};
+use orstream_sink::{Progress, Sink, SinkConfig, SinkError, Stats};
 use tokio_util::sync::CancellationToken;
 
 pub const TIMEOUT: Duration = Duration::from_secs(90);
@@ -22,10 +23,10 @@ pub const TIMEOUT: Duration = Duration::from_secs(90);
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
-            $( #[test] fn $name() { super::$name(orstream_sink::BackendKind::Sqlite) } )*
+            $( #[test] fn $name() { super::$name(orstream_record::BackendKind::Sqlite) } )*
         }
         mod postgres {
-            $( #[test] fn $name() { super::$name(orstream_sink::BackendKind::Postgres) } )*
+            $( #[test] fn $name() { super::$name(orstream_record::BackendKind::Postgres) } )*
         }
     };
 }
@@ -111,7 +112,7 @@ pub struct RunningSink {
 }
 
 pub fn start(bus: &Bus, config: SinkConfig) -> RunningSink {
-    let store = orstream_sink::Store::open(&config.store).unwrap();
+    let store = orstream_record::Store::open(&config.store).unwrap();
     let sink = Sink::new(config, bus.clone(), store).unwrap();
     let progress = sink.progress();
     let stop = CancellationToken::new();

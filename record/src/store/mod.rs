@@ -1,6 +1,6 @@
 //! The record store: one interface ([`Store`]) over two real backends, PostgreSQL
 //! (production) and SQLite (embedded), with the same schema, the same migrations (in each
-//! dialect, `sink/migrations/`) and the same statements.
+//! dialect, `migrations/` beside this crate) and the same statements.
 //!
 //! Everything the sink writes for a batch goes through [`Store::write`] as one [`WriteBatch`]
 //! in one transaction: rows, consumer offsets, derivation states and the event outbox. The
@@ -20,8 +20,13 @@ use std::collections::BTreeMap;
 
 use orstream_bus::TopicPartition;
 
-use crate::derive::StreamState;
+use serde::de::DeserializeOwned;
+
 use crate::error::StoreError;
+use crate::schema::{
+    AnomalyRow, CaseRow, DerivationState, EventRow, FrameRow, GapRow, OffsetRow, OutboxRow,
+    QueuedRow, Row, StateRow, StreamEventRow, StreamRow, Table, TrackPointRow, TrackRow,
+};
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -121,6 +126,12 @@ impl From<i32> for Value {
     }
 }
 
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Real(v)
+    }
+}
+
 impl From<f32> for Value {
     fn from(v: f32) -> Self {
         Value::Real(f64::from(v))
@@ -214,32 +225,32 @@ pub struct StateWrite {
     pub json: String,
 }
 
-/// One batch of the record, written in one transaction by [`Store::write`]. Each row is a
-/// list of values in the order of the table's columns (see `SCHEMA.md`).
+/// One batch of the record, written in one transaction by [`Store::write`], each row typed
+/// by its table ([`crate::schema`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteBatch {
     /// Consumer offsets (compare-and-set).
     pub offsets: Vec<OffsetWrite>,
     /// Derivation states (compare-and-set).
     pub states: Vec<StateWrite>,
-    /// (case_id, capture time of a first frame): the case's start becomes the minimum.
-    pub cases: Vec<(String, i64)>,
+    /// Cases with the capture time of a first frame: the case's start becomes the minimum.
+    pub cases: Vec<CaseRow>,
     /// `streams` rows (upserted with absolute values).
-    pub streams: Vec<Vec<Value>>,
+    pub streams: Vec<StreamRow>,
     /// `stream_events` rows.
-    pub stream_events: Vec<Vec<Value>>,
+    pub stream_events: Vec<StreamEventRow>,
     /// `events` rows with their outbox payload (None: not published).
-    pub events: Vec<(Vec<Value>, Option<Outbox>)>,
+    pub events: Vec<(EventRow, Option<Outbox>)>,
     /// `gaps` rows with their outbox payload.
-    pub gaps: Vec<(Vec<Value>, Option<Outbox>)>,
+    pub gaps: Vec<(GapRow, Option<Outbox>)>,
     /// `anomalies` rows.
-    pub anomalies: Vec<Vec<Value>>,
+    pub anomalies: Vec<AnomalyRow>,
     /// `frames` rows.
-    pub frames: Vec<Vec<Value>>,
+    pub frames: Vec<FrameRow>,
     /// `tracks` rows with their outbox payload.
-    pub tracks: Vec<(Vec<Value>, Option<Outbox>)>,
+    pub tracks: Vec<(TrackRow, Option<Outbox>)>,
     /// `track_points` rows.
-    pub track_points: Vec<Vec<Value>>,
+    pub track_points: Vec<TrackPointRow>,
     /// Per-frame track assignments to publish (no table of their own).
     pub track_frames: Vec<Outbox>,
 }
@@ -302,102 +313,6 @@ pub struct OutboxItem {
     pub entry: Outbox,
 }
 
-pub(crate) const EVENT_COLUMNS: &[&str] = &[
-    "event_id",
-    "case_id",
-    "stream_id",
-    "class_id",
-    "label",
-    "category",
-    "start_ns",
-    "end_ns",
-    "session_epoch",
-    "first_seq",
-    "last_seq",
-    "frames_seen",
-    "peak_confidence",
-    "mean_confidence",
-    "model_name",
-    "model_version",
-    "model_digest",
-    "track_ids",
-];
-pub(crate) const GAP_COLUMNS: &[&str] = &[
-    "event_id",
-    "case_id",
-    "stream_id",
-    "kind",
-    "session_epoch",
-    "first_seq",
-    "last_seq",
-    "start_ns",
-    "end_ns",
-    "frames",
-    "reason",
-];
-pub(crate) const TRACK_COLUMNS: &[&str] = &[
-    "event_id",
-    "case_id",
-    "stream_id",
-    "track_id",
-    "class_id",
-    "label",
-    "session_epoch",
-    "first_seq",
-    "last_seq",
-    "start_ns",
-    "end_ns",
-    "frames_seen",
-    "path_length",
-    "mean_speed",
-    "peak_speed",
-    "idle_ns",
-    "reentries",
-    "peak_confidence",
-    "model_name",
-    "model_version",
-    "model_digest",
-];
-pub(crate) const TRACK_POINT_COLUMNS: &[&str] = &[
-    "stream_id",
-    "track_id",
-    "seq",
-    "case_id",
-    "time_ns",
-    "cx",
-    "cy",
-    "x0",
-    "y0",
-    "x1",
-    "y1",
-    "speed",
-];
-pub(crate) const FRAME_COLUMNS: &[&str] = &[
-    "stream_id",
-    "session_epoch",
-    "seq",
-    "case_id",
-    "capture_ns",
-    "status",
-    "model_version",
-    "instances",
-];
-pub(crate) const ANOMALY_COLUMNS: &[&str] = &[
-    "source_topic",
-    "source_partition",
-    "source_offset",
-    "kind",
-    "stream_id",
-    "detail",
-];
-pub(crate) const STREAM_EVENT_COLUMNS: &[&str] = &[
-    "stream_id",
-    "case_id",
-    "session_epoch",
-    "time_ns",
-    "kind",
-    "detail",
-];
 /// The tables of the record and their keys, in the order [`Store::snapshot`] renders them.
 const SNAPSHOT: &[(&str, &str, &str)] = &[
     ("cases", "*", "case_id"),
@@ -556,56 +471,49 @@ impl Store {
         self.with(|c| c.transaction(&mut |sql| write_batch(sql, batch)))
     }
 
+    /// Runs a read query whose columns are `R`'s fields, in order; returns typed rows.
+    pub fn rows<R: Row>(&mut self, sql: &str, params: &[Value]) -> Result<Vec<R>, StoreError> {
+        Ok(self
+            .query(sql, params)?
+            .into_iter()
+            .map(R::from_values)
+            .collect())
+    }
+
     /// Every stored consumer offset (next offset to read per partition).
     pub fn offsets(&mut self) -> Result<BTreeMap<TopicPartition, i64>, StoreError> {
-        let rows = self.query(
-            "SELECT topic, partition_id, next_offset FROM consumer_offsets",
-            &[],
-        )?;
+        let rows: Vec<OffsetRow> = self.rows(&OffsetRow::select(""), &[])?;
         Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    TopicPartition::new(r[0].text(), r[1].int() as i32),
-                    r[2].int(),
-                )
-            })
+            .into_iter()
+            .map(|r| (TopicPartition::new(r.topic, r.partition_id), r.next_offset))
             .collect())
     }
 
     /// A stream's stored derivation state and its version.
-    pub fn load_state(
+    pub fn load_state<S: DeserializeOwned>(
         &mut self,
         stream_id: &str,
-    ) -> Result<Option<(i64, StreamState)>, StoreError> {
-        let rows = self.query(
-            "SELECT version, state FROM derivation_state WHERE stream_id = $1",
+    ) -> Result<Option<(i64, S)>, StoreError> {
+        let rows: Vec<StateRow> = self.rows(
+            &StateRow::select("WHERE stream_id = $1"),
             &[stream_id.into()],
         )?;
-        let Some(row) = rows.first() else {
+        let Some(row) = rows.into_iter().next() else {
             return Ok(None);
         };
-        let state = serde_json::from_str(row[1].text()).map_err(|e| StoreError::State {
-            stream_id: stream_id.to_owned(),
-            reason: e.to_string(),
-        })?;
-        Ok(Some((row[0].int(), state)))
+        Ok(Some((row.version, parse_state(&row)?)))
     }
 
     /// Every stored derivation state of streams whose latest results belong to `case_id`.
-    pub fn states_of_case(&mut self, case_id: &str) -> Result<Vec<StreamState>, StoreError> {
-        let rows = self.query(
-            "SELECT stream_id, state FROM derivation_state ORDER BY stream_id",
-            &[],
-        )?;
+    pub fn states_of_case<S: DerivationState>(
+        &mut self,
+        case_id: &str,
+    ) -> Result<Vec<S>, StoreError> {
+        let rows: Vec<StateRow> = self.rows(&StateRow::select("ORDER BY stream_id"), &[])?;
         let mut out = Vec::new();
         for row in rows {
-            let state: StreamState =
-                serde_json::from_str(row[1].text()).map_err(|e| StoreError::State {
-                    stream_id: row[0].text().to_owned(),
-                    reason: e.to_string(),
-                })?;
-            if state.case_id == case_id {
+            let state: S = parse_state(&row)?;
+            if state.case_id() == case_id {
                 out.push(state);
             }
         }
@@ -614,43 +522,39 @@ impl Store {
 
     /// The stored start of a case (capture time of its first frame), if any.
     pub fn case_start(&mut self, case_id: &str) -> Result<Option<i64>, StoreError> {
-        let rows = self.query(
-            "SELECT started_ns FROM cases WHERE case_id = $1",
-            &[case_id.into()],
-        )?;
-        Ok(rows.first().map(|r| r[0].int()))
+        let rows: Vec<CaseRow> =
+            self.rows(&CaseRow::select("WHERE case_id = $1"), &[case_id.into()])?;
+        Ok(rows.first().map(|r| r.started_ns))
     }
 
     /// Up to `limit` events waiting to be published, oldest first.
     pub fn outbox(&mut self, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
-        let rows = self.query(
-            "SELECT position, event_id, case_id, payload, topic, message_key FROM event_outbox \
-             ORDER BY position LIMIT $1",
+        let rows: Vec<QueuedRow> = self.rows(
+            &format!(
+                "SELECT {} FROM event_outbox ORDER BY position LIMIT $1",
+                QueuedRow::COLUMNS.join(", ")
+            ),
             &[(limit as u64).into()],
         )?;
         Ok(rows
             .into_iter()
-            .map(|mut r| {
-                let payload = match std::mem::replace(&mut r[3], Value::Null) {
-                    Value::Blob(b) => b,
-                    _ => Vec::new(),
-                };
-                let topic = match r[4].text() {
+            .map(|r| {
+                let topic = match r.topic.as_str() {
                     "tracks" => OutboxTopic::Tracks,
                     _ => OutboxTopic::Events,
                 };
-                let key = match r[5].text() {
-                    "" => r[2].text().to_owned(),
-                    key => key.to_owned(),
+                let key = match r.message_key.as_str() {
+                    "" => r.case_id.clone(),
+                    _ => r.message_key,
                 };
                 OutboxItem {
-                    position: r[0].int(),
+                    position: r.position,
                     entry: Outbox {
-                        event_id: r[1].text().to_owned(),
-                        case_id: r[2].text().to_owned(),
+                        event_id: r.event_id,
+                        case_id: r.case_id,
                         topic,
                         key,
-                        payload,
+                        payload: r.payload,
                     },
                 }
             })
@@ -690,6 +594,13 @@ impl Store {
     }
 }
 
+fn parse_state<S: DeserializeOwned>(row: &StateRow) -> Result<S, StoreError> {
+    serde_json::from_str(&row.state).map_err(|e| StoreError::State {
+        stream_id: row.stream_id.clone(),
+        reason: e.to_string(),
+    })
+}
+
 fn migrate(conn: &mut dyn Connection, kind: BackendKind) -> Result<(), StoreError> {
     let known = MIGRATIONS.last().map_or(0, |m| m.version);
     conn.transaction(&mut |sql| {
@@ -702,7 +613,10 @@ fn migrate(conn: &mut dyn Connection, kind: BackendKind) -> Result<(), StoreErro
                  version BIGINT PRIMARY KEY, name TEXT NOT NULL)",
         )?;
         let rows = sql.query("SELECT version FROM schema_migrations", &[])?;
-        let applied: Vec<i64> = rows.iter().map(|r| r[0].int()).collect();
+        let applied: Vec<i64> = rows
+            .iter()
+            .flat_map(|r| r.first().map(Value::int))
+            .collect();
         if let Some(&found) = applied.iter().max()
             && found > known
         {
@@ -741,6 +655,13 @@ fn conflict(what: String) -> StoreError {
 
 fn write_batch(sql: &mut dyn Sql, batch: &WriteBatch) -> Result<(), StoreError> {
     // Offsets and states first: if another writer moved them, nothing else is attempted.
+    compare_and_set(sql, batch)?;
+    write_rows(sql, batch)
+}
+
+/// Moves the batch's offsets and states on from the versions the sink read, or fails with a
+/// conflict.
+fn compare_and_set(sql: &mut dyn Sql, batch: &WriteBatch) -> Result<(), StoreError> {
     for o in &batch.offsets {
         let changed = match o.expected {
             None => sql.execute(
@@ -789,14 +710,19 @@ fn write_batch(sql: &mut dyn Sql, batch: &WriteBatch) -> Result<(), StoreError> 
             return Err(conflict(format!("state of stream {}", s.stream_id)));
         }
     }
-    for (case_id, first_ns) in &batch.cases {
+    Ok(())
+}
+
+/// The record's rows; each table's natural key makes a replayed row a no-op.
+fn write_rows(sql: &mut dyn Sql, batch: &WriteBatch) -> Result<(), StoreError> {
+    for case in &batch.cases {
         // The case starts at its earliest first frame, whichever stream's result came first.
         sql.execute(
             "INSERT INTO cases (case_id, started_ns) VALUES ($1, $2) \
              ON CONFLICT (case_id) DO UPDATE SET started_ns = \
              CASE WHEN excluded.started_ns < cases.started_ns \
              THEN excluded.started_ns ELSE cases.started_ns END",
-            &[case_id.as_str().into(), (*first_ns).into()],
+            &case.to_values(),
         )?;
     }
     for row in &batch.streams {
@@ -805,65 +731,50 @@ fn write_batch(sql: &mut dyn Sql, batch: &WriteBatch) -> Result<(), StoreError> 
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (case_id, stream_id) DO UPDATE SET \
              first_frame_ns = excluded.first_frame_ns, last_frame_ns = excluded.last_frame_ns, \
              results = excluded.results",
-            row,
+            &row.to_values(),
         )?;
     }
-    insert_rows(
-        sql,
-        "stream_events",
-        STREAM_EVENT_COLUMNS,
-        &batch.stream_events,
-    )?;
-    for (table, columns, rows) in [
-        ("events", EVENT_COLUMNS, &batch.events),
-        ("gaps", GAP_COLUMNS, &batch.gaps),
-        ("tracks", TRACK_COLUMNS, &batch.tracks),
-    ] {
-        let statement = insert_statement(table, columns, 1);
-        for (row, outbox) in rows {
-            let inserted = sql.execute(&statement, row)?;
-            // Only a first insert is published: a replayed event is already in the outbox or
-            // out.
-            if inserted == 1
-                && let Some(o) = outbox
-            {
-                insert_outbox(sql, o)?;
-            }
-        }
-    }
-    insert_rows(sql, "anomalies", ANOMALY_COLUMNS, &batch.anomalies)?;
-    insert_rows(sql, "frames", FRAME_COLUMNS, &batch.frames)?;
-    insert_rows(
-        sql,
-        "track_points",
-        TRACK_POINT_COLUMNS,
-        &batch.track_points,
-    )?;
+    insert_rows(sql, &batch.stream_events)?;
+    insert_published(sql, &batch.events)?;
+    insert_published(sql, &batch.gaps)?;
+    insert_published(sql, &batch.tracks)?;
+    insert_rows(sql, &batch.anomalies)?;
+    insert_rows(sql, &batch.frames)?;
+    insert_rows(sql, &batch.track_points)?;
     // Track frames have no row to deduplicate on: they come only from input read past the
     // stored offsets, which this same transaction moves on. One per frame with a tool, so
     // they go in multi-row statements.
-    let track_frames: Vec<Vec<Value>> = batch.track_frames.iter().map(outbox_row).collect();
-    insert_rows(sql, "event_outbox", OUTBOX_COLUMNS, &track_frames)?;
+    let track_frames: Vec<OutboxRow> = batch.track_frames.iter().map(outbox_row).collect();
+    insert_rows(sql, &track_frames)?;
     Ok(())
 }
 
-const OUTBOX_COLUMNS: &[&str] = &["event_id", "case_id", "payload", "topic", "message_key"];
-
-fn outbox_row(o: &Outbox) -> Vec<Value> {
-    vec![
-        o.event_id.as_str().into(),
-        o.case_id.as_str().into(),
-        o.payload.clone().into(),
-        o.topic.as_str().into(),
-        o.key.as_str().into(),
-    ]
+/// Inserts rows that are published once stored: only a first insert goes to the outbox, as
+/// a replayed one is already in the outbox or out.
+fn insert_published<R: Table>(
+    sql: &mut dyn Sql,
+    rows: &[(R, Option<Outbox>)],
+) -> Result<(), StoreError> {
+    let statement = insert_statement(R::TABLE, R::COLUMNS, 1);
+    for (row, outbox) in rows {
+        let inserted = sql.execute(&statement, &row.to_values())?;
+        if inserted == 1
+            && let Some(o) = outbox
+        {
+            insert_rows(sql, std::slice::from_ref(&outbox_row(o)))?;
+        }
+    }
+    Ok(())
 }
 
-fn insert_outbox(sql: &mut dyn Sql, o: &Outbox) -> Result<u64, StoreError> {
-    sql.execute(
-        &insert_statement("event_outbox", OUTBOX_COLUMNS, 1),
-        &outbox_row(o),
-    )
+fn outbox_row(o: &Outbox) -> OutboxRow {
+    OutboxRow {
+        event_id: o.event_id.clone(),
+        case_id: o.case_id.clone(),
+        payload: o.payload.clone(),
+        topic: o.topic.as_str().to_owned(),
+        message_key: o.key.clone(),
+    }
 }
 
 /// `INSERT INTO table (columns) VALUES (...), ... ON CONFLICT DO NOTHING` for `rows` rows.
@@ -891,19 +802,14 @@ fn insert_statement(table: &str, columns: &[&str], rows: usize) -> String {
 
 /// Inserts rows in multi-row statements of a few fixed sizes, so the backends can keep the
 /// statements prepared and the number of round trips stays small.
-fn insert_rows(
-    sql: &mut dyn Sql,
-    table: &str,
-    columns: &[&str],
-    rows: &[Vec<Value>],
-) -> Result<(), StoreError> {
+fn insert_rows<R: Table>(sql: &mut dyn Sql, rows: &[R]) -> Result<(), StoreError> {
     const CHUNKS: [usize; 4] = [128, 32, 8, 1];
     let mut rest = rows;
     while !rest.is_empty() {
         let size = CHUNKS.into_iter().find(|&c| c <= rest.len()).unwrap_or(1);
         let (chunk, tail) = rest.split_at(size);
-        let params: Vec<Value> = chunk.iter().flatten().cloned().collect();
-        sql.execute(&insert_statement(table, columns, size), &params)?;
+        let params: Vec<Value> = chunk.iter().flat_map(Row::to_values).collect();
+        sql.execute(&insert_statement(R::TABLE, R::COLUMNS, size), &params)?;
         rest = tail;
     }
     Ok(())
