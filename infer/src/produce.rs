@@ -33,11 +33,11 @@ use orstream_bus::{
 };
 use orstream_proto::{FrameResult, SCHEMA_VERSION, headers};
 
+use crate::clock::TICK;
 use crate::config::Delivery;
 use crate::error::InferError;
 use crate::stats::{Counters, Stats};
 use crate::telemetry::Instruments;
-use crate::worker::TICK;
 
 /// How long a send may wait for room in the producer's queue.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -43,6 +43,7 @@ use orstream_bus::metrics::{HealthReporter, LagGauge, NoHealth, checks};
 use orstream_bus::{Backend, Bus, Consumer};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::TICK;
 use crate::config::{Delivery, InferConfig, Mode};
 use crate::decode::DecodeContext;
 use crate::error::InferError;
@@ -57,8 +58,6 @@ use batch::{BatchLinks, BatchStage};
 use poll::{DecodeLinks, DecodePool, Newest, PollContext, PollLinks};
 use replica::{ReplicaLinks, Replicas};
 
-/// How long a blocking poll or channel wait lasts before the loop looks at the stop token.
-pub(crate) const TICK: Duration = Duration::from_millis(50);
 /// Bound on admin calls at start (partitions, topic creation) and on a rewind's seeks.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -38,6 +38,7 @@ use gstreamer_app as gst_app;
 use orstream_bus::metrics::{self, Counter, KeyValue, Meter, attr};
 
 use crate::config::{SourceConfig, StreamConfig};
+use crate::element::make_element;
 use crate::error::{IngestError, redact};
 use crate::queue::{self, FrameReceiver, Pushed, Sender};
 use crate::source::add_source;
@@ -503,22 +504,6 @@ fn install_bus_handler(
         }
         _ => gst::BusSyncReply::Drop,
     });
-}
-
-/// Creates element `factory` named `name`, or says which factory is missing.
-pub(crate) fn make_element(
-    stream_id: &str,
-    factory: &str,
-    name: &str,
-) -> Result<gst::Element, IngestError> {
-    gst::ElementFactory::make(factory)
-        .name(name)
-        .build()
-        .map_err(|e| IngestError::MissingElement {
-            stream_id: stream_id.to_owned(),
-            factory: factory.to_owned(),
-            cause: e.to_string(),
-        })
 }
 
 /// The path of the object that posted `message`, e.g. `/GstPipeline:or1/GstJpegEnc:encode`.

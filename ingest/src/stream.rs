@@ -32,7 +32,39 @@ use crate::error::IngestError;
 use crate::metrics::{StreamMetrics, StreamStateGauge};
 use crate::pipeline::{self, FrameCounts, FramePipeline};
 use crate::publish::{FrameOutcome, Publisher};
-use crate::service::StreamStats;
+
+/// What happened to one stream over the service's run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStats {
+    /// The stream.
+    pub stream_id: String,
+    /// Frames the bus took (each with its seq).
+    pub published: u64,
+    /// Frames captured but never published, for any reason.
+    pub dropped: u64,
+    /// Session epochs that published at least one frame.
+    pub epochs: u64,
+    /// Errors reported as `StreamError` events (failed sessions, oversized frames).
+    pub errors: u64,
+    /// Why the stream ended.
+    pub end: EndReason,
+    /// The failure that ended it, when it failed.
+    pub detail: String,
+}
+
+impl StreamStats {
+    pub(crate) fn new(stream_id: &str) -> Self {
+        Self {
+            stream_id: stream_id.to_owned(),
+            published: 0,
+            dropped: 0,
+            epochs: 0,
+            errors: 0,
+            end: EndReason::Unspecified,
+            detail: String::new(),
+        }
+    }
+}
 
 /// How often the session loop looks at the watchdog, the shutdown token and the drop report
 /// when no frame arrives.
