@@ -43,7 +43,6 @@ use orstream_bus::metrics::{HealthReporter, LagGauge, NoHealth, checks};
 use orstream_bus::{Backend, Bus, Consumer};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::TICK;
 use crate::config::{Delivery, InferConfig, Mode};
 use crate::decode::DecodeContext;
 use crate::error::InferError;

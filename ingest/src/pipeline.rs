@@ -7,7 +7,7 @@
 //!
 //! The pipeline is assembled from elements rather than a `gst-launch` string so that a missing
 //! plugin is reported as the factory it lacks, and the appsink is the typed object its callbacks
-//! need. The rate cap is a buffer probe on videoscale's sink pad ([`RateCap`]), so dropped frames
+//! need. The rate cap is a buffer probe on videoscale's sink pad (`RateCap`), so dropped frames
 //! are never scaled or encoded (`videorate drop-only` would do the same, but GStreamer 1.22's
 //! aborts the process on buffers without duration, which RTSP sources deliver); scaling comes
 //! before conversion so it runs on the decoder's (usually planar YUV) output, which `jpegenc`
