@@ -27,7 +27,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gstreamer as gst;
@@ -678,9 +678,7 @@ fn host_base_ns(sink: &gst_app::AppSink, outlet: &Outlet) -> i128 {
 
 /// Nanoseconds since the Unix epoch on the host's realtime clock.
 pub(crate) fn realtime_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
+    i128::from(orstream_shell::clock::now_ns())
 }
 
 /// Extracts a [`Frame`] from an appsink sample, or says what it lacked.

@@ -38,7 +38,6 @@
 //! - `service`: [`Sink`], the loop taking each batch through these steps; its health reports
 //!   ([`Sink::with_health`]).
 //! - `progress`: [`Stats`] and [`Progress`], the figures and readiness of a running sink.
-//! - `retry`: the [`backoff`] schedule and the shutdown-aware pause every retry uses.
 //! - `metrics`: the sink's instruments from [`orstream_bus::metrics`].
 //! - [`record`]: reading the record back (cases, timeline, usage, tool tracks and motion;
 //!   table, JSON, CSV, SVG); [`time`] formats its times.
@@ -114,7 +113,6 @@ mod prepare;
 mod progress;
 mod publish;
 pub mod record;
-mod retry;
 mod service;
 pub mod store;
 pub mod testing;
@@ -125,6 +123,5 @@ pub use config::{CategoryName, DeriveConfig, SinkConfig, TrackingConfig};
 pub use decode::{Input, Rejection, Source, decode};
 pub use error::{SinkError, StoreError};
 pub use progress::{Progress, Stats};
-pub use retry::backoff;
 pub use service::Sink;
 pub use store::{BackendKind, Store};

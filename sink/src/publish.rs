@@ -14,8 +14,8 @@ use orstream_proto::{SCHEMA_VERSION, headers};
 
 use crate::config::SinkConfig;
 use crate::progress::Progress;
-use crate::retry::{Backoff, Streak};
 use crate::store::{OutboxItem, OutboxTopic, Store};
+use orstream_shell::retry::{Backoff, Streak};
 
 /// Outbox entries published per round.
 const PUBLISH_CHUNK: usize = 500;
