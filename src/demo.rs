@@ -157,7 +157,7 @@ pub struct DemoReport {
     pub ingest_dropped: u64,
     /// Inference figures.
     pub infer: orstream_infer::Stats,
-    /// Sink figures.
+    /// What the sink stored and published, to compare with what infer answered.
     pub sink: orstream_sink::Stats,
     /// What the results monitor saw for this case.
     pub results: ResultTally,

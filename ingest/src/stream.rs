@@ -37,7 +37,7 @@ use crate::publish::{FrameOutcome, Publisher};
 /// What happened to one stream over the service's run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamStats {
-    /// The stream.
+    /// The stream's id, as configured: these figures are reported per stream.
     pub stream_id: String,
     /// Frames the bus took (each with its seq).
     pub published: u64,
