@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use orstream_bus::metrics::{HealthReporter, NoHealth};
@@ -160,7 +160,7 @@ pub struct DemoReport {
     pub ingest_dropped: u64,
     /// Inference figures.
     pub infer: orstream_infer::Stats,
-    /// Sink figures.
+    /// What the sink stored and published, to compare with what infer answered.
     pub sink: orstream_sink::Stats,
     /// What the results monitor saw for this case.
     pub results: ResultTally,
@@ -203,13 +203,6 @@ fn committed_results(counters: &orstream_infer::stats::Counters) -> u64 {
     counters.snapshot().results()
 }
 
-fn unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Smallest instance that counts as a sighting, as a fraction of the frame (the ground truth's
 /// visibility rule).
 const VISIBLE_FRACTION: f32 = 0.005;
@@ -230,7 +223,7 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
     }
     std::fs::create_dir_all(&options.out_dir)
         .with_context(|| format!("creating {}", options.out_dir.display()))?;
-    let run_id = unix_secs();
+    let run_id = orstream_shell::clock::now_secs();
     let case_id = format!("demo-{run_id}");
     let stream_id = format!("demo-{run_id}-laparoscope");
 

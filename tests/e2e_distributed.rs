@@ -28,10 +28,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use orstream::demo::{DemoOptions, run};
-use orstream_bus::{Bus, KafkaConfig};
+use orstream_bus::Bus;
 use orstream_record::BackendKind;
 use orstream_record::query::{Timeline, TimelineEvent, TimelineGap, TimelineTrack};
-use orstream_sink::testing::{isolated, unique};
+use orstream_sink::testing::isolated;
+use orstream_test_support::names::unique;
+use orstream_test_support::{kafka, process, wait};
 use tokio_util::sync::CancellationToken;
 
 const ORSTREAM: &str = env!("CARGO_BIN_EXE_orstream");
@@ -269,55 +271,15 @@ impl Service {
         }
     }
 
-    /// True once the process catches SIGTERM: sent before, while the binary is still
-    /// loading, it would kill the process instead of draining it.
-    fn catches_sigterm(&self) -> bool {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("SigCgt:"))
-            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-            .is_some_and(|mask| mask & (1 << (15 - 1)) != 0)
-    }
-
     /// SIGTERM (unless it already exited); it must exit 0.
     fn stop(mut self) {
-        let deadline = Instant::now() + PATIENCE;
-        if self.child.try_wait().unwrap().is_none() {
-            while !self.catches_sigterm() {
-                self.assert_running();
-                assert!(
-                    Instant::now() < deadline,
-                    "{} has no SIGTERM handler",
-                    self.name
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let kill = Command::new("kill")
-                .arg("-TERM")
-                .arg(self.child.id().to_string())
-                .status()
-                .unwrap();
-            assert!(kill.success());
-        }
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "orstream {} exited with {status} after SIGTERM:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "orstream {} did not stop after SIGTERM",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let name = format!("orstream {}", self.name);
+        let status = process::terminate(&mut self.child, &name, PATIENCE);
+        assert!(
+            status.success(),
+            "{name} exited with {status} after SIGTERM:\n{}",
+            self.log_tail()
+        );
     }
 }
 
@@ -332,15 +294,11 @@ impl Drop for Service {
 
 /// Waits until `topic` exists: `service` creates it at its start (ingest may be done already).
 fn wait_for_topic(bus: &Bus, topic: &str, service: &mut Service) {
-    let deadline = Instant::now() + PATIENCE;
-    while bus
-        .partitions(topic, Duration::from_secs(2))
-        .map_or(true, |p| p.is_empty())
-    {
+    wait::until(&format!("topic {topic} to appear"), PATIENCE, || {
         service.assert_not_exited(true);
-        assert!(Instant::now() < deadline, "topic {topic} never appeared");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        bus.partitions(topic, Duration::from_secs(2))
+            .is_ok_and(|p| !p.is_empty())
+    });
 }
 
 /// The stream's accounting as `orstream record accounting --format json` prints it.
@@ -418,10 +376,7 @@ fn describe(timeline: &Timeline) -> String {
 
 #[test]
 fn three_processes_over_kafka_and_postgres_record_what_the_embedded_demo_records() {
-    let kafka = KafkaConfig::from_env();
-    if let Err(err) = kafka.probe(Duration::from_secs(3)) {
-        panic!("{err}: run `scripts/kafka.sh start`");
-    }
+    let kafka = kafka::config();
     let store = isolated(BackendKind::Postgres).unwrap_or_else(|e| panic!("{e}"));
     let lines = readme_lines();
     let find = |service: &str| {
@@ -445,7 +400,7 @@ fn three_processes_over_kafka_and_postgres_record_what_the_embedded_demo_records
     let embedded = std::thread::spawn(move || run(&options, &CancellationToken::new()));
 
     // The same clip through three processes.
-    let id = unique("e2e").replace('_', "-");
+    let id = unique("e2e");
     let run = Run {
         case_id: format!("{id}-case"),
         bootstrap: kafka.bootstrap_servers.clone(),

@@ -20,7 +20,6 @@
     reason = "a test fails at the first broken expectation, with its message"
 )]
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +31,9 @@ use orstream_bus::{Bus, KafkaConfig, Record};
 use orstream_infer::config::Mode;
 use orstream_infer::{InferConfig, Model, Worker, synthetic};
 use orstream_proto::{FrameResult, FrameStatus, SCHEMA_VERSION, headers};
+use orstream_test_support::names::unique;
+use orstream_test_support::tally::{self, Tally};
+use orstream_test_support::{kafka, process, topic, wait};
 use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,22 +44,6 @@ static MACHINE: RwLock<()> = RwLock::new(());
 
 fn share_machine() -> RwLockReadGuard<'static, ()> {
     MACHINE.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn kafka() -> KafkaConfig {
-    let config = KafkaConfig::from_env();
-    if let Err(err) = config.probe(Duration::from_secs(3)) {
-        panic!("{err}: run `scripts/kafka.sh start`");
-    }
-    config
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
 fn fixture() -> PathBuf {
@@ -102,63 +88,12 @@ fn frame_records(topic: &str, streams: usize, per_stream: u64) -> Vec<Record> {
     records
 }
 
-fn publish(bus: &Bus, records: &[Record]) {
-    let producer = bus.producer().unwrap();
-    let handles: Vec<_> = records
-        .iter()
-        .map(|r| producer.send(r, TIMEOUT).unwrap())
-        .collect();
-    for handle in handles {
-        handle.wait(TIMEOUT).unwrap();
-    }
-}
-
-/// Reads `topic` (read_committed) with a fresh group until nothing new comes for `quiet`.
-fn read_all(bus: &Bus, topic: &str, quiet: Duration) -> Vec<orstream_bus::Message> {
-    let consumer = bus.consumer(&unique("test-reader")).unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let mut last = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while last.elapsed() < quiet && Instant::now() < deadline {
-        if let Some(message) = consumer.poll(Duration::from_millis(200)).unwrap() {
-            out.push(message);
-            last = Instant::now();
-        }
-    }
-    out
-}
-
-fn decode_results(messages: &[orstream_bus::Message]) -> Vec<FrameResult> {
-    messages
-        .iter()
-        .map(|m| orstream_proto::decode(&m.payload).unwrap())
-        .collect()
-}
-
 /// (lost, duplicated) against `streams` x `per_stream` frames, and checks order per stream.
-fn tally(results: &[FrameResult], streams: usize, per_stream: u64) -> (u64, u64) {
-    let mut per: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for r in results {
-        per.entry(r.stream_id.clone()).or_default().push(r.seq);
-    }
-    let mut lost = 0;
-    let mut dup = 0;
-    for s in 0..streams {
-        let seqs = per.remove(&format!("cam-{s}")).unwrap_or_default();
-        let unique: BTreeSet<u64> = seqs.iter().copied().collect();
-        dup += (seqs.len() - unique.len()) as u64;
-        lost += (0..per_stream).filter(|q| !unique.contains(q)).count() as u64;
-        let mut sorted = seqs.clone();
-        sorted.sort_unstable();
-        assert_eq!(seqs, sorted, "cam-{s}: results out of order");
-    }
-    assert!(
-        per.is_empty(),
-        "results of unknown streams: {:?}",
-        per.keys()
-    );
-    (lost, dup)
+fn lost_and_duplicated(results: &[FrameResult], streams: usize, per_stream: u64) -> (u64, u64) {
+    // Synthetic frames are all of session 1.
+    let sent = tally::frames((0..streams).map(|s| format!("cam-{s}")), 1, per_stream);
+    let Tally { lost, duplicated } = tally::tally(results, &sent);
+    (lost, duplicated)
 }
 
 fn run_worker_until(config: InferConfig, bus: &Bus, done: impl Fn(&orstream_infer::Stats) -> bool) {
@@ -168,16 +103,14 @@ fn run_worker_until(config: InferConfig, bus: &Bus, done: impl Fn(&orstream_infe
     let stop = CancellationToken::new();
     let token = stop.clone();
     let thread = std::thread::spawn(move || worker.run(token));
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !done(&counters.snapshot()) {
-        assert!(
-            Instant::now() < deadline,
-            "stuck at {:?}",
-            counters.snapshot()
-        );
+    wait::showing("the worker to get there", Duration::from_secs(180), || {
+        let stats = counters.snapshot();
+        if done(&stats) {
+            return Ok(());
+        }
         assert!(!thread.is_finished(), "the worker stopped early");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        Err(format!("{stats:?}"))
+    });
     stop.cancel();
     thread.join().unwrap().unwrap();
 }
@@ -185,23 +118,24 @@ fn run_worker_until(config: InferConfig, bus: &Bus, done: impl Fn(&orstream_infe
 #[test]
 fn n_frames_in_give_n_results_read_committed() {
     let _shared = share_machine();
-    let kafka = kafka();
+    let kafka = kafka::config();
     let config = config(&kafka);
     let bus = Bus::kafka(kafka).unwrap();
     bus.create_topic(&config.frames_topic, 3, TIMEOUT).unwrap();
     let (streams, per_stream) = (3, 40);
-    publish(
+    topic::publish(
         &bus,
         &frame_records(&config.frames_topic, streams, per_stream),
     );
     let n = streams as u64 * per_stream;
     run_worker_until(config.clone(), &bus, |s| s.results() >= n);
-    let results = decode_results(&read_all(
+    let results = topic::decode_all::<FrameResult>(&topic::read_until_quiet(
         &bus,
         &config.results_topic,
+        0,
         Duration::from_secs(3),
     ));
-    let (lost, dup) = tally(&results, streams, per_stream);
+    let (lost, dup) = lost_and_duplicated(&results, streams, per_stream);
     println!(
         "baseline-infer in={n} out={} lost={lost} dup={dup}",
         results.len()
@@ -213,7 +147,7 @@ fn n_frames_in_give_n_results_read_committed() {
 #[test]
 fn poison_goes_to_the_dead_letter_topic_on_kafka() {
     let _shared = share_machine();
-    let kafka = kafka();
+    let kafka = kafka::config();
     let config = config(&kafka);
     let bus = Bus::kafka(kafka).unwrap();
     bus.create_topic(&config.frames_topic, 2, TIMEOUT).unwrap();
@@ -237,12 +171,13 @@ fn poison_goes_to_the_dead_letter_topic_on_kafka() {
     let absurd = synthetic::frame("bad", 1, 1, 64, 48, absurd_jpeg);
     records.push(synthetic::frame_record(topic, &absurd));
     records.push(versioned(Vec::new(), "empty"));
-    publish(&bus, &records);
+    topic::publish(&bus, &records);
     run_worker_until(config.clone(), &bus, |s| s.results() + s.unanswerable >= 10);
 
-    let results = decode_results(&read_all(
+    let results = topic::decode_all::<FrameResult>(&topic::read_until_quiet(
         &bus,
         &config.results_topic,
+        0,
         Duration::from_secs(3),
     ));
     let good = results.iter().filter(|r| r.stream_id == "cam-0").count();
@@ -253,7 +188,7 @@ fn poison_goes_to_the_dead_letter_topic_on_kafka() {
         .map(|r| r.status)
         .collect();
     assert_eq!(bad, [FrameStatus::DecodeError as i32; 2]);
-    let letters = read_all(&bus, &config.dlq_topic, Duration::from_secs(3));
+    let letters = topic::read_until_quiet(&bus, &config.dlq_topic, 0, Duration::from_secs(3));
     assert_eq!(letters.len(), 4);
     for letter in &letters {
         assert_eq!(
@@ -271,8 +206,7 @@ fn count_results(
     stop: Arc<AtomicBool>,
 ) -> (Arc<AtomicU64>, std::thread::JoinHandle<()>) {
     let count = Arc::new(AtomicU64::new(0));
-    let consumer = bus.consumer(&unique("test-counter")).unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let consumer = topic::reader(bus, topic);
     let counted = count.clone();
     let thread = std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
@@ -349,7 +283,7 @@ transaction_timeout = "{}"
 #[test]
 fn kill_9_the_worker_repeatedly_and_still_get_exactly_n_results() {
     let _shared = share_machine();
-    let kafka = kafka();
+    let kafka = kafka::config();
     let config = config(&kafka);
     let bus = Bus::kafka(kafka).unwrap();
     bus.create_topic(&config.frames_topic, 3, TIMEOUT).unwrap();
@@ -377,7 +311,7 @@ fn kill_9_the_worker_repeatedly_and_still_get_exactly_n_results() {
                 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                publish(&bus, chunk);
+                topic::publish(&bus, chunk);
                 published = next;
             }
         })
@@ -389,20 +323,13 @@ fn kill_9_the_worker_repeatedly_and_still_get_exactly_n_results() {
         let mut child = spawn_worker(&config_path, &dir.join(format!("worker-{round}.log")));
         // Kill only after this incarnation has made visible progress, at a random moment.
         let before = seen.load(Ordering::Relaxed);
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while seen.load(Ordering::Relaxed) < before + 20 {
-            assert!(
-                Instant::now() < deadline,
-                "worker {round} made no progress; see {}",
-                dir.display()
-            );
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "worker {round} exited; see {}",
-                dir.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_count(
+            &seen,
+            before + 20,
+            Duration::from_secs(90),
+            &format!("progress of worker {round}; see {}", dir.display()),
+            Some(&mut child),
+        );
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         std::thread::sleep(Duration::from_millis((seed >> 33) % 400));
         child.kill().unwrap(); // SIGKILL
@@ -414,43 +341,26 @@ fn kill_9_the_worker_repeatedly_and_still_get_exactly_n_results() {
     }
     kills_done.store(true, Ordering::Relaxed);
     let mut child = spawn_worker(&config_path, &dir.join("worker-final.log"));
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while seen.load(Ordering::Relaxed) < n {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} results; see {}",
-            seen.load(Ordering::Relaxed),
-            dir.display()
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the final worker exited; see {}",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // SIGTERM: drain and exit cleanly.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
-    assert!(
-        exit.success(),
-        "the final worker exited with {exit}; see {}",
-        dir.display()
+    wait_for_count(
+        &seen,
+        n,
+        Duration::from_secs(180),
+        &format!("all {n} results; see {}", dir.display()),
+        Some(&mut child),
     );
+    // SIGTERM: drain and exit cleanly.
+    terminate(&mut child, &dir);
     stop_counting.store(true, Ordering::Relaxed);
     counter.join().unwrap();
     feeder.join().unwrap();
 
-    let results = decode_results(&read_all(
+    let results = topic::decode_all::<FrameResult>(&topic::read_until_quiet(
         &bus,
         &config.results_topic,
+        0,
         Duration::from_secs(5),
     ));
-    let (lost, dup) = tally(&results, streams, per_stream);
+    let (lost, dup) = lost_and_duplicated(&results, streams, per_stream);
     println!(
         "kill9-infer in={n} out={} lost={lost} dup={dup} kills={kills}",
         results.len()
@@ -460,13 +370,9 @@ fn kill_9_the_worker_repeatedly_and_still_get_exactly_n_results() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// SIGTERM once the worker handles it; it must drain and exit 0.
 fn terminate(child: &mut Child, dir: &std::path::Path) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = process::terminate(child, "a worker", Duration::from_secs(180));
     assert!(
         exit.success(),
         "a worker exited with {exit}; see {}",
@@ -477,7 +383,7 @@ fn terminate(child: &mut Child, dir: &std::path::Path) {
 #[test]
 fn a_second_worker_joining_and_leaving_loses_and_duplicates_nothing() {
     let _shared = share_machine();
-    let kafka = kafka();
+    let kafka = kafka::config();
     let config = config(&kafka);
     let bus = Bus::kafka(kafka).unwrap();
     bus.create_topic(&config.frames_topic, 4, TIMEOUT).unwrap();
@@ -485,7 +391,7 @@ fn a_second_worker_joining_and_leaving_loses_and_duplicates_nothing() {
     let n = streams as u64 * per_stream;
     let records = frame_records(&config.frames_topic, streams, per_stream);
     let (early, late) = records.split_at(records.len() / 3);
-    publish(&bus, early);
+    topic::publish(&bus, early);
     let dir = std::env::temp_dir().join(unique("orstream-infer-rebalance"));
     std::fs::create_dir_all(&dir).unwrap();
     let a_path = dir.join("a.toml");
@@ -501,21 +407,19 @@ fn a_second_worker_joining_and_leaving_loses_and_duplicates_nothing() {
     let (seen, counter) = count_results(&bus, &config.results_topic, stop_counting.clone());
     let mut a = spawn_worker(&a_path, &dir.join("a.log"));
     let wait_for = |target: u64, what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while seen.load(Ordering::Relaxed) < target {
-            assert!(
-                Instant::now() < deadline,
-                "{what}: stuck; see {}",
-                dir.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_count(
+            &seen,
+            target,
+            Duration::from_secs(120),
+            &format!("{what}; see {}", dir.display()),
+            None,
+        );
     };
     wait_for(40, "worker a alone");
     let mut b = spawn_worker(&b_path, &dir.join("b.log"));
     // Frames keep coming while the group rebalances onto two members.
     for chunk in late.chunks(40) {
-        publish(&bus, chunk);
+        topic::publish(&bus, chunk);
         std::thread::sleep(Duration::from_millis(300));
     }
     std::thread::sleep(Duration::from_secs(3));
@@ -525,12 +429,13 @@ fn a_second_worker_joining_and_leaving_loses_and_duplicates_nothing() {
     stop_counting.store(true, Ordering::Relaxed);
     counter.join().unwrap();
 
-    let results = decode_results(&read_all(
+    let results = topic::decode_all::<FrameResult>(&topic::read_until_quiet(
         &bus,
         &config.results_topic,
+        0,
         Duration::from_secs(5),
     ));
-    let (lost, dup) = tally(&results, streams, per_stream);
+    let (lost, dup) = lost_and_duplicated(&results, streams, per_stream);
     // Each worker prints what it committed when it stops.
     let committed = |log: &str| {
         std::fs::read_to_string(dir.join(log))
@@ -550,15 +455,6 @@ fn a_second_worker_joining_and_leaving_loses_and_duplicates_nothing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Sends a signal to a child by name (`STOP`, `CONT`, `TERM`).
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} failed");
-}
-
 /// The line a worker prints when it stops, from its log.
 fn stop_line(log: &std::path::Path) -> String {
     std::fs::read_to_string(log)
@@ -569,17 +465,29 @@ fn stop_line(log: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
-/// Waits until `count` reaches `target`; fails after `patience` with `what`.
-fn wait_for_count(count: &AtomicU64, target: u64, patience: Duration, what: &str) {
-    let deadline = Instant::now() + patience;
-    while count.load(Ordering::Relaxed) < target {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {} of {target}",
-            count.load(Ordering::Relaxed)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Waits until `count` reaches `target`; fails after `patience` with `what`, or as soon as
+/// `worker` (when given) exits.
+fn wait_for_count(
+    count: &AtomicU64,
+    target: u64,
+    patience: Duration,
+    what: &str,
+    mut worker: Option<&mut Child>,
+) {
+    wait::showing(what, patience, || {
+        if let Some(child) = worker.as_deref_mut() {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{what}: the worker exited"
+            );
+        }
+        let n = count.load(Ordering::Relaxed);
+        if n < target {
+            Err(format!("{n} of {target}"))
+        } else {
+            Ok(())
+        }
+    });
 }
 
 /// A worker frozen with SIGSTOP, with results in an open transaction, stays frozen past its
@@ -589,7 +497,7 @@ fn wait_for_count(count: &AtomicU64, target: u64, patience: Duration, what: &str
 #[test]
 fn a_worker_frozen_past_its_session_timeout_is_fenced() {
     let _shared = share_machine();
-    let kafka = kafka();
+    let kafka = kafka::config();
     let mut a_config = config(&kafka);
     // A long commit interval: the freeze lands inside an open transaction holding results.
     a_config.commit_interval = Duration::from_secs(3);
@@ -631,15 +539,21 @@ fn a_worker_frozen_past_its_session_timeout_is_fenced() {
                 while i * 12 >= held_back && !frozen.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                publish(&bus, chunk);
+                topic::publish(&bus, chunk);
                 std::thread::sleep(Duration::from_millis(300));
             }
         })
     };
     // The first commit shows A is working; then it fills its next transaction and freezes.
-    wait_for_count(&seen, 1, Duration::from_secs(90), "worker a's first commit");
+    wait_for_count(
+        &seen,
+        1,
+        Duration::from_secs(90),
+        "worker a's first commit",
+        None,
+    );
     std::thread::sleep(Duration::from_millis(1500));
-    signal(&a, "STOP");
+    process::signal(a.id(), "STOP");
     let frozen_at = Instant::now();
     frozen.store(true, Ordering::Relaxed);
     let visible_at_freeze = seen.load(Ordering::Relaxed);
@@ -655,12 +569,13 @@ fn a_worker_frozen_past_its_session_timeout_is_fenced() {
     // transaction is still open on the broker (transaction_timeout is 120 s), A's commit must be
     // refused (its group generation is gone) and A aborts: B then answers everything.
     std::thread::sleep(Duration::from_secs(15).saturating_sub(frozen_at.elapsed()));
-    signal(&a, "CONT");
+    process::signal(a.id(), "CONT");
     wait_for_count(
         &seen,
         n,
         Duration::from_secs(120),
         "worker b after a was fenced",
+        None,
     );
     let takeover = frozen_at.elapsed();
     std::thread::sleep(Duration::from_secs(3));
@@ -669,12 +584,13 @@ fn a_worker_frozen_past_its_session_timeout_is_fenced() {
     stop_counting.store(true, Ordering::Relaxed);
     counter.join().unwrap();
 
-    let results = decode_results(&read_all(
+    let results = topic::decode_all::<FrameResult>(&topic::read_until_quiet(
         &bus,
         &a_config.results_topic,
+        0,
         Duration::from_secs(5),
     ));
-    let (lost, dup) = tally(&results, streams, per_stream);
+    let (lost, dup) = lost_and_duplicated(&results, streams, per_stream);
     println!(
         "sigstop-infer in={n} out={} lost={lost} dup={dup} visible_at_freeze={visible_at_freeze} \
          takeover={:.1}s\n  a: {}\n  b: {}",
@@ -716,8 +632,7 @@ fn count_outcomes(
     stop: Arc<AtomicBool>,
 ) -> (Arc<Outcomes>, std::thread::JoinHandle<()>) {
     let outcomes = Arc::new(Outcomes::default());
-    let consumer = bus.consumer(&unique("test-outcomes")).unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let consumer = topic::reader(bus, topic);
     let counted = outcomes.clone();
     let thread = std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
@@ -810,7 +725,7 @@ impl Feed<'_> {
 #[test]
 fn live_overload_at_twice_capacity_is_answered_and_drains() {
     let _alone = MACHINE.write().unwrap_or_else(PoisonError::into_inner);
-    let kafka = kafka();
+    let kafka = kafka::config();
     let mut config = config(&kafka);
     config.mode = Mode::Live;
     // Generous, so the figures hold on a loaded machine: a batch of 4 can take 200 ms there.
@@ -846,7 +761,13 @@ fn live_overload_at_twice_capacity_is_answered_and_drains() {
         let ok_before = seen.ok.load(Ordering::Relaxed);
         let start = Instant::now();
         feed.publish(rate, Duration::from_secs(seconds), || {});
-        wait_for_count(&seen.total, feed.frames(), Duration::from_secs(120), what);
+        wait_for_count(
+            &seen.total,
+            feed.frames(),
+            Duration::from_secs(120),
+            what,
+            None,
+        );
         (seen.ok.load(Ordering::Relaxed) - ok_before) as f64 / start.elapsed().as_secs_f64()
     };
 
@@ -881,6 +802,7 @@ fn live_overload_at_twice_capacity_is_answered_and_drains() {
         feed.frames(),
         Duration::from_secs(60),
         "backlog after the overload",
+        None,
     );
     let drain = ended.elapsed();
     let ok = seen.ok.load(Ordering::Relaxed) - ok_before;
@@ -889,12 +811,13 @@ fn live_overload_at_twice_capacity_is_answered_and_drains() {
     stop_counting.store(true, Ordering::Relaxed);
     counter.join().unwrap();
 
-    let results = decode_results(&read_all(
+    let results = topic::decode_all::<FrameResult>(&topic::read_until_quiet(
         &bus,
         &config.results_topic,
+        0,
         Duration::from_secs(3),
     ));
-    let (lost, dup) = tally(&results, streams, feed.rounds);
+    let (lost, dup) = lost_and_duplicated(&results, streams, feed.rounds);
     let early = rss[1.min(rss.len() - 1)];
     let peak = rss.iter().copied().fold(0.0, f64::max);
     println!(

@@ -4,10 +4,12 @@
 //! The SIGTERM test needs the Kafka broker (`scripts/kafka.sh start`); it fails when it is down.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use orstream_bus::{Bus, KafkaConfig};
+use orstream_bus::Bus;
 use orstream_proto::{EndReason, Frame, StreamEvent, stream_event::Kind};
+use orstream_test_support::names::unique;
+use orstream_test_support::{kafka, process, topic};
 
 const ORSTREAM: &str = env!("CARGO_BIN_EXE_orstream");
 
@@ -75,22 +77,12 @@ fn invalid_flags_are_reported_with_every_problem() {
 
 #[test]
 fn sigterm_drains_flushes_and_exits_zero() {
-    let config = KafkaConfig::from_env();
-    if let Err(err) = config.probe(Duration::from_secs(3)) {
-        panic!("{err}: this test needs the Kafka broker; run `scripts/kafka.sh start`");
-    }
+    let config = kafka::config();
     let bootstrap = config.bootstrap_servers.clone();
     let bus = Bus::kafka(config).unwrap();
-    let suffix = format!(
-        "{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let frames_topic = format!("test.ingest-cli.{suffix}.frames");
-    let events_topic = format!("test.ingest-cli.{suffix}.streams");
+    let suffix = unique("test.ingest-cli");
+    let frames_topic = format!("{suffix}.frames");
+    let events_topic = format!("{suffix}.streams");
     for topic in [&frames_topic, &events_topic] {
         bus.create_topic(topic, 1, Duration::from_secs(30)).unwrap();
     }
@@ -115,8 +107,7 @@ fn sigterm_drains_flushes_and_exits_zero() {
         .spawn()
         .unwrap();
 
-    let frames_reader = bus.consumer(&format!("test-cli-{suffix}-f")).unwrap();
-    frames_reader.subscribe(&[frames_topic.as_str()]).unwrap();
+    let frames_reader = topic::reader(&bus, &frames_topic);
     let mut frames: Vec<Frame> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(90);
     while frames.len() < 40 {
@@ -130,22 +121,7 @@ fn sigterm_drains_flushes_and_exits_zero() {
         }
     }
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "orstream ingest did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = process::terminate(&mut child, "orstream ingest", Duration::from_secs(60));
     let mut stderr = String::new();
     if let Some(mut pipe) = child.stderr.take() {
         std::io::Read::read_to_string(&mut pipe, &mut stderr).unwrap();
@@ -165,8 +141,7 @@ fn sigterm_drains_flushes_and_exits_zero() {
     idle_after(&frames_reader, &mut |payload| {
         frames.push(orstream_proto::decode(payload).unwrap());
     });
-    let events_reader = bus.consumer(&format!("test-cli-{suffix}-e")).unwrap();
-    events_reader.subscribe(&[events_topic.as_str()]).unwrap();
+    let events_reader = topic::reader(&bus, &events_topic);
     let mut events: Vec<StreamEvent> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while events

@@ -1,29 +1,20 @@
 //! Smoke test of the real stack: a v1 `Frame` with its headers round-trips through the Kafka
 //! broker that `scripts/kafka.sh start` runs, byte-exact, and decodes to the same message.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use orstream_bus::{Bus, KafkaConfig, Offsets, Record};
+use orstream_bus::{Offsets, Record};
 use orstream_proto::{ClockSource, Encoding, Frame, SCHEMA_VERSION, headers};
+use orstream_test_support::names::unique;
+use orstream_test_support::wait::wait_for;
+use orstream_test_support::{kafka, topic};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[test]
 fn a_frame_round_trips_through_kafka_with_headers() {
-    let config = KafkaConfig::from_env();
-    if let Err(err) = config.probe(Duration::from_secs(3)) {
-        panic!("{err}: run `scripts/kafka.sh start`");
-    }
-    let bus = Bus::kafka(config).unwrap();
-    let suffix = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let topic = format!("test.frames.{suffix}");
+    let bus = kafka::bus();
+    let topic = unique("test.frames");
     bus.create_topic(&topic, 3, TIMEOUT).unwrap();
 
     let frame = Frame {
@@ -58,15 +49,10 @@ fn a_frame_round_trips_through_kafka_with_headers() {
         orstream_bus::partition_for_key(frame.stream_id.as_bytes(), 3)
     );
 
-    let consumer = bus.consumer(&format!("test-group-{suffix}")).unwrap();
-    consumer.subscribe(&[topic.as_str()]).unwrap();
-    let deadline = Instant::now() + TIMEOUT;
-    let message = loop {
-        assert!(Instant::now() < deadline, "the frame never came back");
-        if let Some(message) = consumer.poll(Duration::from_millis(500)).unwrap() {
-            break message;
-        }
-    };
+    let consumer = topic::reader(&bus, &topic);
+    let message = wait_for("the frame to come back", TIMEOUT, || {
+        consumer.poll(Duration::from_millis(500)).unwrap()
+    });
     assert_eq!(
         (message.partition, message.offset),
         (delivery.partition, delivery.offset)

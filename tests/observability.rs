@@ -50,6 +50,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use orstream_bus::{Bus, KafkaConfig};
+use orstream_test_support::metrics::{get, scraped};
+use orstream_test_support::names::unique;
+use orstream_test_support::wait::wait_for;
+use orstream_test_support::{kafka, process};
 use prost::Message as _;
 
 /// Frames the test pattern produces.
@@ -227,48 +231,11 @@ fn sums(received: &Received, service: &str) -> BTreeMap<String, f64> {
 // Processes and endpoints.
 // ---------------------------------------------------------------------------------------------
 
-fn kafka() -> KafkaConfig {
-    let config = KafkaConfig::from_env();
-    if let Err(err) = config.probe(Duration::from_secs(5)) {
-        panic!("{err}: run `scripts/kafka.sh start`");
-    }
-    config
-}
-
-fn unique(prefix: &str) -> String {
-    orstream_sink::testing::unique(prefix).replace('_', "-")
-}
-
 fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-}
-
-/// `GET http://addr/path`: the status and body, or None while nothing answers.
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .new_agent();
-    let mut response = agent.get(format!("http://{addr}{path}")).call().ok()?;
-    let status = response.status().as_u16();
-    let body = response.body_mut().read_to_string().ok()?;
-    Some((status, body))
-}
-
-/// Waits until `done` gives a value, failing with `what` after `limit`.
-fn wait_for<T>(what: &str, limit: Duration, mut done: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = done() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `orstream <args>` with its stderr in `log`, no `ORSTREAM_*` telemetry variables (the
@@ -295,46 +262,10 @@ fn orstream_command(args: &[&str], log: &Path) -> Command {
     command
 }
 
-/// Whether the process has its SIGTERM handler installed (a SIGTERM before that would kill it
-/// instead of draining it).
-fn handles_sigterm(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| line.strip_prefix("SigCgt:"))
-        .filter_map(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .any(|mask| mask & (1 << 14) != 0)
-}
-
 /// SIGTERM, then waits for a clean exit.
 fn stop(mut child: Child, name: &str) {
-    let pid = child.id();
-    wait_for(&format!("{name}'s SIGTERM handler"), STEP, || {
-        assert!(child.try_wait().unwrap().is_none(), "{name} exited early");
-        handles_sigterm(pid).then_some(())
-    });
-    let sent = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let status = wait_for(&format!("{name} to exit"), STEP, || {
-        child.try_wait().unwrap()
-    });
+    let status = process::terminate(&mut child, name, STEP);
     assert!(status.success(), "{name} exited with {status}");
-}
-
-/// The first sample of `metric` in Prometheus text, summed over its label sets.
-fn scraped(text: &str, metric: &str) -> Option<f64> {
-    let values: Vec<f64> = text
-        .lines()
-        .filter(|line| {
-            line.strip_prefix(metric)
-                .is_some_and(|rest| rest.starts_with([' ', '{']))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -390,7 +321,7 @@ fn run() -> &'static Run {
 }
 
 fn run_pipeline() -> Run {
-    let kafka = kafka();
+    let kafka = kafka::config();
     let bootstrap = kafka.bootstrap_servers.clone();
     let dir = tempfile::tempdir().unwrap();
     let (collector, received) = Received::start();
@@ -792,7 +723,7 @@ fn readiness(addr: SocketAddr) -> Option<(bool, String)> {
 
 #[test]
 fn sink_readiness_follows_the_database_and_the_broker() {
-    let kafka = kafka();
+    let kafka = kafka::config();
     let store = orstream_sink::testing::isolated(orstream_record::BackendKind::Postgres).unwrap();
     let database: SocketAddr = "127.0.0.1:55432".parse().unwrap();
     let database = orstream_sink::testing::postgres_url()
@@ -879,7 +810,7 @@ fn sink_readiness_follows_the_database_and_the_broker() {
 
 #[test]
 fn ingest_reports_ready_and_counts_a_live_stream() {
-    let kafka = kafka();
+    let kafka = kafka::config();
     let frames = unique("test.live.frames");
     let streams = unique("test.live.streams");
     let dir = tempfile::tempdir().unwrap();

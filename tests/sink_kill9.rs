@@ -11,14 +11,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use orstream_bus::{Bus, KafkaConfig, Message, TopicPartition};
+use orstream_bus::{Bus, KafkaConfig, TopicPartition};
 use orstream_proto::SurgicalEvent;
 use orstream_record::BackendKind;
-use orstream_sink::testing::{
-    IsolatedStore, Script, isolated, result_record, stream_record, unique,
-};
+use orstream_sink::testing::{IsolatedStore, Script, isolated, result_record, stream_record};
+use orstream_test_support::names::unique;
+use orstream_test_support::{kafka, process, topic, wait};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -85,48 +85,13 @@ fn spawn_sink(config: &Path, log: &Path) -> Child {
         .unwrap()
 }
 
-/// True once the process catches SIGTERM (its handler is installed): a SIGTERM sent before
-/// that, while the binary is still loading, would kill it instead of draining it.
-fn catches_sigterm(pid: u32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("SigCgt:"))
-        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << (15 - 1)) != 0)
-}
-
+/// SIGTERM once the sink handles it; it must drain and exit 0.
 fn terminate(mut child: Child) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !catches_sigterm(child.id()) {
-        assert!(child.try_wait().unwrap().is_none(), "the sink exited early");
-        assert!(
-            Instant::now() < deadline,
-            "the sink never installed its SIGTERM handler"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(
-                status.success(),
-                "the sink exited with {status} after SIGTERM"
-            );
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sink did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = process::terminate(&mut child, "the sink", Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "the sink exited with {status} after SIGTERM"
+    );
 }
 
 /// Whether the store's offsets reached `ends` on every partition.
@@ -142,41 +107,19 @@ fn caught_up(store: &IsolatedStore, ends: &BTreeMap<TopicPartition, i64>) -> boo
 }
 
 fn wait_caught_up(store: &IsolatedStore, ends: &BTreeMap<TopicPartition, i64>, child: &mut Child) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !caught_up(store, ends) {
+    wait::until("the sink to catch up", TIMEOUT, || {
         assert!(child.try_wait().unwrap().is_none(), "the sink exited early");
-        assert!(Instant::now() < deadline, "the sink did not catch up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn read_all(bus: &Bus, topic: &str) -> Vec<Message> {
-    let consumer = bus.consumer(&unique("kill9-reader")).unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let mut quiet_since = Instant::now();
-    let deadline = Instant::now() + TIMEOUT;
-    // Until nothing new for three seconds (the first assignment takes a moment).
-    while quiet_since.elapsed() < Duration::from_secs(3) || out.is_empty() {
-        assert!(Instant::now() < deadline, "reading {topic}");
-        if let Some(m) = consumer.poll(Duration::from_millis(200)).unwrap() {
-            out.push(m);
-            quiet_since = Instant::now();
-        }
-    }
-    out
+        caught_up(store, ends)
+    });
 }
 
 #[test]
 fn kill_9_the_sink_repeatedly_and_the_record_is_the_same() {
-    let kafka = KafkaConfig::from_env();
-    if let Err(err) = kafka.probe(Duration::from_secs(3)) {
-        panic!("{err}: run `scripts/kafka.sh start`");
-    }
+    let kafka = kafka::config();
     let reference = isolated(BackendKind::Postgres).unwrap_or_else(|e| panic!("{e}"));
     let killed = isolated(BackendKind::Postgres).unwrap_or_else(|e| panic!("{e}"));
     let bus = Bus::kafka(kafka).unwrap();
-    let id = unique("kill9").replace('_', "-");
+    let id = unique("kill9");
     let setup = Setup {
         results: format!("test.results.{id}"),
         streams: format!("test.streams.{id}"),
@@ -285,14 +228,11 @@ fn kill_9_the_sink_repeatedly_and_the_record_is_the_same() {
         }
         ids
     };
-    let published = read_all(&bus, &events_killed);
-    let ids: BTreeSet<String> = published
-        .iter()
-        .map(|m| {
-            orstream_proto::decode::<SurgicalEvent>(&m.payload)
-                .unwrap()
-                .event_id
-        })
+    // Until nothing new for three seconds after the first (its assignment takes a moment).
+    let published = topic::read_until_quiet(&bus, &events_killed, 1, Duration::from_secs(3));
+    let ids: BTreeSet<String> = topic::decode_all::<SurgicalEvent>(&published)
+        .into_iter()
+        .map(|e| e.event_id)
         .collect();
     assert_eq!(ids, stored, "published events = stored events");
     let duplicates = published.len() - ids.len();

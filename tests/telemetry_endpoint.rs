@@ -12,17 +12,10 @@ use opentelemetry::metrics::MeterProvider as _;
 use orstream::telemetry::{Health, ManualClock, PrometheusMetrics, Server, checks};
 use orstream_bus::metrics::{self, attr, value};
 
-/// Status and body of `GET http://addr/path`.
+/// Status and body of `GET http://addr/path`; the endpoint must answer.
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .new_agent();
-    let mut response = agent.get(format!("http://{addr}{path}")).call().unwrap();
-    let status = response.status().as_u16();
-    let body = response.body_mut().read_to_string().unwrap();
-    (status, body)
+    orstream_test_support::metrics::get(addr, path)
+        .unwrap_or_else(|| panic!("no answer from http://{addr}{path}"))
 }
 
 fn localhost() -> SocketAddr {

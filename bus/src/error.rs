@@ -47,7 +47,7 @@ pub enum BusError {
     /// Creating or describing a topic failed.
     #[error("topic {topic}: {op} failed: {reason}")]
     Admin {
-        /// The topic concerned.
+        /// The topic being created or described; the message names it.
         topic: String,
         /// "create" or "list partitions".
         op: &'static str,
@@ -112,7 +112,7 @@ pub enum BusError {
         group: String,
         /// Topic of the partition.
         topic: String,
-        /// The partition.
+        /// The partition whose read position was being moved.
         partition: i32,
         /// The offset asked for.
         offset: i64,

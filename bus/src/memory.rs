@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -169,13 +169,6 @@ fn to_index(offset: i64) -> Option<usize> {
     usize::try_from(offset).ok()
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 impl State {
     fn partition(&self, tp: &TopicPartition) -> Option<&Partition> {
         self.topics
@@ -246,7 +239,7 @@ impl State {
                 key: record.key.clone(),
                 payload: record.payload.clone(),
                 headers: record.headers.clone(),
-                timestamp_ms: now_ms(),
+                timestamp_ms: orstream_shell::clock::now_ms(),
             }),
             state,
         });

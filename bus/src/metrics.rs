@@ -44,7 +44,7 @@ pub fn meter() -> Meter {
 /// A monotonic count (`u64`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CounterSpec {
-    /// Metric name.
+    /// The exported name: a constant, so services, dashboards and tests agree on it.
     pub name: &'static str,
     /// UCUM unit, `{thing}` for counts.
     pub unit: &'static str,
@@ -66,7 +66,7 @@ impl CounterSpec {
 /// A count that goes up and down (`i64`), e.g. streams per state.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct UpDownCounterSpec {
-    /// Metric name.
+    /// The exported name: a constant, so services, dashboards and tests agree on it.
     pub name: &'static str,
     /// UCUM unit, `{thing}` for counts.
     pub unit: &'static str,
@@ -88,7 +88,7 @@ impl UpDownCounterSpec {
 /// A value sampled now and then (`i64`), e.g. consumer lag.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GaugeSpec {
-    /// Metric name.
+    /// The exported name: a constant, so services, dashboards and tests agree on it.
     pub name: &'static str,
     /// UCUM unit, `{thing}` for counts.
     pub unit: &'static str,
@@ -110,7 +110,7 @@ impl GaugeSpec {
 /// A distribution (`f64`) with explicit bucket boundaries.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HistogramSpec {
-    /// Metric name.
+    /// The exported name: a constant, so services, dashboards and tests agree on it.
     pub name: &'static str,
     /// UCUM unit: `s` for durations.
     pub unit: &'static str,
@@ -453,13 +453,13 @@ pub mod attr {
     pub const REASON: &str = "orstream.reason";
     /// A frame result's status, lower snake case (`ok`, `skipped_stale`, ...).
     pub const STATUS: &str = "orstream.status";
-    /// A stream's state.
+    /// The state an ingest stream is counted in (the streams gauge), from `value`.
     pub const STREAM_STATE: &str = "orstream.stream.state";
     /// A source's kind (`rtsp`, `file`, `v4l2`, `test`); never its location.
     pub const SOURCE_KIND: &str = "orstream.source.kind";
     /// How a transaction ended.
     pub const TRANSACTION_OUTCOME: &str = "orstream.transaction.outcome";
-    /// The kind of a surgical event.
+    /// What the sink wrote: `presence`, `gap`, `track` or `anomaly` (from `value`).
     pub const EVENT_KIND: &str = "orstream.event.kind";
     /// The model's name from its card.
     pub const MODEL_NAME: &str = "orstream.model.name";

@@ -6,18 +6,4 @@
 
 mod conformance;
 
-use std::time::Duration;
-
-use orstream_bus::{Bus, KafkaConfig};
-
-fn kafka_bus() -> Bus {
-    let config = KafkaConfig::from_env();
-    if let Err(err) = config.probe(Duration::from_secs(3)) {
-        panic!(
-            "{err}: run `scripts/kafka.sh start` (or point ORSTREAM_KAFKA_BOOTSTRAP at a broker)"
-        );
-    }
-    Bus::kafka(config).unwrap()
-}
-
-conformance::conformance_tests!(kafka_bus);
+conformance::conformance_tests!(orstream_test_support::kafka::bus);

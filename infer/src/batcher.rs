@@ -46,10 +46,10 @@ pub enum Skip {
     Overload,
 }
 
-/// Batcher settings.
+/// The limits a batch is built within, from the `[batch]` table and the mode.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatcherSettings {
-    /// Largest batch.
+    /// Most frames in one forward pass (also the ceiling of the adaptive size).
     pub max_batch_size: usize,
     /// Longest the oldest frame waits for a batch to fill.
     pub max_linger: Duration,
@@ -59,7 +59,8 @@ pub struct BatcherSettings {
     pub target_latency: Option<Duration>,
 }
 
-/// The batcher's state.
+/// Frames waiting for a batch and the measured batch latency; the driver feeds it frames and
+/// times and takes the batches and skips it gives (see the module doc for when).
 #[derive(Debug)]
 pub struct Batcher<T> {
     settings: BatcherSettings,

@@ -1,13 +1,14 @@
-//! The wall clock the worker stamps and measures results by, in the contract's unit
-//! (nanoseconds since the Unix epoch, UTC).
+//! The wall clock the worker stamps and measures results by: the services' one clock
+//! ([`orstream_shell::clock`]), in the contract's unit (nanoseconds since the Unix epoch, UTC).
 //!
 //! Production code reads time here rather than through [`crate::synthetic`], which is test
-//! data; the generated frames take their capture time from this same clock.
+//! data; the generated frames take their capture time from this same clock. [`TICK`] is how
+//! often a waiting stage looks again (at cancellation, at a queue), shared so every stage of the
+//! worker answers a stop within the same time.
 
-/// Nanoseconds since the Unix epoch now (0 if the clock is before 1970).
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+use std::time::Duration;
+
+/// How long a blocking poll or channel wait lasts before the loop looks at the stop token.
+pub(crate) const TICK: Duration = Duration::from_millis(50);
+
+pub use orstream_shell::clock::now_ns;

@@ -101,7 +101,7 @@ fn identity_of(payload: &[u8]) -> Option<Frame> {
 /// A frame read and validated from its message, its image not yet decoded.
 #[derive(Debug)]
 pub struct Incoming {
-    /// The frame.
+    /// The frame message, its JPEG still encoded.
     pub frame: Frame,
     /// The trace context, if the message had one.
     pub traceparent: Option<Vec<u8>>,

@@ -32,12 +32,13 @@ use orstream_bus::{
     TopicPartition, TransactionalProducer,
 };
 use orstream_proto::{FrameResult, SCHEMA_VERSION, headers};
+use orstream_shell::retry::Backoff;
 
+use crate::clock::TICK;
 use crate::config::Delivery;
 use crate::error::InferError;
 use crate::stats::{Counters, Stats};
 use crate::telemetry::Instruments;
-use crate::worker::TICK;
 
 /// How long a send may wait for room in the producer's queue.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,6 +46,12 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 const BUS_TIMEOUT: Duration = Duration::from_secs(30);
 /// Tries to recreate a transactional producer before the worker gives up.
 const RECREATE_TRIES: u32 = 10;
+/// The pauses between those tries: up to 200 ms doubling to 3.2 s, jittered so the replicas of
+/// a group that lost the broker together do not come back together.
+const RECREATE_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(200),
+    max: Duration::from_millis(3200),
+};
 
 /// Where a message came from and when, carried through the stages with it.
 #[derive(Debug, Clone, Copy)]
@@ -437,7 +444,7 @@ impl Output {
                 Err(err) => {
                     tracing::warn!(%err, attempt, "recreating the transactional producer");
                     last = Some(err);
-                    std::thread::sleep(Duration::from_millis(200 << attempt.min(4)));
+                    std::thread::sleep(RECREATE_BACKOFF.delay(attempt));
                 }
             }
         }

@@ -33,7 +33,7 @@ pub struct Model {
     pub path: PathBuf,
     /// The card file it was described by.
     pub card_path: PathBuf,
-    /// The parsed card.
+    /// What the card says: classes, input size, resize and normalisation.
     pub card: Arc<ModelCard>,
     /// `sha256:<hex>` of the TorchScript file.
     pub digest: String,

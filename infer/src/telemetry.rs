@@ -18,8 +18,8 @@ use orstream_bus::{Bus, Consumer, Headers, trace};
 use orstream_proto::FrameStatus;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::TICK;
 use crate::stats::Stats;
-use crate::worker::TICK;
 
 /// How often the broker is checked and the consumer lag measured (and the bound on each).
 const BROKER_CHECK_INTERVAL: Duration = Duration::from_secs(2);

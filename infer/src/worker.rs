@@ -57,8 +57,6 @@ use batch::{BatchLinks, BatchStage};
 use poll::{DecodeLinks, DecodePool, Newest, PollContext, PollLinks};
 use replica::{ReplicaLinks, Replicas};
 
-/// How long a blocking poll or channel wait lasts before the loop looks at the stop token.
-pub(crate) const TICK: Duration = Duration::from_millis(50);
 /// Bound on admin calls at start (partitions, topic creation) and on a rewind's seeks.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 

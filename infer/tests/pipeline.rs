@@ -11,26 +11,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use orstream_bus::{Bus, Message, Record};
 use orstream_infer::config::{Delivery, Mode};
 use orstream_infer::{InferConfig, Model, Stats, Worker, synthetic};
 use orstream_proto::{Frame, FrameResult, FrameStatus, SCHEMA_VERSION, headers};
+use orstream_test_support::names::unique;
+use orstream_test_support::tally::{self, Tally};
+use orstream_test_support::{topic, wait};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(120);
-
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 fn config() -> InferConfig {
     let mut config = InferConfig {
@@ -54,13 +47,6 @@ fn frame(stream: &str, seq: u64, capture_time_ns: i64) -> Frame {
     let image = synthetic::scene(64, 48, seq);
     let jpeg = synthetic::encode_jpeg(&image, 80).unwrap();
     synthetic::frame(stream, seq, capture_time_ns, 64, 48, jpeg)
-}
-
-fn publish(bus: &Bus, records: &[Record]) {
-    let producer = bus.producer().unwrap();
-    for record in records {
-        let _ = producer.send(record, WAIT).unwrap().wait(WAIT).unwrap();
-    }
 }
 
 fn frames(config: &InferConfig, streams: usize, per_stream: u64) -> Vec<Record> {
@@ -98,16 +84,14 @@ fn start(config: InferConfig, bus: &Bus) -> Running {
 impl Running {
     /// Waits until `done` holds for the counters, then stops and returns the final figures.
     fn finish_when(self, done: impl Fn(&Stats) -> bool) -> Stats {
-        let deadline = Instant::now() + WAIT;
-        while !done(&self.counters.snapshot()) {
-            assert!(
-                Instant::now() < deadline,
-                "the worker did not get there: {:?}",
-                self.counters.snapshot()
-            );
+        wait::showing("the worker to get there", WAIT, || {
+            let stats = self.counters.snapshot();
+            if done(&stats) {
+                return Ok(());
+            }
             assert!(!self.thread.is_finished(), "the worker stopped early");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            Err(format!("{stats:?}"))
+        });
         self.stop.cancel();
         self.thread.join().unwrap().unwrap()
     }
@@ -115,13 +99,7 @@ impl Running {
 
 /// Everything committed on `topic`, read by a fresh group.
 fn read_all(bus: &Bus, topic: &str) -> Vec<Message> {
-    let consumer = bus.consumer(&unique("reader")).unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    while let Some(message) = consumer.poll(Duration::from_millis(300)).unwrap() {
-        out.push(message);
-    }
-    out
+    topic::read_until_quiet(bus, topic, 0, Duration::from_millis(300))
 }
 
 fn results(bus: &Bus, topic: &str) -> Vec<FrameResult> {
@@ -141,18 +119,16 @@ fn results(bus: &Bus, topic: &str) -> Vec<FrameResult> {
 
 /// Checks exactly one result per (stream, seq) and order within each stream.
 fn check_exactly_once(results: &[FrameResult], streams: usize, per_stream: u64) {
-    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for r in results {
-        seen.entry(r.stream_id.clone()).or_default().push(r.seq);
-    }
-    assert_eq!(seen.len(), streams, "{:?}", seen.keys());
-    for (stream, seqs) in &seen {
-        let expected: Vec<u64> = (0..per_stream).collect();
-        assert_eq!(
-            seqs, &expected,
-            "stream {stream}: duplicates, gaps or disorder"
-        );
-    }
+    // Synthetic frames are all of session 1.
+    let sent = tally::frames((0..streams).map(|s| format!("cam-{s}")), 1, per_stream);
+    assert_eq!(
+        tally::tally(results, &sent),
+        Tally {
+            lost: 0,
+            duplicated: 0
+        },
+        "lost or duplicated results"
+    );
 }
 
 #[test]
@@ -160,7 +136,7 @@ fn every_frame_gets_exactly_one_result_in_order() {
     let bus = Bus::memory();
     let config = config();
     bus.create_topic(&config.frames_topic, 3, WAIT).unwrap();
-    publish(&bus, &frames(&config, 3, 16));
+    topic::publish(&bus, &frames(&config, 3, 16));
     let running = start(config.clone(), &bus);
     let stats = running.finish_when(|s| s.results() >= 48);
     assert_eq!(stats.ok, 48, "{stats:?}");
@@ -231,7 +207,7 @@ fn poison_goes_to_the_dead_letter_topic_and_valid_frames_are_unaffected() {
     };
     records.push(future);
     records.push(good(2));
-    publish(&bus, &records);
+    topic::publish(&bus, &records);
 
     let running = start(config.clone(), &bus);
     let stats = running.finish_when(|s| s.results() + s.unanswerable >= 12);
@@ -295,7 +271,7 @@ fn live_mode_answers_stale_frames_without_running_them() {
             &frame("old", seq, an_hour_ago),
         ));
     }
-    publish(&bus, &records);
+    topic::publish(&bus, &records);
     let running = start(config.clone(), &bus);
     // Fresh frames are stamped when they are sent, after the worker is up. Each comes from its own
     // stream: on a slow machine frames of one stream may queue behind a batch, and then the newest
@@ -307,7 +283,7 @@ fn live_mode_answers_stale_frames_without_running_them() {
             synthetic::frame_record(&topic, &frame(&stream, 0, synthetic::now_ns()))
         })
         .collect();
-    publish(&bus, &fresh);
+    topic::publish(&bus, &fresh);
     let stats = running.finish_when(|s| s.results() >= 10);
     assert_eq!(stats.skipped_stale, 5, "{stats:?}");
     assert_eq!(stats.ok, 5, "{stats:?}");
@@ -339,7 +315,7 @@ fn live_backlog_runs_the_newest_frames_of_a_stream() {
     let records: Vec<Record> = (0..40)
         .map(|seq| synthetic::frame_record(&topic, &frame("burst", seq, synthetic::now_ns())))
         .collect();
-    publish(&bus, &records);
+    topic::publish(&bus, &records);
     let stats = start(config.clone(), &bus).finish_when(|s| s.results() >= 40);
     let results = results(&bus, &config.results_topic);
     let seqs: Vec<u64> = results.iter().map(|r| r.seq).collect();
@@ -366,7 +342,7 @@ fn a_worker_joining_and_leaving_mid_stream_loses_and_duplicates_nothing() {
     bus.create_topic(&config.frames_topic, 4, WAIT).unwrap();
     let all = frames(&config, 4, 30);
     let (first, rest) = all.split_at(40);
-    publish(&bus, first);
+    topic::publish(&bus, first);
     let a = start(config.clone(), &bus);
     std::thread::sleep(Duration::from_millis(300));
     let b_config = InferConfig {
@@ -375,12 +351,12 @@ fn a_worker_joining_and_leaving_mid_stream_loses_and_duplicates_nothing() {
     };
     let b = start(b_config, &bus);
     let (second, third) = rest.split_at(40);
-    publish(&bus, second);
+    topic::publish(&bus, second);
     std::thread::sleep(Duration::from_millis(500));
     // b leaves while frames keep coming.
     b.stop.cancel();
     let b_stats = b.thread.join().unwrap().unwrap();
-    publish(&bus, third);
+    topic::publish(&bus, third);
     let a_stats = a.finish_when(|_| {
         let results = results(&bus, &config.results_topic);
         results.len() >= 120
@@ -404,7 +380,7 @@ fn the_trace_context_follows_the_frame_to_its_result() {
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let record = synthetic::frame_record(&config.frames_topic, &frame("t", 0, synthetic::now_ns()))
         .with_header(headers::TRACEPARENT, traceparent);
-    publish(&bus, &[record]);
+    topic::publish(&bus, &[record]);
     start(config.clone(), &bus).finish_when(|s| s.results() >= 1);
     let messages = read_all(&bus, &config.results_topic);
     assert_eq!(messages.len(), 1);
@@ -422,7 +398,7 @@ fn at_least_once_delivers_every_result() {
         ..config()
     };
     bus.create_topic(&config.frames_topic, 2, WAIT).unwrap();
-    publish(&bus, &frames(&config, 2, 10));
+    topic::publish(&bus, &frames(&config, 2, 10));
     let running = start(config.clone(), &bus);
     let stats = running.finish_when(|s| s.results() >= 20);
     assert_eq!(stats.ok, 20);
@@ -440,7 +416,7 @@ fn a_wide_decode_pool_out_of_order_never_stalls_the_batcher() {
     config.decode.queue = 4;
     config.batch.max_batch_size = 2;
     bus.create_topic(&config.frames_topic, 1, WAIT).unwrap();
-    publish(&bus, &frames(&config, 2, 100));
+    topic::publish(&bus, &frames(&config, 2, 100));
     let running = start(config.clone(), &bus);
     let stats = running.finish_when(|s| s.results() >= 200);
     assert_eq!(stats.ok, 200);

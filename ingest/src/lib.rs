@@ -33,11 +33,13 @@
 //!
 //! Modules, in the order data flows through them:
 //! - [`config`]: [`IngestConfig`] and [`StreamConfig`] (serde, validated, every problem at once).
+//! - `element` (private): elements by factory name, a missing plugin named in the error.
 //! - `source` (private): the source elements for each kind and their dynamic linking.
 //! - [`pipeline`]: [`FramePipeline`], one stream's pipeline yielding [`Frame`]s through a
 //!   [`FrameReceiver`], counting every frame ([`FrameCounts`]).
 //! - [`queue`]: the bounded drop-oldest / blocking queue behind [`FrameReceiver`].
-//! - `stream` (private): a stream's sessions, epochs, watchdog, backoff and events.
+//! - `stream` (private): a stream's sessions, epochs, watchdog, backoff and events, and what
+//!   happened to it over the run ([`StreamStats`]).
 //! - `publish` (private): frames and events onto the bus, deliveries checked in order.
 //! - `service`: [`Ingest`], all streams on one producer; [`Stats`]; health reports
 //!   ([`Ingest::with_health`]).
@@ -90,6 +92,7 @@
 //! ```
 
 pub mod config;
+mod element;
 pub mod error;
 mod metrics;
 pub mod pipeline;
@@ -106,4 +109,5 @@ pub use config::{
 pub use error::IngestError;
 pub use pipeline::{Frame, FrameCounts, FramePipeline, init};
 pub use queue::FrameReceiver;
-pub use service::{Ingest, Stats, StreamStats};
+pub use service::{Ingest, Stats};
+pub use stream::StreamStats;

@@ -7,7 +7,7 @@
 //!
 //! The pipeline is assembled from elements rather than a `gst-launch` string so that a missing
 //! plugin is reported as the factory it lacks, and the appsink is the typed object its callbacks
-//! need. The rate cap is a buffer probe on videoscale's sink pad ([`RateCap`]), so dropped frames
+//! need. The rate cap is a buffer probe on videoscale's sink pad (`RateCap`), so dropped frames
 //! are never scaled or encoded (`videorate drop-only` would do the same, but GStreamer 1.22's
 //! aborts the process on buffers without duration, which RTSP sources deliver); scaling comes
 //! before conversion so it runs on the decoder's (usually planar YUV) output, which `jpegenc`
@@ -27,7 +27,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gstreamer as gst;
@@ -38,6 +38,7 @@ use gstreamer_app as gst_app;
 use orstream_bus::metrics::{self, Counter, KeyValue, Meter, attr};
 
 use crate::config::{SourceConfig, StreamConfig};
+use crate::element::make_element;
 use crate::error::{IngestError, redact};
 use crate::queue::{self, FrameReceiver, Pushed, Sender};
 use crate::source::add_source;
@@ -505,22 +506,6 @@ fn install_bus_handler(
     });
 }
 
-/// Creates element `factory` named `name`, or says which factory is missing.
-pub(crate) fn make_element(
-    stream_id: &str,
-    factory: &str,
-    name: &str,
-) -> Result<gst::Element, IngestError> {
-    gst::ElementFactory::make(factory)
-        .name(name)
-        .build()
-        .map_err(|e| IngestError::MissingElement {
-            stream_id: stream_id.to_owned(),
-            factory: factory.to_owned(),
-            cause: e.to_string(),
-        })
-}
-
 /// The path of the object that posted `message`, e.g. `/GstPipeline:or1/GstJpegEnc:encode`.
 fn source_path(message: &gst::Message) -> String {
     message.src().map_or_else(
@@ -693,9 +678,7 @@ fn host_base_ns(sink: &gst_app::AppSink, outlet: &Outlet) -> i128 {
 
 /// Nanoseconds since the Unix epoch on the host's realtime clock.
 pub(crate) fn realtime_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
+    i128::from(orstream_shell::clock::now_ns())
 }
 
 /// Extracts a [`Frame`] from an appsink sample, or says what it lacked.

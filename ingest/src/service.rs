@@ -23,43 +23,10 @@ use crate::error::IngestError;
 use crate::metrics::StreamMetrics;
 use crate::pipeline::init;
 use crate::publish::{Publisher, Reports};
-use crate::stream::{Settings, StreamRunner};
+use crate::stream::{Settings, StreamRunner, StreamStats};
 
 /// How long topic creation may take.
 const TOPIC_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// What happened to one stream over the service's run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamStats {
-    /// The stream.
-    pub stream_id: String,
-    /// Frames the bus took (each with its seq).
-    pub published: u64,
-    /// Frames captured but never published, for any reason.
-    pub dropped: u64,
-    /// Session epochs that published at least one frame.
-    pub epochs: u64,
-    /// Errors reported as `StreamError` events (failed sessions, oversized frames).
-    pub errors: u64,
-    /// Why the stream ended.
-    pub end: EndReason,
-    /// The failure that ended it, when it failed.
-    pub detail: String,
-}
-
-impl StreamStats {
-    pub(crate) fn new(stream_id: &str) -> Self {
-        Self {
-            stream_id: stream_id.to_owned(),
-            published: 0,
-            dropped: 0,
-            epochs: 0,
-            errors: 0,
-            end: EndReason::Unspecified,
-            detail: String::new(),
-        }
-    }
-}
 
 /// What happened over a run of the service.
 #[derive(Debug, Clone, PartialEq, Eq)]

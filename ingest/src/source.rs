@@ -14,8 +14,8 @@ use crate::config::{
     FileSourceConfig, RtspProtocols, RtspSourceConfig, SourceConfig, TestSourceConfig,
     V4l2SourceConfig,
 };
+use crate::element::make_element;
 use crate::error::IngestError;
-use crate::pipeline::make_element;
 
 /// Name of the source element inside a stream's pipeline; error messages show it.
 pub(crate) const SOURCE_NAME: &str = "source";

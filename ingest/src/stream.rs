@@ -25,6 +25,7 @@ use orstream_proto::{
     ClockSource, Encoding, EndReason, Frame, FramesDropped, StreamDiscontinuity, StreamEnded,
     StreamError, StreamStarted, stream_event::Kind,
 };
+use orstream_shell::{Backoff, Streak};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::StreamConfig;
@@ -32,7 +33,39 @@ use crate::error::IngestError;
 use crate::metrics::{StreamMetrics, StreamStateGauge};
 use crate::pipeline::{self, FrameCounts, FramePipeline};
 use crate::publish::{FrameOutcome, Publisher};
-use crate::service::StreamStats;
+
+/// What happened to one stream over the service's run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStats {
+    /// The stream's id, as configured: these figures are reported per stream.
+    pub stream_id: String,
+    /// Frames the bus took (each with its seq).
+    pub published: u64,
+    /// Frames captured but never published, for any reason.
+    pub dropped: u64,
+    /// Session epochs that published at least one frame.
+    pub epochs: u64,
+    /// Errors reported as `StreamError` events (failed sessions, oversized frames).
+    pub errors: u64,
+    /// Why the stream ended.
+    pub end: EndReason,
+    /// The failure that ended it, when it failed.
+    pub detail: String,
+}
+
+impl StreamStats {
+    pub(crate) fn new(stream_id: &str) -> Self {
+        Self {
+            stream_id: stream_id.to_owned(),
+            published: 0,
+            dropped: 0,
+            epochs: 0,
+            errors: 0,
+            end: EndReason::Unspecified,
+            detail: String::new(),
+        }
+    }
+}
 
 /// How often the session loop looks at the watchdog, the shutdown token and the drop report
 /// when no frame arrives.
@@ -228,7 +261,11 @@ impl StreamRunner {
     /// Runs sessions until the stream ends; returns its figures.
     pub(crate) fn run(mut self) -> StreamStats {
         let retries = self.config.source.retries();
-        let mut backoff = self.config.backoff_initial;
+        let schedule = Backoff {
+            initial: self.config.backoff_initial,
+            max: self.config.backoff_max,
+        };
+        let mut failures = Streak::default();
         let (reason, detail) = loop {
             if self.shutdown.is_cancelled() {
                 break (EndReason::Shutdown, String::new());
@@ -271,16 +308,15 @@ impl StreamRunner {
                 break (EndReason::Failed, reason);
             }
             if produced {
-                backoff = self.config.backoff_initial;
+                failures.reset();
             }
             self.attempts += 1;
             self.interruption.get_or_insert(reason);
             self.metrics.reconnect(why);
             self.state.set(value::RECONNECTING);
-            if !self.sleep(backoff) {
+            if !self.sleep(failures.failed(schedule)) {
                 break (EndReason::Shutdown, String::new());
             }
-            backoff = (backoff * 2).min(self.config.backoff_max);
         };
         self.report_drops(true);
         self.event(Kind::Ended(StreamEnded {
@@ -298,17 +334,9 @@ impl StreamRunner {
         self.stats
     }
 
-    /// Sleeps `wait` unless shutdown comes first; false when it did.
+    /// Sleeps `wait` unless shutdown comes first (false when it did); alive meanwhile.
     fn sleep(&self, wait: Duration) -> bool {
-        let until = Instant::now() + wait;
-        while Instant::now() < until {
-            if self.shutdown.is_cancelled() {
-                return false;
-            }
-            self.health.beat();
-            std::thread::sleep(TICK.min(until.saturating_duration_since(Instant::now())));
-        }
-        !self.shutdown.is_cancelled()
+        orstream_shell::pause_while(wait, &self.shutdown, || self.health.beat())
     }
 
     fn event(&self, kind: Kind) {

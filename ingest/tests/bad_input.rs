@@ -8,12 +8,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Observed, check_identity, kafka, topics};
+use common::{Observed, check_identity, topics};
 use orstream_ingest::{
     FileSourceConfig, Ingest, IngestConfig, RtspSourceConfig, SourceConfig, StreamConfig,
     TestSourceConfig,
 };
 use orstream_proto::{EndReason, StreamError, stream_event::Kind};
+use orstream_test_support::kafka;
+use orstream_test_support::names::unique;
 use tokio_util::sync::CancellationToken;
 
 fn errors<'a>(seen: &'a Observed, stream_id: &str) -> Vec<&'a StreamError> {
@@ -36,8 +38,8 @@ fn ended(seen: &Observed, stream_id: &str) -> Option<EndReason> {
 
 #[test]
 fn bad_sources_are_reported_while_a_good_stream_keeps_flowing() {
-    let bus = kafka();
-    let dir = std::env::temp_dir().join(common::unique("ingest-bad"));
+    let bus = kafka::bus();
+    let dir = std::env::temp_dir().join(unique("ingest-bad"));
     std::fs::create_dir_all(&dir).unwrap();
     let missing = dir.join("patient-name-missing.mp4");
     let corrupt = dir.join("patient-name-corrupt.mp4");

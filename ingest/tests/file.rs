@@ -7,11 +7,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Observed, check_identity, kafka, make_clip, topics};
+use common::{Observed, check_identity, make_clip, topics};
 use orstream_ingest::{
     FileSourceConfig, FullPolicy, Ingest, IngestConfig, SourceConfig, StreamConfig,
 };
 use orstream_proto::{EndReason, stream_event::Kind};
+use orstream_test_support::kafka;
+use orstream_test_support::names::unique;
 use tokio_util::sync::CancellationToken;
 
 fn file_stream(stream_id: &str, source: FileSourceConfig) -> StreamConfig {
@@ -37,8 +39,8 @@ fn config(frames: &str, events: &str, stream: StreamConfig) -> IngestConfig {
 #[test]
 fn archive_mode_delivers_every_frame_of_a_clip_in_order() {
     const N: u64 = 90;
-    let bus = kafka();
-    let dir = std::env::temp_dir().join(common::unique("ingest-clip"));
+    let bus = kafka::bus();
+    let dir = std::env::temp_dir().join(unique("ingest-clip"));
     std::fs::create_dir_all(&dir).unwrap();
     let clip = dir.join("clip.mp4");
     make_clip(&clip, N as u32, 320, 240);
@@ -102,8 +104,8 @@ fn archive_mode_delivers_every_frame_of_a_clip_in_order() {
 #[test]
 fn a_looped_file_plays_on_in_one_epoch() {
     const N: usize = 15;
-    let bus = kafka();
-    let dir = std::env::temp_dir().join(common::unique("ingest-loop"));
+    let bus = kafka::bus();
+    let dir = std::env::temp_dir().join(unique("ingest-loop"));
     std::fs::create_dir_all(&dir).unwrap();
     let clip = dir.join("loop.mp4");
     make_clip(&clip, N as u32, 160, 120);

@@ -13,9 +13,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Observed, RtspServer, check_identity, kafka, topics};
+use common::{Observed, RtspServer, check_identity, topics};
 use orstream_ingest::{Ingest, IngestConfig, RtspSourceConfig, SourceConfig, Stats, StreamConfig};
 use orstream_proto::{ClockSource, EndReason, stream_event::Kind};
+use orstream_test_support::kafka;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -76,7 +77,7 @@ impl Running {
 
 #[test]
 fn rtsp_frames_arrive_capped_gap_free_and_on_the_wall_clock() {
-    let bus = kafka();
+    let bus = kafka::bus();
     let server = RtspServer::start();
     let (frames_topic, events_topic) = topics(&bus, "rtsp-live");
     let mut stream = camera("cam-live", &server.url());
@@ -149,7 +150,7 @@ fn rtsp_frames_arrive_capped_gap_free_and_on_the_wall_clock() {
 
 #[test]
 fn a_restarted_server_gives_a_new_epoch_and_exactly_one_discontinuity() {
-    let bus = kafka();
+    let bus = kafka::bus();
     let server = RtspServer::start();
     let (frames_topic, events_topic) = topics(&bus, "rtsp-restart");
     let running = start(
@@ -229,7 +230,7 @@ fn a_restarted_server_gives_a_new_epoch_and_exactly_one_discontinuity() {
 
 #[test]
 fn a_silent_camera_trips_the_watchdog_and_is_rebuilt() {
-    let bus = kafka();
+    let bus = kafka::bus();
     let server = RtspServer::start();
     let (frames_topic, events_topic) = topics(&bus, "rtsp-stall");
     let mut stream = camera("cam-stall", &server.url());

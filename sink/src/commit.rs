@@ -10,7 +10,7 @@
 //! when its batch heads for the store until the transaction commits or is given up; the
 //! `sink transaction` span is a child of the first of them and links to the others.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use orstream_bus::metrics::value;
 use orstream_bus::trace;
@@ -23,7 +23,8 @@ use crate::error::SinkError;
 use crate::metrics::{Committed, SinkMetrics};
 use crate::prepare::{Prepared, Traced};
 use crate::progress::{Progress, Reporter};
-use crate::retry::{Backoff, retry};
+use orstream_shell::clock::{now_ms, now_ns};
+use orstream_shell::retry::{Backoff, retry};
 
 /// Most links from a transaction span to the traces of the results it stores beyond its
 /// parent, which keeps the span small; each of those results has its own span anyway.
@@ -189,16 +190,4 @@ pub(crate) fn count(progress: &Progress, prepared: &Prepared, committed_ms: i64)
         s.transactions += 1;
         s.max_lag_ms = s.max_lag_ms.max(max_lag);
     });
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

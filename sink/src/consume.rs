@@ -19,7 +19,7 @@ use crate::cache::Cache;
 use crate::config::SinkConfig;
 use crate::error::SinkError;
 use crate::progress::Reporter;
-use crate::retry::{Backoff, Streak, pause};
+use orstream_shell::retry::{Backoff, Streak, pause};
 
 /// How long bus admin and seek calls may take.
 pub(crate) const BUS_TIMEOUT: Duration = Duration::from_secs(10);

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::decode::Rejection;
 use crate::publish::send_all;
-use crate::retry::{Backoff, retry};
+use orstream_shell::retry::{Backoff, retry};
 
 /// The dead letter of `message`: its key, payload and headers, plus where it came from and
 /// why it was rejected.

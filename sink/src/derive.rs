@@ -97,7 +97,7 @@ impl ModelKey {
 pub struct Position {
     /// Session epoch of the last accepted result.
     pub epoch: u64,
-    /// Its seq.
+    /// Its seq: a later result of the epoch at or below it is behind; one past the next is a gap.
     pub seq: u64,
     /// Its capture time.
     pub capture_ns: i64,
@@ -170,7 +170,7 @@ pub struct OpenGap {
 /// rows of each transaction.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StreamState {
-    /// The stream.
+    /// The stream this state is kept and stored for.
     pub stream_id: String,
     /// The case its latest results belong to.
     pub case_id: String,
@@ -275,13 +275,13 @@ impl Presence {
 /// A tool track, ended or (in record views) still open.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrackRecord {
-    /// The stream.
+    /// The stream the tool was followed in.
     pub stream_id: String,
-    /// The case.
+    /// The case of its frames: a case change ends every track.
     pub case_id: String,
-    /// Class id.
+    /// The tool's class id in the model's card.
     pub class_id: u32,
-    /// Label.
+    /// The tool's label in the model's card.
     pub label: String,
     /// Session epoch of its frames.
     pub epoch: u64,
@@ -295,7 +295,7 @@ pub struct TrackRecord {
     pub end_ns: i64,
     /// Best score.
     pub peak_score: f32,
-    /// Its motion.
+    /// Path length, speeds and idle time over its trajectory.
     pub motion: Motion,
     /// The model of the segment.
     pub model: ModelKey,
@@ -372,9 +372,9 @@ impl TrackRecord {
 /// The confirmed track assignments of one frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrameTracks {
-    /// The stream.
+    /// The stream of the frame; the key of its `or.tracks.v1` message.
     pub stream_id: String,
-    /// The case.
+    /// The case the frame belongs to, carried into its tracks message.
     pub case_id: String,
     /// Session epoch.
     pub epoch: u64,
@@ -425,9 +425,9 @@ impl FrameTracks {
 /// A closed gap.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gap {
-    /// The stream.
+    /// The stream whose frames are missing.
     pub stream_id: String,
-    /// The case.
+    /// The case the stream was recording when the gap closed.
     pub case_id: String,
     /// What kind of gap.
     pub kind: GapKind,
@@ -451,7 +451,8 @@ pub struct Gap {
 }
 
 impl Gap {
-    /// Deterministic id.
+    /// The id a replay gives again (from kind, stream, epoch and first seq): consumers
+    /// deduplicate on it.
     pub fn event_id(&self) -> String {
         event_id(&[
             "gap",

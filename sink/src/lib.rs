@@ -37,7 +37,6 @@
 //! - `service`: [`Sink`], the loop taking each batch through these steps; its health reports
 //!   ([`Sink::with_health`]).
 //! - `progress`: [`Stats`] and [`Progress`], the figures and readiness of a running sink.
-//! - `retry`: the [`backoff`] schedule and the shutdown-aware pause every retry uses.
 //! - `metrics`: the sink's instruments from [`orstream_bus::metrics`].
 //! - `error`: [`SinkError`] (the store's own errors are [`orstream_record::StoreError`]).
 //! - [`testing`]: isolated stores and scripted input for tests and benchmarks.
@@ -112,7 +111,6 @@ mod metrics;
 mod prepare;
 mod progress;
 mod publish;
-mod retry;
 mod service;
 pub mod testing;
 pub mod track;
@@ -121,5 +119,4 @@ pub use config::{CategoryName, DeriveConfig, SinkConfig, TrackingConfig};
 pub use decode::{Input, Rejection, Source, decode};
 pub use error::SinkError;
 pub use progress::{Progress, Stats};
-pub use retry::backoff;
 pub use service::Sink;

@@ -15,7 +15,7 @@ use orstream_record::store::{OutboxItem, OutboxTopic, Store};
 
 use crate::config::SinkConfig;
 use crate::progress::Progress;
-use crate::retry::{Backoff, Streak};
+use orstream_shell::retry::{Backoff, Streak};
 
 /// Outbox entries published per round.
 const PUBLISH_CHUNK: usize = 500;

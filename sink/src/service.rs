@@ -33,7 +33,7 @@ use crate::metrics::SinkMetrics;
 use crate::prepare::{self, Decoded, Prepared};
 use crate::progress::{Progress, Reporter, Stats};
 use crate::publish::Publisher;
-use crate::retry::{Backoff, retry};
+use orstream_shell::retry::{Backoff, retry};
 
 /// How long the broker check may take; the broker is counted away when it does not answer.
 const BROKER_CHECK_TIMEOUT: Duration = Duration::from_secs(2);

@@ -96,7 +96,7 @@ pub fn nanos(d: Duration) -> i64 {
 pub struct Observation {
     /// Index in the frame's instances (of the largest piece, after merging).
     pub index: u32,
-    /// Class id.
+    /// The model's class id: an observation only ever joins a track of its class.
     pub class_id: u32,
     /// Class label.
     pub label: String,
@@ -204,7 +204,7 @@ pub struct TrackPoint {
 pub struct Track {
     /// Per-stream id from 1; 0 while tentative.
     pub id: u64,
-    /// Class id.
+    /// The class the track follows; it never changes.
     pub class_id: u32,
     /// Class label.
     pub label: String,
@@ -290,7 +290,7 @@ impl Track {
 /// Motion figures of a track.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Motion {
-    /// The track.
+    /// Id of the track these figures describe.
     pub track_id: u64,
     /// Frames assigned.
     pub frames_seen: u64,
@@ -313,11 +313,11 @@ pub struct Motion {
 /// A confirmed track's assignment in one frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assignment {
-    /// Track id.
+    /// The confirmed track, by its per-stream id.
     pub track_id: u64,
-    /// Class id.
+    /// The tool's class id in the model's card.
     pub class_id: u32,
-    /// Label.
+    /// The tool's label in the model's card.
     pub label: String,
     /// Index of the instance in the frame (its largest piece).
     pub instance_index: u32,
@@ -331,7 +331,7 @@ pub struct Assignment {
     pub vx: f64,
     /// Filtered velocity.
     pub vy: f64,
-    /// Score.
+    /// The instance's score in this frame (its best piece's).
     pub score: f32,
 }
 

@@ -9,26 +9,19 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use orstream_bus::{Bus, KafkaConfig, Offsets};
+use orstream_bus::Offsets;
 use orstream_proto::{SurgicalEvent, TrackFrame};
 use orstream_record::{BackendKind, query};
 use orstream_sink::derive::StreamState;
 use orstream_sink::derive::{Output, Rules};
 use orstream_sink::testing::Script;
+use orstream_test_support::topic;
 
 use common::{Topics, config, expected_ids, publish, read_topic, start, store};
 
-fn kafka() -> Bus {
-    let config = KafkaConfig::from_env();
-    if let Err(err) = config.probe(Duration::from_secs(3)) {
-        panic!("{err}: run `scripts/kafka.sh start`");
-    }
-    Bus::kafka(config).unwrap()
-}
-
 #[test]
 fn the_scripted_record_through_kafka_into_postgres() {
-    let bus = kafka();
+    let bus = orstream_test_support::kafka::bus();
     let topics = Topics::unique();
     topics.create(&bus, 3);
     let script = Script::new("case-k", 3, 300);
@@ -73,13 +66,9 @@ fn the_scripted_record_through_kafka_into_postgres() {
 
     let n_events = presences.len() + gaps.len() + tracks;
     let published = read_topic(&bus, &topics.events, n_events);
-    let ids: BTreeSet<String> = published
-        .iter()
-        .map(|m| {
-            orstream_proto::decode::<SurgicalEvent>(&m.payload)
-                .unwrap()
-                .event_id
-        })
+    let ids: BTreeSet<String> = topic::decode_all::<SurgicalEvent>(&published)
+        .into_iter()
+        .map(|e| e.event_id)
         .collect();
     assert_eq!(ids.len(), published.len(), "no event published twice");
     assert_eq!(ids.len(), n_events);
@@ -104,7 +93,7 @@ fn the_scripted_record_through_kafka_into_postgres() {
 
 #[test]
 fn a_group_ahead_of_the_store_is_moved_back_to_the_stores_offsets() {
-    let bus = kafka();
+    let bus = orstream_test_support::kafka::bus();
     let topics = Topics::unique();
     topics.create(&bus, 2);
     let script = Script::new("case-g", 2, 150);

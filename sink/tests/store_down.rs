@@ -10,12 +10,13 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use orstream_bus::Bus;
 use orstream_record::BackendKind;
 use orstream_sink::derive::Rules;
 use orstream_sink::testing::{Script, postgres_url, result_record, stream_record};
+use orstream_test_support::wait;
 
 use common::{Topics, config, expected_ids, start, store};
 
@@ -128,14 +129,11 @@ fn postgres_down_means_not_ready_nothing_acknowledged_then_the_backlog_drains() 
             .map(|r| result_record(&topics.results, r))
             .collect(),
     );
-    let deadline = Instant::now() + common::TIMEOUT;
-    while sink.progress.is_ready() {
-        assert!(
-            Instant::now() < deadline,
-            "the sink never noticed the database was gone"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait::until(
+        "the sink to notice the database was gone",
+        common::TIMEOUT,
+        || !sink.progress.is_ready(),
+    );
     let acknowledged = sink.progress.stats().messages;
     // While down, retries happen and nothing more is acknowledged, in the sink or the store.
     sink.wait_for("a few retries", |s| s.store_retries >= 3);

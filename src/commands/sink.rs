@@ -7,12 +7,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use orstream_bus::Bus;
 use orstream_record::Store;
-use orstream_sink::{Sink, SinkConfig, backoff};
+use orstream_shell::retry::{Backoff, retry};
+use orstream_sink::{Sink, SinkConfig};
 
 use crate::telemetry::{ExitReason, Health, ServiceFile, checks};
 
@@ -61,31 +61,32 @@ pub fn run(args: Args, health: Health) -> Result<()> {
     let shutdown = crate::shutdown::root();
     let bus = Bus::kafka(config.kafka.clone()).context("creating the Kafka clients")?;
     // The database may come up after the sink (compose, restarts): wait for it, not ready.
-    let mut attempt = 0;
-    let store = loop {
-        health.beat();
-        match Store::open(&config.store) {
-            Ok(store) => break store,
-            Err(e) if e.is_retriable() => {
-                let pause = backoff(attempt, config.retry_initial, config.retry_max);
-                tracing::warn!(error = %e, ?pause, "the record store is not available; retrying");
-                attempt += 1;
-                let until = std::time::Instant::now() + pause;
-                while std::time::Instant::now() < until {
-                    if shutdown.is_cancelled() {
-                        return Ok(());
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!(
-                        "opening the record store {}",
-                        orstream_record::store::redact(&config.store)
-                    )
-                });
-            }
+    let schedule = Backoff {
+        initial: config.retry_initial,
+        max: config.retry_max,
+    };
+    let opened = retry(
+        schedule,
+        &shutdown,
+        || {
+            health.beat();
+            Store::open(&config.store)
+        },
+        |e| e.is_retriable(),
+        |e, attempt| {
+            tracing::warn!(error = %e, attempt, "the record store is not available; retrying");
+        },
+    );
+    let store = match opened {
+        Ok(Some(store)) => store,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "opening the record store {}",
+                    orstream_record::store::redact(&config.store)
+                )
+            });
         }
     };
     let sink = Sink::new(config, bus, store)

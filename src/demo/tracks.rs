@@ -172,7 +172,7 @@ pub struct MeasuredTrack {
 /// How one truth track was followed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrackRow {
-    /// Truth id.
+    /// Id of the ground-truth track in the clip's truth file.
     pub truth_id: u32,
     /// Class label.
     pub label: String,

@@ -65,9 +65,9 @@ pub struct Span {
 /// A derived event matched to a truth interval.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matched {
-    /// The truth.
+    /// The interval the clip's ground truth gives.
     pub truth: Span,
-    /// The derived event.
+    /// The event the sink derived for it.
     pub derived: Span,
 }
 

@@ -12,6 +12,7 @@ use orstream_bus::{
 use orstream_proto::headers::{
     SCHEMA_VERSION as SCHEMA_VERSION_HEADER, TRACEPARENT as TRACEPARENT_HEADER,
 };
+use orstream_test_support::{names, topic};
 
 /// Upper bound for anything awaited. Waits end as soon as their condition holds, so this only
 /// bounds how long a broken backend takes to fail (group joins and the first transaction on a
@@ -61,7 +62,7 @@ pub(crate) use conformance_tests;
 
 /// A name no other test (or earlier run against the same broker) uses.
 fn unique(what: &str) -> String {
-    format!("conformance-{what}-{}", uuid::Uuid::new_v4().simple())
+    names::unique(&format!("conformance-{what}"))
 }
 
 fn new_topic(bus: &Bus, what: &str, partitions: u32) -> String {
@@ -83,18 +84,9 @@ fn text(message: &Message) -> String {
 
 /// Sends and waits for each delivery, returning where each landed.
 fn send_all(bus: &Bus, records: &[Record]) -> Vec<(i32, i64)> {
-    let producer = bus.producer().unwrap();
-    let handles: Vec<_> = records
-        .iter()
-        .map(|r| producer.send(r, PATIENCE).unwrap())
-        .collect();
-    producer.flush(PATIENCE).unwrap();
-    handles
+    topic::publish(bus, records)
         .into_iter()
-        .map(|h| {
-            let d = h.wait(PATIENCE).unwrap();
-            (d.partition, d.offset)
-        })
+        .map(|d| (d.partition, d.offset))
         .collect()
 }
 

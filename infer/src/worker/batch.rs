@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Select, Sender};
 use orstream_proto::{FrameResult, FrameStatus, Timings};
 
-use super::TICK;
 use crate::batcher::{Batcher, BatcherSettings, Pending, Skip};
+use crate::clock::TICK;
 use crate::config::{InferConfig, Mode};
 use crate::decode::{Prepared, micros};
 use crate::produce::{Answer, Origin};

@@ -24,8 +24,9 @@ use orstream_bus::{Consumer, ErrorKind, Message, TopicPartition};
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{NotRun, Staged, skipped};
-use super::{ADMIN_TIMEOUT, Stages, TICK};
+use super::{ADMIN_TIMEOUT, Stages};
 use crate::batcher::Skip;
+use crate::clock::TICK;
 use crate::config::{InferConfig, Mode};
 use crate::decode::{
     DecodeContext, Incoming, Prepared, Rejected, dead_letter_headers, prepare_frame, read_message,

@@ -1,6 +1,6 @@
-//! Shared by the ingest integration tests: the Kafka broker (fail, never skip, when it is
-//! down), fresh topics, an in-process RTSP server serving an H.264 test stream, clips generated
-//! with GStreamer, and readers of the frames and events topics.
+//! Shared by the ingest integration tests: fresh topics, an in-process RTSP server serving an
+//! H.264 test stream, clips generated with GStreamer, and readers of the frames and events
+//! topics.
 
 #![allow(
     dead_code,
@@ -19,27 +19,10 @@ use gstreamer::glib;
 use gstreamer::prelude::*;
 use gstreamer_rtsp_server as rtsp;
 use gstreamer_rtsp_server::prelude::*;
-use orstream_bus::{Bus, Consumer, KafkaConfig};
+use orstream_bus::{Bus, Consumer};
 use orstream_proto::{Frame, StreamEvent, stream_event::Kind};
-
-/// A Kafka bus on the broker the project's scripts start; panics with the way out when it is
-/// down, so a test that needs it fails instead of passing silently.
-pub fn kafka() -> Bus {
-    let config = KafkaConfig::from_env();
-    if let Err(err) = config.probe(Duration::from_secs(3)) {
-        panic!("{err}: this test needs the Kafka broker; run `scripts/kafka.sh start`");
-    }
-    Bus::kafka(config).expect("Kafka bus")
-}
-
-/// A name no other test (or run) uses.
-pub fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
+use orstream_test_support::names::unique;
+use orstream_test_support::topic;
 
 /// Fresh frames and events topics for one test, created (one partition each) so readers can
 /// subscribe before the service starts.
@@ -64,13 +47,6 @@ pub fn now_ns() -> i64 {
     .unwrap()
 }
 
-/// A consumer in a fresh group reading `topic` from the beginning.
-pub fn reader(bus: &Bus, topic: &str) -> Consumer {
-    let consumer = bus.consumer(&unique("test-group")).expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    consumer
-}
-
 /// Decoded frames and events seen so far on a test's two topics.
 pub struct Observed {
     frames_consumer: Consumer,
@@ -84,8 +60,8 @@ pub struct Observed {
 impl Observed {
     pub fn new(bus: &Bus, frames_topic: &str, events_topic: &str) -> Self {
         Self {
-            frames_consumer: reader(bus, frames_topic),
-            events_consumer: reader(bus, events_topic),
+            frames_consumer: topic::reader(bus, frames_topic),
+            events_consumer: topic::reader(bus, events_topic),
             frames: Vec::new(),
             events: Vec::new(),
             raw_events: Vec::new(),

@@ -5,15 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use orstream_bus::{Bus, Message};
 use orstream_record::BackendKind;
 use orstream_sink::derive::Output;
-use orstream_sink::testing::{
-    IsolatedStore, Script, isolated, result_record, stream_record, unique,
-};
+use orstream_sink::testing::{IsolatedStore, Script, isolated, result_record, stream_record};
 use orstream_sink::{Progress, Sink, SinkConfig, SinkError, Stats};
+use orstream_test_support::names::unique;
+use orstream_test_support::{topic, wait};
 use tokio_util::sync::CancellationToken;
 
 pub const TIMEOUT: Duration = Duration::from_secs(90);
@@ -46,7 +46,7 @@ pub struct Topics {
 
 impl Topics {
     pub fn unique() -> Self {
-        let id = unique("t").replace('_', "-");
+        let id = unique("t");
         Self {
             results: format!("test.results.{id}"),
             streams: format!("test.streams.{id}"),
@@ -81,28 +81,18 @@ pub fn config(store: &IsolatedStore, topics: &Topics) -> SinkConfig {
 
 /// Publishes a script: lifecycle events and results (results in camera order).
 pub fn publish(bus: &Bus, topics: &Topics, script: &Script) -> u64 {
-    let producer = bus.producer().unwrap();
-    let mut handles = Vec::new();
-    for e in script.all_stream_events() {
-        handles.push(
-            producer
-                .send(&stream_record(&topics.streams, &e), TIMEOUT)
-                .unwrap(),
-        );
-    }
-    for r in script.results() {
-        handles.push(
-            producer
-                .send(&result_record(&topics.results, &r), TIMEOUT)
-                .unwrap(),
-        );
-    }
-    let n = handles.len() as u64;
-    for h in handles {
-        h.wait(TIMEOUT).unwrap();
-    }
-    producer.flush(TIMEOUT).unwrap();
-    n
+    let records: Vec<_> = script
+        .all_stream_events()
+        .iter()
+        .map(|e| stream_record(&topics.streams, e))
+        .chain(
+            script
+                .results()
+                .iter()
+                .map(|r| result_record(&topics.results, r)),
+        )
+        .collect();
+    topic::publish(bus, &records).len() as u64
 }
 
 pub struct RunningSink {
@@ -128,22 +118,17 @@ pub fn start(bus: &Bus, config: SinkConfig) -> RunningSink {
 impl RunningSink {
     /// Waits until `done(stats)` holds (panics after TIMEOUT or if the sink ended).
     pub fn wait_for(&self, what: &str, done: impl Fn(&Stats) -> bool) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
+        wait::showing(what, TIMEOUT, || {
             let stats = self.progress.stats();
             if done(&stats) {
-                return;
+                return Ok(());
             }
             assert!(
                 !self.handle.is_finished(),
                 "the sink ended while waiting for {what}"
             );
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {stats:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            Err(format!("{stats:?}"))
+        });
     }
 
     pub fn is_running(&self) -> bool {
@@ -156,27 +141,10 @@ impl RunningSink {
     }
 }
 
-/// Reads `topic` from the beginning until `n` messages came (or TIMEOUT).
+/// Reads `topic` from the beginning until `n` messages came, then what else is already there
+/// (to catch duplicates).
 pub fn read_topic(bus: &Bus, topic: &str, n: usize) -> Vec<Message> {
-    let consumer = bus.consumer(&unique("reader")).unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let deadline = Instant::now() + TIMEOUT;
-    let mut out = Vec::new();
-    while out.len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "read {} of {n} messages from {topic}",
-            out.len()
-        );
-        if let Some(m) = consumer.poll(Duration::from_millis(200)).unwrap() {
-            out.push(m);
-        }
-    }
-    // Anything beyond n that is already there is read too, to catch duplicates.
-    while let Some(m) = consumer.poll(Duration::from_millis(500)).unwrap() {
-        out.push(m);
-    }
-    out
+    topic::read_until_quiet(bus, topic, n, Duration::from_millis(500))
 }
 
 /// Event ids of the tracks that end in a script's outputs.

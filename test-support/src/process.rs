@@ -1,0 +1,45 @@
+//! Signals to a spawned `orstream` process (the binary's path is known only to the root
+//! crate's tests: `env!("CARGO_BIN_EXE_orstream")`).
+
+use std::process::{Child, Command, ExitStatus};
+use std::time::Duration;
+
+use crate::wait::wait_for;
+
+/// Sends `kill -NAME` (`TERM`, `STOP`, `CONT`, ...) to `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// Whether the process has installed its SIGTERM handler, from `/proc`: a SIGTERM sent
+/// before that, while the binary is still loading, kills it instead of draining it.
+pub fn catches_sigterm(pid: u32) -> bool {
+    const SIGTERM: u32 = 15;
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (SIGTERM - 1)) != 0)
+}
+
+/// Stops `child` the way an operator does: waits for its SIGTERM handler (failing if it exits
+/// first), sends SIGTERM and waits for it to exit, each within `patience`. A child that has
+/// already exited is only reaped. The caller judges the exit status.
+pub fn terminate(child: &mut Child, name: &str, patience: Duration) -> ExitStatus {
+    if child.try_wait().unwrap().is_none() {
+        let pid = child.id();
+        wait_for(&format!("{name}'s SIGTERM handler"), patience, || {
+            assert!(child.try_wait().unwrap().is_none(), "{name} exited early");
+            catches_sigterm(pid).then_some(())
+        });
+        signal(pid, "TERM");
+    }
+    wait_for(&format!("{name} to exit after SIGTERM"), patience, || {
+        child.try_wait().unwrap()
+    })
+}
