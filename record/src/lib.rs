@@ -4,6 +4,7 @@
 //!
 //! # Modules, in the order data meets them
 //!
+//! - [`value`]: one cell of a row ([`Value`]), shared by the typed rows and the stores.
 //! - [`schema`]: the record's tables written once: one typed row per table ([`schema::Row`],
 //!   [`schema::Table`]), and what the record keeps of the sink's derivation
 //!   ([`schema::GapKind`], [`schema::DerivationState`]). The tables themselves are created by
@@ -45,6 +46,8 @@ pub mod store;
 pub mod svg;
 pub mod text;
 pub mod time;
+pub mod value;
 
 pub use error::StoreError;
 pub use store::{BackendKind, Store};
+pub use value::Value;

@@ -10,7 +10,7 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::store::Value;
+use crate::value::Value;
 
 /// A typed row: the fields are the columns, in [`Row::COLUMNS`] order.
 pub trait Row: Sized {
@@ -133,15 +133,15 @@ macro_rules! row {
         impl $crate::schema::Row for $name {
             const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),*];
 
-            fn to_values(&self) -> Vec<$crate::store::Value> {
+            fn to_values(&self) -> Vec<$crate::value::Value> {
                 vec![$($crate::schema::Cell::to_value(&self.$field)),*]
             }
 
-            fn from_values(values: Vec<$crate::store::Value>) -> Self {
+            fn from_values(values: Vec<$crate::value::Value>) -> Self {
                 let mut cells = values.into_iter();
                 Self {
                     $( $field: $crate::schema::Cell::from_value(
-                        cells.next().unwrap_or($crate::store::Value::Null),
+                        cells.next().unwrap_or($crate::value::Value::Null),
                     ), )*
                 }
             }

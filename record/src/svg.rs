@@ -2,7 +2,7 @@
 //! tool/organ (per stream when the case has several), intervals as bars, gaps shaded across
 //! the rows of their stream, a time axis in offsets from the case start, and a speed strip
 //! under each tracked tool. The picture is built in layers (header and legend, row bands,
-//! axis, gaps, bars, speed lines), each its own function over one [`Layout`], so the
+//! axis, gaps, bars, speed lines), each its own function over one `Layout`, so the
 //! geometry is computed once and every layer places itself the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
