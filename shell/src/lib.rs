@@ -2,7 +2,7 @@
 //! waits, retries and reads the time the same way.
 //!
 //! Modules:
-//! - [`retry`]: one retry policy: exponential backoff with full jitter under a cap, waits that
+//! - [`retry`](mod@retry): one retry policy: exponential backoff with full jitter under a cap, waits that
 //!   wake at shutdown, and the give-up rule (an error retrying cannot fix, or shutdown).
 //! - [`clock`]: the wall clock in the contract's units.
 
