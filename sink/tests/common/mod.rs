@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use orstream_bus::{Bus, Message};
+use orstream_bus::{Bus, Message, Record};
 use orstream_record::BackendKind;
 use orstream_sink::derive::Output;
 use orstream_sink::testing::{IsolatedStore, Script, isolated, result_record, stream_record};
@@ -81,7 +81,12 @@ pub fn config(store: &IsolatedStore, topics: &Topics) -> SinkConfig {
 
 /// Publishes a script: lifecycle events and results (results in camera order).
 pub fn publish(bus: &Bus, topics: &Topics, script: &Script) -> u64 {
-    let records: Vec<_> = script
+    topic::publish(bus, &records(topics, script)).len() as u64
+}
+
+/// The script's messages in the order [`publish`] sends them: stream events, then results.
+pub fn records(topics: &Topics, script: &Script) -> Vec<Record> {
+    script
         .all_stream_events()
         .iter()
         .map(|e| stream_record(&topics.streams, e))
@@ -91,8 +96,7 @@ pub fn publish(bus: &Bus, topics: &Topics, script: &Script) -> u64 {
                 .iter()
                 .map(|r| result_record(&topics.results, r)),
         )
-        .collect();
-    topic::publish(bus, &records).len() as u64
+        .collect()
 }
 
 pub struct RunningSink {
