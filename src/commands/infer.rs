@@ -14,6 +14,8 @@ use orstream_bus::Bus;
 use orstream_infer::config::{Delivery, Mode};
 use orstream_infer::{InferConfig, Model, Worker};
 
+use crate::telemetry::ExitReason;
+
 /// Options of `orstream infer`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -92,7 +94,7 @@ fn configuration(args: &Args) -> Result<InferConfig> {
         Some("at-least-once") => config.delivery = Delivery::AtLeastOnce,
         _ => {}
     }
-    config.validate()?;
+    config.validate().context(ExitReason::Config)?;
     Ok(config)
 }
 
@@ -143,4 +145,27 @@ pub fn run(args: Args) -> Result<()> {
         stats.pauses
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::telemetry::{exit, exit_code};
+
+    /// Wraps [`Args`] as the command line does, so the flags parse as they would.
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn an_invalid_configuration_exits_as_a_configuration_error() {
+        let cli = Cli::try_parse_from(["infer", "--group", " "]).unwrap();
+        let error = configuration(&cli.args).unwrap_err();
+        assert!(format!("{error:#}").contains("group_id"), "{error:#}");
+        assert_eq!(exit_code(&error), exit::CONFIG);
+    }
 }
