@@ -30,7 +30,7 @@ use bytes::Bytes;
 use orstream_bus::{Bus, KafkaConfig, Record};
 use orstream_infer::config::Mode;
 use orstream_infer::{InferConfig, Model, Worker, synthetic};
-use orstream_proto::{FrameResult, FrameStatus, SCHEMA_VERSION, headers};
+use orstream_proto::{FrameResult, FrameStatus, headers};
 use orstream_test_support::names::unique;
 use orstream_test_support::tally::{self, Tally};
 use orstream_test_support::{kafka, process, topic, wait};
@@ -153,12 +153,7 @@ fn poison_goes_to_the_dead_letter_topic_on_kafka() {
     bus.create_topic(&config.frames_topic, 2, TIMEOUT).unwrap();
     let topic = config.frames_topic.as_str();
     let mut records = frame_records(topic, 1, 6);
-    let versioned = |payload: Vec<u8>, key: &str| {
-        Record::new(topic, payload)
-            .with_key(key.to_owned())
-            .with_header(headers::SCHEMA_VERSION, SCHEMA_VERSION)
-    };
-    records.insert(2, versioned(vec![0x8Fu8; 200], "junk"));
+    records.insert(2, topic::versioned(topic, "junk", vec![0x8Fu8; 200]));
     let mut corrupt = synthetic::frame("bad", 0, 1, 64, 48, b"\xFF\xD8\xFFnope".to_vec());
     corrupt.case_id = "c".to_owned();
     records.insert(4, synthetic::frame_record(topic, &corrupt));
@@ -170,7 +165,7 @@ fn poison_goes_to_the_dead_letter_topic_on_kafka() {
     absurd_jpeg[sof + 5..sof + 9].copy_from_slice(&[0xFF; 4]);
     let absurd = synthetic::frame("bad", 1, 1, 64, 48, absurd_jpeg);
     records.push(synthetic::frame_record(topic, &absurd));
-    records.push(versioned(Vec::new(), "empty"));
+    records.push(topic::versioned(topic, "empty", Vec::new()));
     topic::publish(&bus, &records);
     run_worker_until(config.clone(), &bus, |s| s.results() + s.unanswerable >= 10);
 

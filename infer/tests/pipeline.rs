@@ -172,16 +172,15 @@ fn poison_goes_to_the_dead_letter_topic_and_valid_frames_are_unaffected() {
     records.push(good(0));
     // Random bytes, a truncated protobuf, an empty payload, an oversized one: no identity.
     // Each with the version header, so the payload is what is refused.
-    let versioned = |payload: Vec<u8>, key: &str| {
-        Record::new(topic, payload)
-            .with_key(key.to_owned())
-            .with_header(headers::SCHEMA_VERSION, SCHEMA_VERSION)
-    };
-    records.push(versioned(vec![0x8Fu8; 333], "junk"));
+    records.push(topic::versioned(topic, "junk", vec![0x8Fu8; 333]));
     let whole = orstream_proto::encode(&frame("cut", 0, 1));
-    records.push(versioned(whole[..whole.len() / 2].to_vec(), "cut"));
-    records.push(versioned(Vec::new(), "empty"));
-    records.push(versioned(vec![0u8; 17 << 20], "huge"));
+    records.push(topic::versioned(
+        topic,
+        "cut",
+        whole[..whole.len() / 2].to_vec(),
+    ));
+    records.push(topic::versioned(topic, "empty", Vec::new()));
+    records.push(topic::versioned(topic, "huge", vec![0u8; 17 << 20]));
     records.push(good(1));
     // Identity readable: a corrupt JPEG, a JPEG header of 65535x65535, a frame of 65535
     // columns, a frame whose JPEG is another size, an unknown schema version.

@@ -677,7 +677,7 @@ fn host_base_ns(sink: &gst_app::AppSink, outlet: &Outlet) -> i128 {
 }
 
 /// Nanoseconds since the Unix epoch on the host's realtime clock.
-pub(crate) fn realtime_ns() -> i128 {
+fn realtime_ns() -> i128 {
     i128::from(orstream_shell::clock::now_ns())
 }
 

@@ -24,7 +24,6 @@ use orstream_proto::{Frame, SCHEMA_VERSION, StreamEvent, headers, stream_event};
 
 use crate::config::FullPolicy;
 use crate::metrics::StreamMetrics;
-use crate::pipeline::realtime_ns;
 
 /// Messages of one stream that may wait for their acknowledgement at once.
 const MAX_IN_FLIGHT: usize = 256;
@@ -171,7 +170,7 @@ impl Publisher {
             stream_id: self.stream_id.clone(),
             case_id: case_id.to_owned(),
             session_epoch: epoch,
-            time_ns: i64::try_from(realtime_ns()).unwrap_or(i64::MAX),
+            time_ns: orstream_shell::clock::now_ns(),
             kind: Some(kind),
         };
         let record = Record::new(self.events_topic.clone(), orstream_proto::encode(&event))

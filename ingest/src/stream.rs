@@ -590,7 +590,7 @@ impl StreamRunner {
 /// The next session epoch: above the previous one and at least the current Unix time in
 /// milliseconds, so a restarted process does not reuse the epochs of its previous run.
 fn next_epoch(previous: u64) -> u64 {
-    let now_ms = u64::try_from(pipeline::realtime_ns() / 1_000_000).unwrap_or(0);
+    let now_ms = u64::try_from(orstream_shell::clock::now_ms()).unwrap_or(0);
     now_ms.max(previous + 1)
 }
 

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use orstream_bus::{Bus, Consumer, Delivery, Message, Record};
-use orstream_proto::Wire;
+use orstream_proto::{SCHEMA_VERSION, Wire, headers};
 
 use crate::names::unique;
 
@@ -25,6 +25,14 @@ pub fn publish(bus: &Bus, records: &[Record]) -> Vec<Delivery> {
         .into_iter()
         .map(|h| h.wait(PATIENCE).unwrap())
         .collect()
+}
+
+/// A record on `topic` keyed `key` with the schema-version header every producer of the
+/// contract sets: for a payload a test wants refused for what it holds, not for a missing header.
+pub fn versioned(topic: &str, key: &str, payload: Vec<u8>) -> Record {
+    Record::new(topic, payload)
+        .with_key(key.to_owned())
+        .with_header(headers::SCHEMA_VERSION, SCHEMA_VERSION)
 }
 
 /// A consumer in a fresh group, subscribed to `topic`: it reads from the beginning.
