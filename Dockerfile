@@ -76,7 +76,8 @@ RUN useradd --system --uid 10001 --create-home --home-dir /var/lib/orstream \
  && chown orstream /opt/orstream
 USER orstream
 
-# Every service serves /metrics, /healthz and /readyz here when ORSTREAM_METRICS_LISTEN is set.
+# Every service serves /metrics, /healthz and /readyz here when telemetry.metrics_listen is set
+# (ORSTREAM_<SERVICE>_TELEMETRY__METRICS_LISTEN).
 EXPOSE 9464
 ENTRYPOINT ["orstream"]
 CMD ["--help"]

@@ -2,11 +2,12 @@
 //!
 //! - [`demo`]: the embedded demo — sources through the in-process bus, every frame accounted.
 //! - [`commands`]: the service subcommands (`ingest`, `infer`, `sink`, ...).
-//! - [`shutdown`]: the root cancellation token (SIGINT/SIGTERM).
+//! - [`telemetry`]: logs, traces, metrics and health endpoints; where settings come from.
+//!
+//! Signals, exit codes, retries and configuration layers are `orstream_shell`'s.
 //!
 //! `src/main.rs` only parses arguments and calls in here.
 
 pub mod commands;
 pub mod demo;
-pub mod shutdown;
 pub mod telemetry;

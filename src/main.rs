@@ -3,7 +3,7 @@
 //! Every subcommand starts the same way: signal handlers, arguments, then telemetry
 //! ([`orstream::telemetry::configure`] and [`orstream::telemetry::init`]), kept until the
 //! command ends so buffered spans and metrics are flushed. Exit codes follow
-//! [`orstream::telemetry::exit`]; the demo adds [`EXIT_UNACCOUNTED`].
+//! [`orstream_shell::exit`]; the demo adds [`EXIT_UNACCOUNTED`].
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -36,15 +36,15 @@ enum Command {
 }
 
 impl Command {
-    /// The service's name in telemetry and the configuration file its `[telemetry]` table is
-    /// read from.
+    /// The service (the `<SERVICE>` of its `ORSTREAM_<SERVICE>_*` variables) and the
+    /// configuration file its `[telemetry]` table is read from.
     fn telemetry_source(&self) -> (&'static str, Option<&Path>) {
         match self {
-            Self::Demo(_) => ("orstream-demo", None),
-            Self::Ingest(args) => ("orstream-ingest", args.config.as_deref()),
-            Self::Infer(args) => ("orstream-infer", args.config.as_deref()),
-            Self::Sink(args) => ("orstream-sink", args.config.as_deref()),
-            Self::Record(_) => ("orstream-record", None),
+            Self::Demo(_) => ("demo", None),
+            Self::Ingest(args) => ("ingest", args.config.as_deref()),
+            Self::Infer(args) => ("infer", args.config.as_deref()),
+            Self::Sink(args) => ("sink", args.config.as_deref()),
+            Self::Record(_) => ("record", None),
         }
     }
 }
@@ -54,12 +54,12 @@ const EXIT_UNACCOUNTED: u8 = 4;
 
 fn fail(error: &anyhow::Error) -> ExitCode {
     eprintln!("error: {error:#}");
-    ExitCode::from(telemetry::exit_code(error))
+    ExitCode::from(orstream_shell::exit::exit_code(error))
 }
 
 fn main() -> ExitCode {
     // Signal handlers first: a SIGTERM from here on drains instead of killing the process.
-    let _shutdown = orstream::shutdown::root();
+    let _shutdown = orstream_shell::signals::root();
     let cli = Cli::parse();
     let (service, file) = cli.command.telemetry_source();
     let guard = match telemetry::configure(service, file, &cli.telemetry)

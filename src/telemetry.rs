@@ -1,12 +1,12 @@
-//! Telemetry of the services: logs, traces, metrics, health endpoints and exit codes.
+//! Telemetry of the services: logs, traces, metrics and health endpoints.
 //!
 //! A service calls [`init`] once, first thing, with its [`TelemetryConfig`] and keeps the
 //! returned [`TelemetryGuard`] until it ends (dropping it flushes what is buffered). The
 //! `orstream` command does so for every subcommand, with the configuration [`configure`]
-//! builds: the `[telemetry]` table of the service's file ([`ServiceFile`]), the environment,
-//! then the flags ([`TelemetryArgs`]). It gets:
+//! builds: the `[telemetry]` table of the service's file, its `ORSTREAM_<SERVICE>_TELEMETRY__*`
+//! variables, then the flags ([`TelemetryArgs`]). It gets:
 //!
-//! - logs on stderr, filtered by `log_filter` (`ORSTREAM_LOG`, default `warn`);
+//! - logs on stderr, filtered by `log_filter` (default `warn`);
 //! - when `otlp_endpoint` is set, `tracing` spans exported as OpenTelemetry spans over
 //!   OTLP/HTTP, sampled at `sampling_ratio` where a trace starts and following the parent's
 //!   decision downstream; trace context travels in message headers through
@@ -22,21 +22,9 @@
 //! Nothing is exported by default. Spans and metric labels never carry frame bytes, case ids or
 //! stream locations (see `orstream_bus::metrics::ALLOWED_ATTRIBUTES`).
 //!
-//! # Exit codes
+//! Exit codes and their reasons are [`orstream_shell::exit`]'s.
 //!
-//! | code | constant | meaning |
-//! |---|---|---|
-//! | 0 | [`exit::OK`] | finished or drained cleanly after SIGINT/SIGTERM |
-//! | 1 | [`exit::FAILURE`] | failed while running (a fatal bus or database error, a panic) |
-//! | 2 | [`exit::CONFIG`] | bad configuration or command line (as clap exits on bad flags) |
-//! | 3 | [`exit::UNAVAILABLE`] | a dependency (broker, database, model file) unreachable at start |
-//! | 130 | [`exit::FORCED`] | a second signal cut the drain short ([`crate::shutdown::EXIT_FORCED`]) |
-//!
-//! An error is classified by attaching an [`ExitReason`] as anyhow context
-//! (`.context(ExitReason::Config)`); [`exit_code`] finds it anywhere in the chain, and an
-//! unclassified error is a runtime failure. Supervisors restart on 1 and 3, not on 2.
-//!
-//! Modules: `config` ([`TelemetryConfig`]), `file` ([`ServiceFile`], [`TelemetryArgs`],
+//! Modules: `config` ([`TelemetryConfig`]), `file` ([`layers`], [`TelemetryArgs`],
 //! [`configure`]), `health` ([`Health`], its clocks), `server` (the HTTP endpoint),
 //! `prometheus` ([`PrometheusMetrics`]), `otlp` (exporters and their HTTP client).
 
@@ -59,71 +47,17 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use orstream_shell::exit::ExitReason;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-pub use config::{TelemetryConfig, TelemetryConfigError, env};
-pub use file::{ServiceFile, TelemetryArgs, configure};
+pub use config::{TelemetryConfig, TelemetryConfigError};
+pub use file::{TelemetryArgs, configure, layers, service_name, split_telemetry};
 pub use health::{Clock, Health, Liveness, ManualClock, Readiness, SystemClock};
 pub use orstream_bus::metrics::{HealthReporter, checks};
 pub use prometheus::PrometheusMetrics;
 pub use server::Server;
-
-/// Process exit codes; see the module documentation.
-pub mod exit {
-    /// Finished, or drained cleanly after SIGINT/SIGTERM.
-    pub const OK: u8 = 0;
-    /// Failed while running.
-    pub const FAILURE: u8 = 1;
-    /// Bad configuration or command line.
-    pub const CONFIG: u8 = 2;
-    /// A dependency was unreachable at start.
-    pub const UNAVAILABLE: u8 = 3;
-    /// A second signal cut the drain short; the same as [`crate::shutdown::EXIT_FORCED`].
-    pub const FORCED: u8 = 130;
-}
-
-/// Why a service ends with an error; attach it as context to pick the exit code:
-/// `config.validate().context(ExitReason::Config)?`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitReason {
-    /// Failed while running ([`exit::FAILURE`]).
-    Failure,
-    /// Bad configuration ([`exit::CONFIG`]).
-    Config,
-    /// A dependency unreachable at start ([`exit::UNAVAILABLE`]).
-    Unavailable,
-}
-
-impl ExitReason {
-    /// The exit code.
-    pub const fn code(self) -> u8 {
-        match self {
-            Self::Failure => exit::FAILURE,
-            Self::Config => exit::CONFIG,
-            Self::Unavailable => exit::UNAVAILABLE,
-        }
-    }
-}
-
-impl fmt::Display for ExitReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Failure => "runtime failure",
-            Self::Config => "configuration error",
-            Self::Unavailable => "dependency unavailable at start",
-        })
-    }
-}
-
-/// The exit code for an error: the [`ExitReason`] attached anywhere in its chain (the
-/// outermost wins), else [`exit::FAILURE`].
-pub fn exit_code(error: &anyhow::Error) -> u8 {
-    error
-        .downcast_ref::<ExitReason>()
-        .map_or(exit::FAILURE, |reason| reason.code())
-}
 
 /// What [`init`] set up; keep it for the life of the service. Dropping it stops the HTTP
 /// endpoint and flushes buffered spans and metrics (bounded by `otlp_timeout`).
@@ -297,30 +231,9 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard> {
 
 #[cfg(test)]
 mod tests {
+    use orstream_shell::exit::{self, exit_code};
+
     use super::*;
-
-    #[test]
-    fn forced_matches_the_shutdown_code() {
-        assert_eq!(i32::from(exit::FORCED), crate::shutdown::EXIT_FORCED);
-    }
-
-    #[test]
-    fn exit_codes_follow_the_attached_reason() {
-        let plain = anyhow::anyhow!("boom");
-        assert_eq!(exit_code(&plain), exit::FAILURE);
-
-        let config: Result<()> = Err(anyhow::anyhow!("bad key")).context(ExitReason::Config);
-        let config = config.context("starting orstream infer").unwrap_err();
-        assert_eq!(exit_code(&config), exit::CONFIG);
-        assert_eq!(
-            format!("{config:#}"),
-            "starting orstream infer: configuration error: bad key"
-        );
-
-        let down: Result<()> =
-            Err(std::io::Error::other("connection refused")).context(ExitReason::Unavailable);
-        assert_eq!(exit_code(&down.unwrap_err()), exit::UNAVAILABLE);
-    }
 
     #[test]
     fn a_bad_configuration_is_a_configuration_error() {

@@ -23,6 +23,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests state expectations this way
 
+use orstream_shell::config::variable;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -201,7 +202,7 @@ impl Run {
         let child = Command::new(ORSTREAM)
             .args(self.args(line))
             .current_dir(ROOT)
-            .env("ORSTREAM_LOG", "warn")
+            .env(variable(&name, "telemetry.log_filter"), "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -20,6 +20,7 @@
     reason = "a test fails at the first broken expectation, with its message"
 )]
 
+use orstream_shell::config::variable;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -218,7 +219,7 @@ fn spawn_worker(config_path: &std::path::Path, log: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_orstream"))
         .args(["infer", "--config"])
         .arg(config_path)
-        .env("ORSTREAM_LOG", "info")
+        .env(variable("infer", "telemetry.log_filter"), "info")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -49,7 +49,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
-use orstream_bus::{Bus, KafkaConfig};
+use orstream_bus::Bus;
 use orstream_test_support::metrics::{get, scraped};
 use orstream_test_support::names::unique;
 use orstream_test_support::wait::wait_for;
@@ -245,7 +245,7 @@ fn orstream(args: &[&str], log: &Path) -> Child {
 }
 
 /// The `orstream` command with `args`, stderr to `log`, without the caller's `ORSTREAM_*`
-/// variables but the broker's address.
+/// variables.
 fn orstream_command(args: &[&str], log: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_orstream"));
     command
@@ -255,7 +255,7 @@ fn orstream_command(args: &[&str], log: &Path) -> Command {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap());
     for (key, _) in std::env::vars() {
-        if key.starts_with("ORSTREAM_") && key != "ORSTREAM_KAFKA_BOOTSTRAP" {
+        if key.starts_with("ORSTREAM_") {
             command.env_remove(key);
         }
     }
@@ -953,7 +953,7 @@ fn readiness_follows_the_broker_through_a_restart_and_nothing_is_lost() {
 
     let broker = OwnBroker::start();
     let bootstrap = broker.bootstrap();
-    let mut kafka = KafkaConfig::from_env();
+    let mut kafka = orstream_test_support::kafka::settings();
     kafka.bootstrap_servers = bootstrap.clone();
     let bus = Bus::kafka(kafka).unwrap();
     let (frames, results, streams) = (
@@ -984,12 +984,8 @@ fn readiness_follows_the_broker_through_a_restart_and_nothing_is_lost() {
         ),
     );
     let log = |name: &str| dir.path().join(format!("{name}.log"));
-    let on_own_broker = |args: &[&str], name: &str| {
-        orstream_command(args, &log(name))
-            .env("ORSTREAM_KAFKA_BOOTSTRAP", &bootstrap)
-            .spawn()
-            .unwrap()
-    };
+    let on_own_broker =
+        |args: &[&str], name: &str| orstream_command(args, &log(name)).spawn().unwrap();
     let infer = on_own_broker(&["infer", "--config", infer.to_str().unwrap()], "infer");
     let sink = on_own_broker(&["sink", "--config", sink.to_str().unwrap()], "sink");
     let services = [("infer", infer_listen), ("sink", sink_listen)];

@@ -8,12 +8,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests state expectations this way
 
+use orstream_shell::config::variable;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use orstream_bus::{Bus, KafkaConfig, TopicPartition};
+use orstream_bus::{Bus, TopicPartition};
 use orstream_proto::SurgicalEvent;
 use orstream_record::BackendKind;
 use orstream_sink::testing::{IsolatedStore, Script, isolated, result_record, stream_record};
@@ -36,7 +37,7 @@ impl Drop for Setup {
 
 /// Writes a sink configuration for `store` and returns its path.
 fn sink_config(setup: &Setup, name: &str, store: &IsolatedStore, events: &str) -> PathBuf {
-    let kafka = KafkaConfig::from_env();
+    let kafka = orstream_test_support::kafka::settings();
     let text = format!(
         r#"store = "{store}"
 group_id = "{group}"
@@ -77,7 +78,7 @@ fn spawn_sink(config: &Path, log: &Path) -> Child {
         .arg("sink")
         .arg("--config")
         .arg(config)
-        .env("ORSTREAM_LOG", "warn")
+        .env(variable("sink", "telemetry.log_filter"), "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

@@ -105,15 +105,6 @@ const MAX_MS: u128 = i32::MAX as u128;
 const BROKER_TRANSACTION_MAX: Duration = Duration::from_secs(15 * 60);
 
 impl KafkaConfig {
-    /// The default settings pointed at `$ORSTREAM_KAFKA_BOOTSTRAP` when it is set.
-    pub fn from_env() -> Self {
-        let mut config = Self::default();
-        if let Ok(bootstrap) = std::env::var("ORSTREAM_KAFKA_BOOTSTRAP") {
-            config.bootstrap_servers = bootstrap;
-        }
-        config
-    }
-
     /// Opens a TCP connection to the first bootstrap server: a cheap "is a broker there?"
     /// check for start-up and tests, before librdkafka retries silently in the background.
     /// The error names the address and the cause.

@@ -1,14 +1,19 @@
-//! [`InferConfig`]: everything `orstream infer` and the embedded demo can set, with defaults,
-//! TOML loading, `ORSTREAM_...` environment overrides and [`InferConfig::validate`].
+//! [`InferConfig`]: everything `orstream infer` and the embedded demo can set, with defaults
+//! and [`InferConfig::validate`]. The file and the `ORSTREAM_INFER_<KEY>` variables are layered
+//! by [`orstream_shell::config::Layers`], as for every service.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use orstream_bus::{BusError, KafkaConfig, validate_topic_name};
 use orstream_proto::topics;
+use orstream_shell::config::{ConfigError, Layers};
 use serde::Deserialize;
 
 use crate::error::InferError;
+
+/// The `<SERVICE>` of infer's `ORSTREAM_INFER_<KEY>` variables.
+pub const SERVICE: &str = "infer";
 
 /// Largest batch any configuration may ask for; beyond it a batch of JPEG frames would hold
 /// more memory than a worker should.
@@ -244,50 +249,14 @@ impl Default for PostprocessConfig {
 }
 
 impl InferConfig {
-    /// Reads a TOML file over the defaults (keys it leaves out keep their default).
-    pub fn from_file(path: &Path) -> Result<Self, InferError> {
-        let text = std::fs::read_to_string(path).map_err(|e| InferError::File {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        Self::from_toml(&text, path)
-    }
-
-    /// Parses TOML text over the defaults (unknown keys are errors); `path` is only named in
-    /// errors. The file's `[telemetry]` table belongs to the process that runs the worker (the
-    /// `orstream` command reads and checks it) and is skipped here.
-    pub fn from_toml(text: &str, path: &Path) -> Result<Self, InferError> {
-        let error = |reason: String| InferError::File {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| error(e.to_string()))?;
-        table.remove("telemetry");
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| error(e.to_string()))
-    }
-
-    /// Applies the `ORSTREAM_...` environment overrides, read through `var` (pass
-    /// `|k| std::env::var(k).ok()` for the process environment):
-    /// `ORSTREAM_KAFKA_BOOTSTRAP`, `ORSTREAM_INFER_MODEL`, `ORSTREAM_INFER_DEVICE`,
-    /// `ORSTREAM_INFER_GROUP`, `ORSTREAM_INFER_TRANSACTIONAL_ID`.
-    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
-        if let Some(v) = var("ORSTREAM_KAFKA_BOOTSTRAP") {
-            self.kafka.bootstrap_servers = v;
-        }
-        if let Some(v) = var("ORSTREAM_INFER_MODEL") {
-            self.model.path = PathBuf::from(v);
-        }
-        if let Some(v) = var("ORSTREAM_INFER_DEVICE") {
-            self.model.device = v;
-        }
-        if let Some(v) = var("ORSTREAM_INFER_GROUP") {
-            self.group_id = v;
-        }
-        if let Some(v) = var("ORSTREAM_INFER_TRANSACTIONAL_ID") {
-            self.transactional_id = v;
-        }
+    /// Parses a configuration file's text over the defaults (no variables applied; unknown
+    /// keys are errors); `path` is only named in errors. The file's `[telemetry]` table belongs
+    /// to the process that runs the worker (the `orstream` command reads and checks it) and is
+    /// skipped here.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut layers = Layers::from_sources(SERVICE, Some((path, text)), [])?;
+        layers.split("telemetry");
+        layers.extract()
     }
 
     /// Checks every field and cross-field rule and reports all problems at once, each naming
@@ -490,15 +459,26 @@ mod tests {
     }
 
     #[test]
-    fn environment_overrides_the_file() {
-        let mut config = InferConfig::default();
-        config.apply_env(|key| match key {
-            "ORSTREAM_KAFKA_BOOTSTRAP" => Some("b:1".to_owned()),
-            "ORSTREAM_INFER_DEVICE" => Some("cuda:1".to_owned()),
-            _ => None,
-        });
+    fn variables_override_the_file() {
+        let layers = Layers::from_sources(
+            SERVICE,
+            Some((
+                Path::new("infer.toml"),
+                "group_id = \"g\"\n[model]\ndevice = \"cpu\"\n",
+            )),
+            [
+                ("ORSTREAM_INFER_KAFKA__BOOTSTRAP_SERVERS", "b:1"),
+                ("ORSTREAM_INFER_MODEL__DEVICE", "cuda:1"),
+                ("ORSTREAM_INFER_BATCH__MAX_BATCH_SIZE", "4"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        )
+        .unwrap();
+        let config: InferConfig = layers.extract().unwrap();
         assert_eq!(config.kafka.bootstrap_servers, "b:1");
         assert_eq!(config.model.device, "cuda:1");
+        assert_eq!(config.batch.max_batch_size, 4);
+        assert_eq!(config.group_id, "g");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! ```no_run
 //! # fn main() -> Result<(), orstream_infer::InferError> {
 //! use orstream_infer::{InferConfig, Model, Worker};
-//! let config = InferConfig::default(); // or InferConfig::from_file(..), then apply_env(..)
+//! let config = InferConfig::default(); // or Layers::load("infer", file)?.extract()?
 //! let model = Model::open(&config.model)?; // card, digest, torchvision ops if maskrcnn
 //! let bus = orstream_bus::Bus::memory(); // or Bus::kafka(config.kafka.clone())?
 //! let worker = Worker::new(config, bus, model)?;

@@ -12,7 +12,8 @@ use orstream_infer::InferConfig;
 #[test]
 fn the_example_config_parses_and_matches_the_defaults() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/infer.example.toml");
-    let config = InferConfig::from_file(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let config = InferConfig::from_toml(&text, &path).unwrap();
     config.validate().unwrap();
     assert_eq!(
         config,

@@ -6,12 +6,16 @@
 //! that cross fields and reports every problem at once, each naming its key (for streams:
 //! `streams[2].output.width`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use orstream_shell::config::{ConfigError, Layers};
 use serde::Deserialize;
 
 use crate::error::IngestError;
+
+/// The `<SERVICE>` of ingest's `ORSTREAM_INGEST_<KEY>` variables.
+pub const SERVICE: &str = "ingest";
 
 /// Default width of the JPEG frames, in pixels.
 pub const DEFAULT_WIDTH: u32 = 640;
@@ -641,26 +645,20 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
-    /// Parses a configuration file's text. Unknown keys are errors, in both parts; the
-    /// `[telemetry]` table is skipped.
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
-        Self::from_table(table)
+    /// Parses a configuration file's text (no variables applied). Unknown keys are errors, in
+    /// both parts; the `[telemetry]` table is skipped.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let mut layers = Layers::from_sources(SERVICE, Some((Path::new("ingest.toml"), text)), [])?;
+        layers.split("telemetry");
+        Self::from_layers(layers)
     }
 
-    /// Builds the configuration from a parsed file (a caller that took its own tables out
-    /// first). Unknown keys are errors, in both parts.
-    pub fn from_table(mut table: toml::Table) -> Result<Self, String> {
-        table.remove("telemetry");
-        let kafka = match table.remove("kafka") {
-            Some(value) => value
-                .try_into::<orstream_bus::KafkaConfig>()
-                .map_err(|e| format!("[kafka]: {e}"))?,
-            None => orstream_bus::KafkaConfig::default(),
-        };
-        let ingest = toml::Value::Table(table)
-            .try_into::<IngestConfig>()
-            .map_err(|e| e.to_string())?;
+    /// Types the layers of a service's settings (file and variables, the `[telemetry]` table
+    /// already set apart): the `[kafka]` table, then the rest. Unknown keys are errors, in both
+    /// parts.
+    pub fn from_layers(mut layers: Layers) -> Result<Self, ConfigError> {
+        let kafka = layers.split("kafka").extract()?;
+        let ingest = layers.extract()?;
         Ok(Self { ingest, kafka })
     }
 
@@ -775,7 +773,11 @@ mod tests {
         file.validate().expect("valid");
 
         let err = ServiceConfig::from_toml("[kafka]\nbootstrap = \"x\"\n").expect_err("typo");
-        assert!(err.contains("bootstrap"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("kafka.bootstrap: unknown field `bootstrap`"),
+            "{err}"
+        );
         let mut big = file.clone();
         big.ingest.max_message_bytes = 64 << 20;
         let err = big

@@ -1,12 +1,22 @@
 //! orstream-shell: what ingest, infer and the sink share around their work, so each service
-//! waits, retries and reads the time the same way.
+//! starts, waits, retries, reads the time and stops the same way.
 //!
 //! Modules:
-//! - [`retry`](mod@retry): one retry policy: exponential backoff with full jitter under a cap, waits that
-//!   wake at shutdown, and the give-up rule (an error retrying cannot fix, or shutdown).
+//! - [`config`]: one way to layer configuration (file, then `ORSTREAM_<SERVICE>_<KEY>`
+//!   variables, then flags), with secrets read from files.
+//! - [`signals`]: the process's root cancellation token, cancelled by SIGINT/SIGTERM; a second
+//!   signal exits at once.
+//! - [`retry`](mod@retry): one retry policy: exponential backoff with full jitter under a cap,
+//!   waits that wake at shutdown, and the give-up rule (an error retrying cannot fix, or
+//!   shutdown).
 //! - [`clock`]: the wall clock in the contract's units.
+//! - [`exit`]: exit codes and the reasons that pick them (a configuration error is 2 in every
+//!   service).
 
 pub mod clock;
+pub mod config;
+pub mod exit;
 pub mod retry;
+pub mod signals;
 
 pub use retry::{Backoff, Streak, pause, pause_while, retry};

@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use orstream_bus::{Bus, KafkaConfig};
+use orstream_bus::Bus;
 use orstream_record::{BackendKind, Store};
 use orstream_sink::testing::{Script, isolated, result_record, stream_record, unique};
 use orstream_sink::{Progress, Sink, SinkConfig, Stats};
@@ -78,7 +78,7 @@ fn bus(kafka: bool) -> Bus {
     if !kafka {
         return Bus::memory();
     }
-    let config = KafkaConfig::from_env();
+    let config = orstream_test_support::kafka::settings();
     if let Err(err) = config.probe(Duration::from_secs(3)) {
         panic!("{err}: run `scripts/kafka.sh start`, or pass --bus memory");
     }
@@ -104,7 +104,7 @@ fn run(bus: &Bus, kind: BackendKind, script: &Script, paced: bool) -> Run {
         results_topic: format!("bench.results.{id}"),
         streams_topic: format!("bench.streams.{id}"),
         events_topic: format!("bench.events.{id}"),
-        kafka: KafkaConfig::from_env(),
+        kafka: orstream_test_support::kafka::settings(),
         ..SinkConfig::default()
     };
     for t in [&config.results_topic, &config.streams_topic] {

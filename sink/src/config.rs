@@ -1,19 +1,24 @@
 //! Settings of the sink: where the record lives, which topics it reads and writes, how events
 //! are derived, and how it batches and retries.
 //!
-//! Layers: built-in defaults, then a TOML file ([`SinkConfig::from_toml`]), then environment
-//! variables ([`SinkConfig::apply_env`]). [`SinkConfig::validate`] reports every problem at
-//! once, each naming its key.
+//! Layers: built-in defaults, then a TOML file, then the `ORSTREAM_SINK_<KEY>` variables, put
+//! together by [`orstream_shell::config::Layers`] as for every service.
+//! [`SinkConfig::validate`] reports every problem at once, each naming its key.
 
+use std::path::Path;
 use std::time::Duration;
 
 use orstream_bus::KafkaConfig;
 use orstream_proto::{Category, topics};
+use orstream_shell::config::{ConfigError, Layers};
 use serde::{Deserialize, Serialize};
 
 use crate::derive::Rules;
 use crate::error::SinkError;
 use crate::track::{TrackRules, nanos};
+
+/// The `<SERVICE>` of the sink's `ORSTREAM_SINK_<KEY>` variables.
+pub const SERVICE: &str = "sink";
 
 /// Everything the sink needs to know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,39 +250,13 @@ impl CategoryName {
 const MAX_WINDOW: u32 = 1_000;
 
 impl SinkConfig {
-    /// Parses TOML over the defaults (unknown keys are errors). Does not validate. The file's
-    /// `[telemetry]` table belongs to the process that runs the sink (the `orstream` command
-    /// reads and checks it) and is skipped here.
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
-        table.remove("telemetry");
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e| e.to_string())
-    }
-
-    /// Reads and parses a TOML file over the defaults. Does not validate.
-    pub fn from_file(path: &std::path::Path) -> Result<Self, SinkError> {
-        let error = |reason: String| SinkError::ConfigFile {
-            path: path.display().to_string(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-        Self::from_toml(&text).map_err(error)
-    }
-
-    /// Applies the environment layer: `ORSTREAM_SINK_STORE`, `ORSTREAM_SINK_GROUP_ID` and
-    /// `ORSTREAM_KAFKA_BOOTSTRAP` replace `store`, `group_id` and `kafka.bootstrap_servers`.
-    pub fn apply_env(&mut self) {
-        if let Ok(store) = std::env::var("ORSTREAM_SINK_STORE") {
-            self.store = store;
-        }
-        if let Ok(group) = std::env::var("ORSTREAM_SINK_GROUP_ID") {
-            self.group_id = group;
-        }
-        if let Ok(bootstrap) = std::env::var("ORSTREAM_KAFKA_BOOTSTRAP") {
-            self.kafka.bootstrap_servers = bootstrap;
-        }
+    /// Parses a configuration file's text over the defaults (no variables applied; unknown keys
+    /// are errors). Does not validate. The file's `[telemetry]` table belongs to the process
+    /// that runs the sink (the `orstream` command reads and checks it) and is skipped here.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let mut layers = Layers::from_sources(SERVICE, Some((Path::new("sink.toml"), text)), [])?;
+        layers.split("telemetry");
+        layers.extract()
     }
 
     /// Checks every field and cross-field rule and reports all problems at once, each naming
@@ -485,7 +464,7 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         let err = SinkConfig::from_toml("[derive]\nenter = 3").unwrap_err();
-        assert!(err.contains("unknown field"), "{err}");
+        assert!(err.to_string().contains("derive: unknown field"), "{err}");
     }
 
     #[test]
@@ -523,7 +502,7 @@ mod tests {
     #[test]
     fn the_committed_example_parses_and_is_valid() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sink.example.toml");
-        let config = SinkConfig::from_file(std::path::Path::new(path)).unwrap();
+        let config = SinkConfig::from_toml(&std::fs::read_to_string(path).unwrap()).unwrap();
         config.validate().unwrap();
         assert!(config.store.starts_with("postgres://"));
         // The values shown are the defaults.

@@ -13,14 +13,6 @@ pub enum SinkError {
         /// One line per problem, starting with the key it concerns.
         problems: Vec<String>,
     },
-    /// The configuration file could not be read or parsed.
-    #[error("sink configuration {path}: {reason}")]
-    ConfigFile {
-        /// The file as given.
-        path: String,
-        /// What went wrong (I/O or TOML, with the offending key or line).
-        reason: String,
-    },
     /// The record store failed in a way that retrying does not fix.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -115,7 +115,7 @@ mod service;
 pub mod testing;
 pub mod track;
 
-pub use config::{CategoryName, DeriveConfig, SinkConfig, TrackingConfig};
+pub use config::{CategoryName, DeriveConfig, SERVICE, SinkConfig, TrackingConfig};
 pub use decode::{Input, Rejection, Source, decode};
 pub use error::SinkError;
 pub use progress::{Progress, Stats};

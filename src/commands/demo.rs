@@ -64,7 +64,7 @@ pub fn run(args: Args) -> Result<bool> {
         progress_every: (!args.quiet).then_some(Duration::from_secs(1)),
         ..DemoOptions::default()
     };
-    let report = crate::demo::run(&options, &crate::shutdown::root())?;
+    let report = crate::demo::run(&options, &orstream_shell::signals::root())?;
     crate::demo::print_report(&report, options.archive);
     Ok(report.all_accounted())
 }

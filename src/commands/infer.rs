@@ -1,9 +1,9 @@
 //! `orstream infer`: the inference worker on Kafka.
 //!
 //! Configuration comes in layers: built-in defaults, then the TOML file given with `--config`,
-//! then the `ORSTREAM_...` environment variables (`ORSTREAM_KAFKA_BOOTSTRAP`,
-//! `ORSTREAM_INFER_MODEL`, `ORSTREAM_INFER_DEVICE`, `ORSTREAM_INFER_GROUP`,
-//! `ORSTREAM_INFER_TRANSACTIONAL_ID`), then the flags below. `config/infer.example.toml`
+//! then the `ORSTREAM_INFER_<KEY>` variables (`ORSTREAM_INFER_MODEL__DEVICE`,
+//! `ORSTREAM_INFER_KAFKA__BOOTSTRAP_SERVERS`, `ORSTREAM_INFER_TRANSACTIONAL_ID`, ...), then the
+//! flags below. `config/infer.example.toml`
 //! documents every key. SIGTERM or SIGINT drains and commits; a second signal exits at once.
 
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use orstream_bus::Bus;
 use orstream_infer::config::{Delivery, Mode};
 use orstream_infer::{InferConfig, Model, Worker};
 
-use crate::telemetry::ExitReason;
+use orstream_shell::exit::ExitReason;
 
 /// Options of `orstream infer`.
 #[derive(Debug, clap::Args)]
@@ -57,12 +57,11 @@ pub struct Args {
 
 /// Builds the configuration from its layers.
 fn configuration(args: &Args) -> Result<InferConfig> {
-    let mut config = match &args.config {
-        // Without its `[telemetry]` table, which the `orstream` command has read already.
-        Some(path) => crate::telemetry::ServiceFile::read(path)?.service::<InferConfig>()?,
-        None => InferConfig::default(),
-    };
-    config.apply_env(|key| std::env::var(key).ok());
+    // Without its `[telemetry]` table, which the `orstream` command has read already.
+    let mut config: InferConfig =
+        crate::telemetry::layers(orstream_infer::config::SERVICE, args.config.as_deref())?
+            .extract()
+            .context(ExitReason::Config)?;
     if let Some(model) = &args.model {
         config.model.path = model.clone();
     }
@@ -129,7 +128,7 @@ pub fn run(args: Args) -> Result<()> {
         worker = worker.with_health(std::sync::Arc::new(health));
     }
     let stats = worker
-        .run(crate::shutdown::root())
+        .run(orstream_shell::signals::root())
         .with_context(|| format!("inference worker of group {group}"))?;
     tracing::info!(?stats, "stopped");
     eprintln!(
@@ -152,7 +151,7 @@ mod tests {
     use clap::Parser as _;
 
     use super::*;
-    use crate::telemetry::{exit, exit_code};
+    use orstream_shell::exit::{self, exit_code};
 
     /// Wraps [`Args`] as the command line does, so the flags parse as they would.
     #[derive(clap::Parser)]

@@ -1,7 +1,8 @@
 //! `orstream ingest`: cameras, files and test sources to JPEG frames on Kafka.
 //!
 //! Settings come in layers: built-in defaults, then the `--config` file (the ingest keys plus
-//! optional `[kafka]` and `[telemetry]` tables), then `ORSTREAM_KAFKA_BOOTSTRAP` / flags.
+//! optional `[kafka]` and `[telemetry]` tables), then the `ORSTREAM_INGEST_<KEY>` variables
+//! (`ORSTREAM_INGEST_KAFKA__BOOTSTRAP_SERVERS`, ...), then the flags.
 //! The `[telemetry]` table is read by the `orstream` command before this runs
 //! ([`crate::telemetry::configure`]); the service reports its health to the [`Health`] given. Streams come from the
 //! file's `[[streams]]` and from `--stream ID=URI` (repeatable), which the output flags apply to.
@@ -16,12 +17,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use orstream_bus::Bus;
 use orstream_ingest::{
-    FullPolicy, Ingest, ServiceConfig, SourceConfig, Stats, StreamConfig,
-    config::{IngestConfig, MAX_SIDE},
+    FullPolicy, Ingest, ServiceConfig, SourceConfig, Stats, StreamConfig, config::MAX_SIDE,
 };
 use orstream_proto::EndReason;
 
-use crate::telemetry::{ExitReason, Health, ServiceFile};
+use orstream_shell::exit::ExitReason;
+
+use crate::telemetry::Health;
 
 /// Options of `orstream ingest`.
 #[derive(Debug, clap::Args)]
@@ -35,7 +37,7 @@ pub struct Args {
     #[arg(long = "stream", value_name = "ID=URI")]
     pub streams: Vec<String>,
     /// Kafka bootstrap servers, host:port[,host:port...]; overrides the file's [kafka] table.
-    #[arg(long, env = "ORSTREAM_KAFKA_BOOTSTRAP", value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT")]
     pub kafka: Option<String>,
     /// Case id for the --stream streams (opaque, never patient data).
     #[arg(long, value_name = "ID")]
@@ -75,16 +77,11 @@ pub struct Args {
 
 /// Reads and merges the configuration the arguments describe, and validates it.
 pub fn load(args: &Args) -> Result<ServiceConfig> {
-    let mut service = match &args.config {
-        Some(path) => ServiceConfig::from_table(ServiceFile::read(path)?.rest().clone())
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("parsing {}", path.display()))
-            .context(ExitReason::Config)?,
-        None => ServiceConfig {
-            ingest: IngestConfig::default(),
-            kafka: orstream_bus::KafkaConfig::from_env(),
-        },
-    };
+    let mut service = ServiceConfig::from_layers(crate::telemetry::layers(
+        orstream_ingest::config::SERVICE,
+        args.config.as_deref(),
+    )?)
+    .context(ExitReason::Config)?;
     if let Some(bootstrap) = &args.kafka {
         service.kafka.bootstrap_servers.clone_from(bootstrap);
     }
@@ -172,7 +169,7 @@ pub fn run(args: Args, health: Health) -> Result<()> {
         .map_err(|cause| anyhow::anyhow!("{cause}; is Kafka running (scripts/kafka.sh start)?"))
         .context(ExitReason::Unavailable)?;
     let bus = Bus::kafka(service.kafka.clone()).context("connecting to Kafka")?;
-    let shutdown = crate::shutdown::root();
+    let shutdown = orstream_shell::signals::root();
     let ingest = Ingest::new(service.ingest, bus)
         .context("starting ingest")?
         .with_health(Arc::new(health));

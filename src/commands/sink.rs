@@ -2,7 +2,9 @@
 //!
 //! Settings come in layers: built-in defaults, then the `--config` file (the sink keys plus an
 //! optional `[telemetry]` table, which the `orstream` command reads before this runs), then the
-//! `ORSTREAM_SINK_*` variables, then the flags. The sink reports its health to the [`Health`]
+//! `ORSTREAM_SINK_<KEY>` variables (`ORSTREAM_SINK_STORE`, `ORSTREAM_SINK_KAFKA__BOOTSTRAP_SERVERS`;
+//! `ORSTREAM_SINK_STORE_FILE` reads a connection string holding a password from a file), then
+//! the flags. The sink reports its health to the [`Health`]
 //! given: not ready while the database or the broker does not answer.
 
 use std::path::PathBuf;
@@ -14,7 +16,9 @@ use orstream_record::Store;
 use orstream_shell::retry::{Backoff, retry};
 use orstream_sink::{Sink, SinkConfig};
 
-use crate::telemetry::{ExitReason, Health, ServiceFile, checks};
+use orstream_shell::exit::ExitReason;
+
+use crate::telemetry::{Health, checks};
 
 /// Options of `orstream sink`.
 #[derive(Debug, clap::Args)]
@@ -33,13 +37,13 @@ pub struct Args {
     group: Option<String>,
 }
 
-/// Loads the configuration: defaults, then the file, then `ORSTREAM_*` variables, then flags.
+/// Loads the configuration: defaults, then the file, then `ORSTREAM_SINK_*` variables, then
+/// flags.
 fn load(args: &Args) -> Result<SinkConfig> {
-    let mut config = match &args.config {
-        Some(path) => ServiceFile::read(path)?.service::<SinkConfig>()?,
-        None => SinkConfig::default(),
-    };
-    config.apply_env();
+    let mut config: SinkConfig =
+        crate::telemetry::layers(orstream_sink::SERVICE, args.config.as_deref())?
+            .extract()
+            .context(ExitReason::Config)?;
     if let Some(store) = &args.store {
         config.store.clone_from(store);
     }
@@ -58,7 +62,7 @@ fn load(args: &Args) -> Result<SinkConfig> {
 pub fn run(args: Args, health: Health) -> Result<()> {
     let config = load(&args)?;
     health.set_ready(checks::DATABASE, false);
-    let shutdown = crate::shutdown::root();
+    let shutdown = orstream_shell::signals::root();
     let bus = Bus::kafka(config.kafka.clone()).context("creating the Kafka clients")?;
     // The database may come up after the sink (compose, restarts): wait for it, not ready.
     let schedule = Backoff {

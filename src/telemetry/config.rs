@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// Telemetry of one service; the `[telemetry]` table of its configuration file. Every key is
-/// optional. Environment variables override the file ([`TelemetryConfig::apply_env`]).
+/// optional. `ORSTREAM_<SERVICE>_TELEMETRY__<KEY>` variables override the file
+/// ([`crate::telemetry::configure`]).
 ///
 /// ```toml
 /// [telemetry]
@@ -106,22 +107,6 @@ fn default_liveness_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-/// Environment variables of the environment layer, each replacing one key.
-pub mod env {
-    /// Replaces `service_name`.
-    pub const SERVICE_NAME: &str = "ORSTREAM_SERVICE_NAME";
-    /// Replaces `log_filter`.
-    pub const LOG: &str = "ORSTREAM_LOG";
-    /// Replaces `otlp_endpoint`; empty turns export off.
-    pub const OTLP_ENDPOINT: &str = "ORSTREAM_OTLP_ENDPOINT";
-    /// Replaces `sampling_ratio`.
-    pub const SAMPLING_RATIO: &str = "ORSTREAM_TRACE_SAMPLING_RATIO";
-    /// Replaces `otlp_metrics` (`true` / `false`).
-    pub const OTLP_METRICS: &str = "ORSTREAM_OTLP_METRICS";
-    /// Replaces `metrics_listen`; empty turns the endpoint off.
-    pub const METRICS_LISTEN: &str = "ORSTREAM_METRICS_LISTEN";
-}
-
 impl TelemetryConfig {
     /// The defaults, named for one service.
     pub fn for_service(service_name: impl Into<String>) -> Self {
@@ -129,57 +114,6 @@ impl TelemetryConfig {
             service_name: service_name.into(),
             ..Self::default()
         }
-    }
-
-    /// Applies the environment layer, reading variables through `var` (pass
-    /// `|k| std::env::var(k).ok()`): see [`env`](mod@env). A value that does not parse is reported
-    /// with the variable's name, and every such problem at once.
-    pub fn apply_env(
-        &mut self,
-        var: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), TelemetryConfigError> {
-        let mut problems = Vec::new();
-        if let Some(v) = var(env::SERVICE_NAME) {
-            self.service_name = v;
-        }
-        if let Some(v) = var(env::LOG) {
-            self.log_filter = v;
-        }
-        if let Some(v) = var(env::OTLP_ENDPOINT) {
-            let v = v.trim();
-            self.otlp_endpoint = (!v.is_empty()).then(|| v.to_owned());
-        }
-        if let Some(v) = var(env::SAMPLING_RATIO) {
-            match v.trim().parse::<f64>() {
-                Ok(ratio) => self.sampling_ratio = ratio,
-                Err(_) => problems.push(format!(
-                    "{}: `{v}` is not a number from 0.0 to 1.0",
-                    env::SAMPLING_RATIO
-                )),
-            }
-        }
-        if let Some(v) = var(env::OTLP_METRICS) {
-            match v.trim() {
-                "true" | "1" => self.otlp_metrics = true,
-                "false" | "0" => self.otlp_metrics = false,
-                _ => problems.push(format!("{}: `{v}` is not true or false", env::OTLP_METRICS)),
-            }
-        }
-        if let Some(v) = var(env::METRICS_LISTEN) {
-            let v = v.trim();
-            if v.is_empty() {
-                self.metrics_listen = None;
-            } else {
-                match v.parse::<SocketAddr>() {
-                    Ok(addr) => self.metrics_listen = Some(addr),
-                    Err(_) => problems.push(format!(
-                        "{}: `{v}` is not an address such as 0.0.0.0:9464",
-                        env::METRICS_LISTEN
-                    )),
-                }
-            }
-        }
-        TelemetryConfigError::from_problems(problems)
     }
 
     /// Checks every key, reporting every problem at once, each naming its key under
@@ -269,7 +203,6 @@ impl std::error::Error for TelemetryConfigError {}
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
 
     use super::*;
 
@@ -373,54 +306,5 @@ mod tests {
         assert!(check_endpoint("grpc://collector:4317").is_err());
         assert!(check_endpoint("http://collector:4318/?a=b").is_err());
         assert!(check_endpoint("not a url").is_err());
-    }
-
-    #[test]
-    fn environment_overrides_and_reports_every_bad_value() {
-        let vars: HashMap<&str, &str> = [
-            (env::SERVICE_NAME, "orstream-sink"),
-            (env::LOG, "debug"),
-            (env::OTLP_ENDPOINT, "http://otel-collector:4318"),
-            (env::SAMPLING_RATIO, "0.5"),
-            (env::OTLP_METRICS, "false"),
-            (env::METRICS_LISTEN, "127.0.0.1:9464"),
-        ]
-        .into();
-        let mut config = TelemetryConfig::default();
-        config
-            .apply_env(|k| vars.get(k).map(|v| (*v).to_owned()))
-            .unwrap();
-        assert_eq!(config.service_name, "orstream-sink");
-        assert_eq!(config.log_filter, "debug");
-        assert_eq!(
-            config.otlp_endpoint.as_deref(),
-            Some("http://otel-collector:4318")
-        );
-        assert_eq!(config.sampling_ratio, 0.5);
-        assert!(!config.otlp_metrics);
-        assert_eq!(
-            config.metrics_listen,
-            Some("127.0.0.1:9464".parse().unwrap())
-        );
-
-        let off: HashMap<&str, &str> =
-            [(env::OTLP_ENDPOINT, ""), (env::METRICS_LISTEN, " ")].into();
-        config
-            .apply_env(|k| off.get(k).map(|v| (*v).to_owned()))
-            .unwrap();
-        assert_eq!(config.otlp_endpoint, None);
-        assert_eq!(config.metrics_listen, None);
-
-        let bad: HashMap<&str, &str> = [
-            (env::SAMPLING_RATIO, "half"),
-            (env::OTLP_METRICS, "maybe"),
-            (env::METRICS_LISTEN, "localhost"),
-        ]
-        .into();
-        let err = config
-            .apply_env(|k| bad.get(k).map(|v| (*v).to_owned()))
-            .unwrap_err();
-        assert_eq!(err.problems.len(), 3, "{err}");
-        assert!(err.to_string().contains(env::METRICS_LISTEN));
     }
 }

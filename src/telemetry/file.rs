@@ -1,89 +1,35 @@
-//! Where a service's [`TelemetryConfig`] comes from: the `[telemetry]` table of its
-//! configuration file ([`ServiceFile`]), then the `ORSTREAM_...` environment variables, then
-//! the command line ([`TelemetryArgs`]); [`configure`] puts the layers together.
+//! Where a service's settings come from: its configuration file, then its
+//! `ORSTREAM_<SERVICE>_<KEY>` variables, then the command line, put together by
+//! [`orstream_shell::config::Layers`] the same way for every service.
 //!
 //! The service crates know nothing of telemetry, and their configurations refuse unknown keys,
-//! so the `[telemetry]` table is taken out of the file before the rest is given to the
-//! service's own configuration type ([`ServiceFile::service`]).
+//! so the `[telemetry]` table is set apart ([`layers`]) before the rest is given to the
+//! service's own configuration type; [`configure`] reads it.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde::de::DeserializeOwned;
+use orstream_shell::config::Layers;
+use orstream_shell::exit::ExitReason;
 
-use super::{ExitReason, TelemetryConfig};
+use super::TelemetryConfig;
 
 /// Name of the table that holds a service's telemetry settings.
 pub const TABLE: &str = "telemetry";
 
-/// A service's configuration file, parsed, with its `[telemetry]` table set apart.
-#[derive(Debug, Clone)]
-pub struct ServiceFile {
-    path: PathBuf,
-    telemetry: Option<toml::Table>,
-    rest: toml::Table,
+/// The settings of `service` (`ingest`, `infer`, `sink`: the `<SERVICE>` of its variables)
+/// from `file` and the environment, without the `[telemetry]` table. Errors carry
+/// [`ExitReason::Config`].
+pub fn layers(service: &str, file: Option<&Path>) -> Result<Layers> {
+    let mut layers = Layers::load(service, file).context(ExitReason::Config)?;
+    layers.split(TABLE);
+    Ok(layers)
 }
 
-impl ServiceFile {
-    /// Reads and parses the TOML file at `path`. Errors carry [`ExitReason::Config`].
-    pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))
-            .context(ExitReason::Config)?;
-        Self::parse(&text, path)
-    }
-
-    /// Parses `text`; `path` is only named in errors.
-    pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let mut rest: toml::Table = toml::from_str(text)
-            .with_context(|| format!("parsing {}", path.display()))
-            .context(ExitReason::Config)?;
-        let telemetry = match rest.remove(TABLE) {
-            None => None,
-            Some(toml::Value::Table(table)) => Some(table),
-            Some(_) => {
-                return Err(anyhow::anyhow!("[{TABLE}] must be a table"))
-                    .with_context(|| format!("parsing {}", path.display()))
-                    .context(ExitReason::Config);
-            }
-        };
-        Ok(Self {
-            path: path.to_owned(),
-            telemetry,
-            rest,
-        })
-    }
-
-    /// The file without its `[telemetry]` table.
-    pub fn rest(&self) -> &toml::Table {
-        &self.rest
-    }
-
-    /// The file without its `[telemetry]` table, as the service's configuration `T` (which
-    /// refuses unknown keys as it would in the file). Errors name the file and carry
-    /// [`ExitReason::Config`].
-    pub fn service<T: DeserializeOwned>(&self) -> Result<T> {
-        toml::Value::Table(self.rest.clone())
-            .try_into::<T>()
-            .with_context(|| format!("parsing {}", self.path.display()))
-            .context(ExitReason::Config)
-    }
-
-    /// The `[telemetry]` table over the defaults; `service_name` when the table names none.
-    pub fn telemetry(&self, service_name: &str) -> Result<TelemetryConfig> {
-        let Some(table) = &self.telemetry else {
-            return Ok(TelemetryConfig::for_service(service_name));
-        };
-        let mut table = table.clone();
-        table
-            .entry("service_name")
-            .or_insert_with(|| toml::Value::String(service_name.to_owned()));
-        toml::Value::Table(table)
-            .try_into::<TelemetryConfig>()
-            .with_context(|| format!("parsing [{TABLE}] of {}", self.path.display()))
-            .context(ExitReason::Config)
-    }
+/// The full telemetry service name of `service`: `orstream-sink`.
+pub fn service_name(service: &str) -> String {
+    format!("orstream-{service}")
 }
 
 /// Command-line flags over the file and the environment; each replaces one key.
@@ -117,32 +63,45 @@ impl TelemetryArgs {
     }
 }
 
-/// The telemetry of the service `service_name`: its file's `[telemetry]` table (when it has a
-/// file), then the environment ([`TelemetryConfig::apply_env`]), then `args`; validated.
-/// Errors carry [`ExitReason::Config`].
+/// The telemetry of `service`: its file's `[telemetry]` table (when it has a file), then its
+/// `ORSTREAM_<SERVICE>_TELEMETRY__<KEY>` variables, then `args`; validated. Errors carry
+/// [`ExitReason::Config`].
 pub fn configure(
-    service_name: &str,
+    service: &str,
     file: Option<&Path>,
     args: &TelemetryArgs,
 ) -> Result<TelemetryConfig> {
-    let mut config = match file {
-        Some(path) => ServiceFile::read(path)?.telemetry(service_name)?,
-        None => TelemetryConfig::for_service(service_name),
-    };
-    config
-        .apply_env(|key| std::env::var(key).ok())
-        .context(ExitReason::Config)?;
+    let mut layers = Layers::load(service, file).context(ExitReason::Config)?;
+    let mut config = split_telemetry(&mut layers, service)?;
     args.apply(&mut config);
     config.validate().context(ExitReason::Config)?;
     Ok(config)
+}
+
+/// Sets the `[telemetry]` table of `service`'s layers apart and types it; `service_name`
+/// defaults to `orstream-<service>`. Not validated. Errors carry [`ExitReason::Config`].
+pub fn split_telemetry(layers: &mut Layers, service: &str) -> Result<TelemetryConfig> {
+    let mut table = layers.split(TABLE);
+    table.default_value("service_name", service_name(service));
+    table.extract().context(ExitReason::Config)
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use orstream_shell::exit::{self, exit_code};
+
     use super::*;
-    use crate::telemetry::{exit, exit_code};
+
+    fn sink_telemetry(file: Option<&str>, vars: &[(&str, &str)]) -> Result<TelemetryConfig> {
+        let mut layers = Layers::from_sources(
+            "sink",
+            file.map(|text| (Path::new("sink.toml"), text)),
+            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )?;
+        split_telemetry(&mut layers, "sink")
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -152,20 +111,19 @@ mod tests {
 
     #[test]
     fn the_telemetry_table_is_set_apart_from_the_service_keys() {
-        let file = ServiceFile::parse(
-            r#"
+        let text = r#"
             topic = "or.frames.v1"
             [telemetry]
             metrics_listen = "127.0.0.1:0"
             sampling_ratio = 1.0
             liveness_timeout = "5s"
-            "#,
-            Path::new("svc.toml"),
-        )
-        .unwrap();
-        let service: Service = file.service().unwrap();
+            "#;
+        let mut layers =
+            Layers::from_sources("sink", Some((Path::new("svc.toml"), text)), []).unwrap();
+        layers.split(TABLE);
+        let service: Service = layers.extract().unwrap();
         assert_eq!(service.topic, "or.frames.v1");
-        let telemetry = file.telemetry("orstream-sink").unwrap();
+        let telemetry = sink_telemetry(Some(text), &[]).unwrap();
         assert_eq!(telemetry.service_name, "orstream-sink");
         assert_eq!(telemetry.sampling_ratio, 1.0);
         assert_eq!(telemetry.liveness_timeout, Duration::from_secs(5));
@@ -174,55 +132,104 @@ mod tests {
 
     #[test]
     fn without_a_table_the_defaults_apply_under_the_services_name() {
-        let file = ServiceFile::parse("topic = \"t\"", Path::new("svc.toml")).unwrap();
-        let telemetry = file.telemetry("orstream-ingest").unwrap();
         assert_eq!(
-            telemetry,
-            TelemetryConfig::for_service("orstream-ingest"),
+            sink_telemetry(Some("topic = \"t\""), &[]).unwrap(),
+            TelemetryConfig::for_service("orstream-sink"),
             "nothing exported, nothing served"
         );
     }
 
     #[test]
-    fn unknown_keys_are_configuration_errors_in_both_parts() {
-        let file = ServiceFile::parse(
-            "topic = \"t\"\n[telemetry]\nsampling = 1.0\n",
-            Path::new("svc.toml"),
+    fn the_environment_replaces_the_table_and_an_empty_value_turns_a_key_off() {
+        let config = sink_telemetry(
+            Some("[telemetry]\notlp_endpoint = \"http://a:4318\"\nmetrics_listen = \"127.0.0.1:1\"\n"),
+            &[
+                ("ORSTREAM_SINK_TELEMETRY__LOG_FILTER", "debug"),
+                ("ORSTREAM_SINK_TELEMETRY__SAMPLING_RATIO", "0.25"),
+                ("ORSTREAM_SINK_TELEMETRY__OTLP_METRICS", "false"),
+                ("ORSTREAM_SINK_TELEMETRY__OTLP_ENDPOINT", ""),
+                ("ORSTREAM_SINK_TELEMETRY__SERVICE_NAME", "orstream-sink-or3"),
+            ],
         )
         .unwrap();
-        let error = file.telemetry("orstream-sink").unwrap_err();
+        assert_eq!(config.log_filter, "debug");
+        assert_eq!(config.sampling_ratio, 0.25);
+        assert!(!config.otlp_metrics);
+        assert_eq!(config.otlp_endpoint, None);
+        assert_eq!(config.metrics_listen, Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(config.service_name, "orstream-sink-or3");
+
+        let bad = sink_telemetry(None, &[("ORSTREAM_SINK_TELEMETRY__METRICS_LISTEN", "nine")])
+            .unwrap_err();
+        assert!(
+            format!("{bad:#}")
+                .starts_with("ORSTREAM_SINK_TELEMETRY__METRICS_LISTEN: telemetry.metrics_listen:"),
+            "{bad:#}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_configuration_errors_in_both_parts() {
+        let error = configure_text("topic = \"t\"\n[telemetry]\nsampling = 1.0\n").unwrap_err();
         assert_eq!(exit_code(&error), exit::CONFIG);
         assert!(format!("{error:#}").contains("sampling"), "{error:#}");
 
-        let file = ServiceFile::parse("topik = \"t\"", Path::new("svc.toml")).unwrap();
-        let error = file.service::<Service>().unwrap_err();
-        assert_eq!(exit_code(&error), exit::CONFIG);
-        assert!(format!("{error:#}").contains("svc.toml"), "{error:#}");
+        let error = layers_text("topik = \"t\"")
+            .and_then(|layers| Ok(layers.extract::<Service>()?))
+            .unwrap_err();
+        assert!(format!("{error:#}").contains("topik"), "{error:#}");
+    }
 
-        let error = ServiceFile::parse("telemetry = 1", Path::new("svc.toml")).unwrap_err();
-        assert_eq!(exit_code(&error), exit::CONFIG);
+    /// A configuration file holding `text`, removed when dropped.
+    fn file_with(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    /// [`configure`] on a file with `text`.
+    fn configure_text(text: &str) -> Result<TelemetryConfig> {
+        configure(
+            "sink",
+            Some(file_with(text).path()),
+            &TelemetryArgs::default(),
+        )
+    }
+
+    /// [`layers`] on a file with `text`.
+    fn layers_text(text: &str) -> Result<Layers> {
+        layers("sink", Some(file_with(text).path()))
     }
 
     #[test]
     fn the_example_configurations_parse() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-        let ingest = ServiceFile::read(&root.join("ingest.example.toml")).unwrap();
-        let telemetry = ingest.telemetry("orstream-ingest").unwrap();
-        telemetry.validate().unwrap();
-        assert_eq!(telemetry.service_name, "orstream-ingest");
-        orstream_ingest::ServiceConfig::from_table(ingest.rest().clone())
-            .unwrap()
-            .validate()
-            .unwrap();
-
-        let sink = ServiceFile::read(&root.join("sink.example.toml")).unwrap();
-        let telemetry = sink.telemetry("orstream-sink").unwrap();
-        telemetry.validate().unwrap();
-        assert_eq!(telemetry.liveness_timeout, Duration::from_secs(30));
-        sink.service::<orstream_sink::SinkConfig>()
-            .unwrap()
-            .validate()
-            .unwrap();
+        for (service, file) in [
+            ("ingest", "ingest.example.toml"),
+            ("sink", "sink.example.toml"),
+            ("infer", "infer.example.toml"),
+        ] {
+            let path = root.join(file);
+            let telemetry = configure(service, Some(&path), &TelemetryArgs::default()).unwrap();
+            assert_eq!(telemetry.service_name, format!("orstream-{service}"));
+            let layers = layers(service, Some(&path)).unwrap();
+            match service {
+                "ingest" => orstream_ingest::ServiceConfig::from_layers(layers)
+                    .unwrap()
+                    .validate()
+                    .unwrap(),
+                "sink" => layers
+                    .extract::<orstream_sink::SinkConfig>()
+                    .unwrap()
+                    .validate()
+                    .unwrap(),
+                _ => layers
+                    .extract::<orstream_infer::InferConfig>()
+                    .unwrap()
+                    .validate()
+                    .unwrap(),
+            }
+        }
     }
 
     #[test]

@@ -7,10 +7,20 @@ use orstream_bus::{Bus, KafkaConfig};
 /// How long the broker may take to answer the probe.
 const PROBE: Duration = Duration::from_secs(5);
 
-/// The broker's configuration from the environment, once it answers; panics with the way out
-/// when it does not.
+/// The default settings pointed at the test broker, `$ORSTREAM_KAFKA_BOOTSTRAP` when it is set
+/// (the services themselves never read that variable). Not probed.
+pub fn settings() -> KafkaConfig {
+    let mut config = KafkaConfig::default();
+    if let Ok(bootstrap) = std::env::var("ORSTREAM_KAFKA_BOOTSTRAP") {
+        config.bootstrap_servers = bootstrap;
+    }
+    config
+}
+
+/// The broker's configuration from the environment ([`settings`]), once it answers; panics
+/// with the way out when it does not.
 pub fn config() -> KafkaConfig {
-    let config = KafkaConfig::from_env();
+    let config = settings();
     if let Err(err) = config.probe(PROBE) {
         panic!(
             "{err}: this test needs the Kafka broker; run `scripts/kafka.sh start` (or point \

@@ -75,7 +75,7 @@ pub fn config(store: &IsolatedStore, topics: &Topics) -> SinkConfig {
         retry_max: Duration::from_millis(500),
         ..SinkConfig::default()
     };
-    config.kafka = orstream_bus::KafkaConfig::from_env();
+    config.kafka = orstream_test_support::kafka::settings();
     config
 }
 

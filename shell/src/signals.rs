@@ -1,14 +1,11 @@
 //! One root cancellation token for the whole process, cancelled by SIGINT or SIGTERM.
 //!
 //! Services take child tokens and stop in order (sources, drain, flush, commit). A second
-//! signal means "stop now": the process exits at once with [`EXIT_FORCED`].
+//! signal means "stop now": the process exits at once with [`crate::exit::FORCED`].
 
 use std::sync::OnceLock;
 
 use tokio_util::sync::CancellationToken;
-
-/// Exit code when a second signal cut the drain short.
-pub const EXIT_FORCED: i32 = 130;
 
 static ROOT: OnceLock<CancellationToken> = OnceLock::new();
 
@@ -54,7 +51,7 @@ fn install(token: CancellationToken) -> std::io::Result<()> {
                     _ = int.recv() => {},
                 }
                 tracing::warn!("second signal: exiting without draining");
-                std::process::exit(EXIT_FORCED);
+                std::process::exit(i32::from(crate::exit::FORCED));
             });
         })?;
     Ok(())
