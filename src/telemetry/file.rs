@@ -163,7 +163,7 @@ mod tests {
             .unwrap_err();
         assert!(
             format!("{bad:#}")
-                .starts_with("ORSTREAM_SINK_TELEMETRY__METRICS_LISTEN: telemetry.metrics_listen:"),
+                .contains("ORSTREAM_SINK_TELEMETRY__METRICS_LISTEN: telemetry.metrics_listen:"),
             "{bad:#}"
         );
     }
