@@ -18,7 +18,7 @@ use orstream_proto::{
 use orstream_record::StoreError;
 use orstream_record::store::{BackendKind, Store};
 
-use crate::derive::{Output, Rules, StreamState};
+use crate::derive::{Derived, Rules, StreamState};
 
 /// The project's local test database (`scripts/postgres.sh url`).
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://orstream:orstream@127.0.0.1:55432/orstream_test";
@@ -336,7 +336,7 @@ impl Script {
 
     /// What derivation must give for this script, computed offline with the same pure
     /// derivation the sink runs: the (closed) outputs of every stream, in stream order.
-    pub fn expected(&self, rules: &Rules) -> Vec<Output> {
+    pub fn expected(&self, rules: &Rules) -> Vec<Derived> {
         let mut out = Vec::new();
         for s in 0..self.streams {
             let mut state = StreamState::new(&self.stream_id(s));

@@ -13,7 +13,7 @@ use orstream_bus::Offsets;
 use orstream_proto::{SurgicalEvent, TrackFrame};
 use orstream_record::{BackendKind, query};
 use orstream_sink::derive::StreamState;
-use orstream_sink::derive::{Output, Rules};
+use orstream_sink::derive::{Derived, Rules};
 use orstream_sink::testing::Script;
 use orstream_test_support::topic;
 
@@ -34,12 +34,12 @@ fn the_scripted_record_through_kafka_into_postgres() {
     let expected = script.expected(&rules);
     let tracks = expected
         .iter()
-        .filter(|o| matches!(o, Output::Track(_)))
+        .filter(|o| matches!(o, Derived::Track(_)))
         .count();
     let track_frames: BTreeSet<(String, u64, u64)> = expected
         .iter()
         .filter_map(|o| match o {
-            Output::Tracked(f) => Some((f.stream_id.clone(), f.epoch, f.seq)),
+            Derived::Tracked(f) => Some((f.stream_id.clone(), f.epoch, f.seq)),
             _ => None,
         })
         .collect();

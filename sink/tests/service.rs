@@ -13,7 +13,7 @@ use orstream_bus::{Bus, Headers, Offsets, Record, TopicPartition};
 use orstream_proto::{FrameResult, SurgicalEvent, headers, topics};
 use orstream_record::{BackendKind, query};
 use orstream_sink::derive::StreamState;
-use orstream_sink::derive::{Output, Rules};
+use orstream_sink::derive::{Derived, Rules};
 use orstream_sink::testing::{Script, result_record, stream_record};
 use orstream_test_support::topic;
 
@@ -76,7 +76,7 @@ fn scripted_input_becomes_the_expected_record(kind: BackendKind) {
     );
     let anomalies = expected
         .iter()
-        .filter(|o| matches!(o, Output::Anomaly(_)))
+        .filter(|o| matches!(o, Derived::Anomaly(_)))
         .count();
     assert_eq!(s.snapshot().unwrap()["anomalies"].len(), anomalies);
     assert_eq!(s.snapshot().unwrap()["frames"].len(), 1_800);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use orstream_bus::{Bus, Message, Record};
 use orstream_record::BackendKind;
-use orstream_sink::derive::Output;
+use orstream_sink::derive::Derived;
 use orstream_sink::testing::{IsolatedStore, Script, isolated, result_record, stream_record};
 use orstream_sink::{Progress, Sink, SinkConfig, SinkError, Stats};
 use orstream_test_support::names::unique;
@@ -152,11 +152,11 @@ pub fn read_topic(bus: &Bus, topic: &str, n: usize) -> Vec<Message> {
 }
 
 /// Event ids of the tracks that end in a script's outputs.
-pub fn track_event_ids(outputs: &[Output]) -> std::collections::BTreeSet<String> {
+pub fn track_event_ids(outputs: &[Derived]) -> std::collections::BTreeSet<String> {
     outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Track(t) => Some(t.event_id()),
+            Derived::Track(t) => Some(t.event_id()),
             _ => None,
         })
         .collect()
@@ -166,21 +166,21 @@ pub fn track_event_ids(outputs: &[Output]) -> std::collections::BTreeSet<String>
 pub type Spans = BTreeMap<String, (i64, i64)>;
 
 /// Expected (event id -> (start, end)) for presences and gaps of a script.
-pub fn expected_ids(outputs: &[Output]) -> (Spans, Spans) {
+pub fn expected_ids(outputs: &[Derived]) -> (Spans, Spans) {
     let mut presences = BTreeMap::new();
     let mut gaps = BTreeMap::new();
     for o in outputs {
         match o {
-            Output::Presence(p) => {
+            Derived::Presence(p) => {
                 presences.insert(p.event_id(), (p.start_ns, p.end_ns));
             }
-            Output::Gap(g) => {
+            Derived::Gap(g) => {
                 gaps.insert(g.event_id(), (g.start_ns, g.end_ns));
             }
-            Output::Anomaly(_)
-            | Output::Track(_)
-            | Output::TrackPoints(..)
-            | Output::Tracked(_) => {}
+            Derived::Anomaly(_)
+            | Derived::Track(_)
+            | Derived::TrackPoints(..)
+            | Derived::Tracked(_) => {}
         }
     }
     (presences, gaps)
