@@ -393,10 +393,12 @@ fn track_frame_outbox(frame: &FrameTracks) -> Outbox {
 #[cfg(test)]
 mod tests {
     use orstream_proto::{headers, topics};
+    use orstream_test_support::script::Script;
+    use orstream_test_support::topic::{result_record, stream_record};
 
     use super::*;
     use crate::cache::Cached;
-    use crate::testing::{Script, result_record, stream_record};
+    use crate::derive::StreamState;
 
     const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     const NOT_SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
@@ -452,7 +454,20 @@ mod tests {
         let mut cache = Cache::default();
         let prepared = prepare(messages, &mut cache, &config);
 
-        let expected = script.expected(&Rules::from(&config.derive));
+        // The script has one stream: what the same pure derivation gives for it, offline.
+        let rules = Rules::from(&config.derive);
+        let mut state = StreamState::new(&script.stream_id(0));
+        let mut expected: Vec<Derived> = script
+            .results()
+            .iter()
+            .flat_map(|r| state.apply_result(r, &rules))
+            .collect();
+        expected.extend(
+            script
+                .stream_events(0)
+                .iter()
+                .flat_map(|e| state.apply_stream_event(e)),
+        );
         let count = |f: fn(&Derived) -> bool| expected.iter().filter(|o| f(o)).count();
         assert!(count(|o| matches!(o, Derived::Presence(_))) > 0);
         let b = &prepared.batch;

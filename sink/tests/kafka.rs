@@ -14,10 +14,10 @@ use orstream_proto::{SurgicalEvent, TrackFrame};
 use orstream_record::{BackendKind, query};
 use orstream_sink::derive::StreamState;
 use orstream_sink::derive::{Derived, Rules};
-use orstream_sink::testing::Script;
+use orstream_test_support::script::Script;
 use orstream_test_support::topic;
 
-use common::{Topics, config, expected_ids, publish, read_topic, start, store};
+use common::{Topics, config, expected, expected_ids, publish, read_topic, start, store};
 
 #[test]
 fn the_scripted_record_through_kafka_into_postgres() {
@@ -31,7 +31,7 @@ fn the_scripted_record_through_kafka_into_postgres() {
     let rules = Rules::from(&config.derive);
     let sink = start(&bus, config);
     sink.wait_for("every message stored", |s| s.messages >= total);
-    let expected = script.expected(&rules);
+    let expected = expected(&script, &rules);
     let tracks = expected
         .iter()
         .filter(|o| matches!(o, Derived::Track(_)))

@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use orstream_bus::{Bus, Message, Record};
 use orstream_record::BackendKind;
-use orstream_sink::derive::Derived;
-use orstream_sink::testing::{IsolatedStore, Script, isolated, result_record, stream_record};
+use orstream_sink::derive::{Derived, Rules, StreamState};
 use orstream_sink::{Progress, Sink, SinkConfig, SinkError, Stats};
 use orstream_test_support::names::unique;
-use orstream_test_support::{topic, wait};
+use orstream_test_support::script::Script;
+use orstream_test_support::store::{IsolatedStore, isolated};
+use orstream_test_support::topic::{self, result_record, stream_record};
+use orstream_test_support::wait;
 use tokio_util::sync::CancellationToken;
 
 pub const TIMEOUT: Duration = Duration::from_secs(90);
@@ -149,6 +151,22 @@ impl RunningSink {
 /// (to catch duplicates).
 pub fn read_topic(bus: &Bus, topic: &str, n: usize) -> Vec<Message> {
     topic::read_until_quiet(bus, topic, n, Duration::from_millis(500))
+}
+
+/// What derivation must give for `script`, computed offline with the same pure derivation the
+/// sink runs: the (closed) outputs of every stream, in stream order.
+pub fn expected(script: &Script, rules: &Rules) -> Vec<Derived> {
+    let mut out = Vec::new();
+    for s in 0..script.streams {
+        let mut state = StreamState::new(&script.stream_id(s));
+        for i in 0..script.frames {
+            out.extend(state.apply_result(&script.result(s, i), rules));
+        }
+        for e in script.stream_events(s) {
+            out.extend(state.apply_stream_event(&e));
+        }
+    }
+    out
 }
 
 /// Event ids of the tracks that end in a script's outputs.
