@@ -185,13 +185,15 @@ pub struct StreamState {
     pub frames_accounted: u64,
     /// Model of the current segment.
     pub model: Option<ModelKey>,
-    /// Per class id.
+    /// By class id, every class a usable frame of the stream has shown: its enter window
+    /// and open interval.
     pub classes: BTreeMap<u32, ClassTrack>,
     /// A run of unusable frames in progress.
     pub gap: Option<OpenGap>,
     /// `frames_published` of a `StreamEnded` waiting for the results to catch up.
     pub ended: Option<u64>,
-    /// The tool tracks.
+    /// The stream's tool tracker. A state stored before tracking existed has none and
+    /// resumes with an empty one.
     #[serde(default)]
     pub tracker: Tracker,
 }
@@ -376,7 +378,7 @@ pub struct FrameTracks {
     pub stream_id: String,
     /// The case the frame belongs to, carried into its tracks message.
     pub case_id: String,
-    /// Session epoch.
+    /// Session epoch of the frame; with `stream_id` and `seq`, the frame's identity.
     pub epoch: u64,
     /// Frame seq.
     pub seq: u64,
@@ -524,7 +526,7 @@ impl AnomalyKind {
 /// An anomaly found by derivation (the caller adds where the message came from).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Anomaly {
-    /// What kind.
+    /// Which rule the input broke; the record stores it as [`AnomalyKind::as_str`].
     pub kind: AnomalyKind,
     /// The stream concerned.
     pub stream_id: String,
