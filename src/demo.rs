@@ -55,7 +55,7 @@ pub enum DemoSource {
 /// What the demo runs.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
-    /// The video.
+    /// The video: a file ends the demo at its end, a camera runs until a signal.
     pub source: DemoSource,
     /// Ground truth of the clip (`*.timeline.json`), to compare the derived events with.
     pub truth: Option<PathBuf>,
@@ -158,7 +158,7 @@ pub struct DemoReport {
     pub published: u64,
     /// Frames captured but dropped by ingest before publishing (live backpressure).
     pub ingest_dropped: u64,
-    /// Inference figures.
+    /// What infer committed, by status, with its batches and aborts.
     pub infer: orstream_infer::Stats,
     /// What the sink stored and published, to compare with what infer answered.
     pub sink: orstream_sink::Stats,

@@ -32,8 +32,8 @@ use orstream::demo::{DemoOptions, run};
 use orstream_bus::Bus;
 use orstream_record::BackendKind;
 use orstream_record::query::{Timeline, TimelineEvent, TimelineGap, TimelineTrack};
-use orstream_sink::testing::isolated;
 use orstream_test_support::names::unique;
+use orstream_test_support::store::isolated;
 use orstream_test_support::{kafka, process, wait};
 use tokio_util::sync::CancellationToken;
 

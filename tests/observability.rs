@@ -724,9 +724,10 @@ fn readiness(addr: SocketAddr) -> Option<(bool, String)> {
 #[test]
 fn sink_readiness_follows_the_database_and_the_broker() {
     let kafka = kafka::config();
-    let store = orstream_sink::testing::isolated(orstream_record::BackendKind::Postgres).unwrap();
+    let store =
+        orstream_test_support::store::isolated(orstream_record::BackendKind::Postgres).unwrap();
     let database: SocketAddr = "127.0.0.1:55432".parse().unwrap();
-    let database = orstream_sink::testing::postgres_url()
+    let database = orstream_test_support::store::postgres_url()
         .split('@')
         .nth(1)
         .and_then(|rest| rest.split('/').next())

@@ -17,8 +17,10 @@ use std::time::Duration;
 use orstream_bus::{Bus, TopicPartition};
 use orstream_proto::SurgicalEvent;
 use orstream_record::BackendKind;
-use orstream_sink::testing::{IsolatedStore, Script, isolated, result_record, stream_record};
 use orstream_test_support::names::unique;
+use orstream_test_support::script::Script;
+use orstream_test_support::store::{IsolatedStore, isolated};
+use orstream_test_support::topic::{result_record, stream_record};
 use orstream_test_support::{kafka, process, topic, wait};
 
 const TIMEOUT: Duration = Duration::from_secs(180);

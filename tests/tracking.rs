@@ -17,7 +17,7 @@ use orstream_proto::{
     BBox, Category, ClockSource, FrameResult, FrameStatus, Instance, ModelIdentity, Point,
 };
 use orstream_sink::DeriveConfig;
-use orstream_sink::derive::{Output, Rules, StreamState, TrackRecord};
+use orstream_sink::derive::{Derived, Rules, StreamState, TrackRecord};
 
 const T0: i64 = 1_795_000_000_000_000_000;
 const MAX_PATH_ERROR: f64 = 0.10;
@@ -182,14 +182,14 @@ fn track_with(detector: Detector, rules: Rules) -> TrackScore {
     for (seq, frame) in detections(&json, detector).iter().enumerate() {
         for output in state.apply_result(&result(seq as u64, truth.fps, frame), &rules) {
             match output {
-                Output::Tracked(f) => assigned.extend(f.assigned.iter().map(|a| Assigned {
+                Derived::Tracked(f) => assigned.extend(f.assigned.iter().map(|a| Assigned {
                     frame: f.seq,
                     track_id: a.track_id,
                     label: a.label.clone(),
                     cx: a.cx,
                     cy: a.cy,
                 })),
-                Output::Track(t) => measured.push(measured_track(&t)),
+                Derived::Track(t) => measured.push(measured_track(&t)),
                 _ => {}
             }
         }

@@ -51,9 +51,10 @@ pub enum BusError {
         topic: String,
         /// "create" or "list partitions".
         op: &'static str,
-        /// What went wrong.
+        /// For people: librdkafka's error text, or the backend's own account of what failed.
         reason: String,
-        /// How to react.
+        /// Decided where the error arose, from what the backend reported; [`BusError::kind`]
+        /// returns it.
         kind: ErrorKind,
     },
     /// A message could not be enqueued or was not delivered.
@@ -63,9 +64,10 @@ pub enum BusError {
         topic: String,
         /// Destination partition, when it was known.
         partition: Option<i32>,
-        /// What went wrong.
+        /// For people: librdkafka's error text, or the backend's own account of what failed.
         reason: String,
-        /// How to react.
+        /// Decided where the error arose, from what the backend reported; [`BusError::kind`]
+        /// returns it.
         kind: ErrorKind,
     },
     /// Flushing the producer did not deliver everything in time.
@@ -75,7 +77,8 @@ pub enum BusError {
         producer: String,
         /// What went wrong (with the number of messages still queued).
         reason: String,
-        /// How to react.
+        /// Decided where the error arose, from what the backend reported; [`BusError::kind`]
+        /// returns it.
         kind: ErrorKind,
     },
     /// A consumer operation (subscribe, poll, assignment, committed offsets, group metadata)
@@ -86,9 +89,10 @@ pub enum BusError {
         group: String,
         /// Which operation.
         op: &'static str,
-        /// What went wrong.
+        /// For people: librdkafka's error text, or the backend's own account of what failed.
         reason: String,
-        /// How to react.
+        /// Decided where the error arose, from what the backend reported; [`BusError::kind`]
+        /// returns it.
         kind: ErrorKind,
     },
     /// Committing offsets failed.
@@ -98,9 +102,10 @@ pub enum BusError {
         group: String,
         /// The offsets, as `topic/partition@offset` items.
         offsets: String,
-        /// What went wrong.
+        /// For people: librdkafka's error text, or the backend's own account of what failed.
         reason: String,
-        /// How to react.
+        /// Decided where the error arose, from what the backend reported; [`BusError::kind`]
+        /// returns it.
         kind: ErrorKind,
     },
     /// Seeking a partition failed.
@@ -116,9 +121,10 @@ pub enum BusError {
         partition: i32,
         /// The offset asked for.
         offset: i64,
-        /// What went wrong.
+        /// For people: librdkafka's error text, or the backend's own account of what failed.
         reason: String,
-        /// How to react.
+        /// Decided where the error arose, from what the backend reported; [`BusError::kind`]
+        /// returns it.
         kind: ErrorKind,
     },
     /// A transaction step failed.
@@ -128,9 +134,10 @@ pub enum BusError {
         transactional_id: String,
         /// "init", "begin", "send_offsets_to_transaction", "commit", "abort", "produce".
         op: &'static str,
-        /// What went wrong.
+        /// For people: librdkafka's error text, or the backend's own account of what failed.
         reason: String,
-        /// How to react.
+        /// Decided where the error arose, from what the backend reported; [`BusError::kind`]
+        /// returns it.
         kind: ErrorKind,
     },
     /// Waiting for a result took longer than the caller allowed.

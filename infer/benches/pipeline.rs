@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use orstream_bus::{Bus, Record};
 use orstream_infer::card::OutputKind;
-use orstream_infer::config::{Delivery, Mode};
+use orstream_infer::config::{DeliveryGuarantee, Mode};
 use orstream_infer::preprocess::{PixelFormat, Pixels, decode_jpeg, prepare};
 use orstream_infer::{InferConfig, Model, Stats, TorchModel, Worker, parse_device, synthetic};
 use orstream_proto::{FrameResult, FrameStatus};
@@ -121,7 +121,7 @@ fn options() -> Options {
 fn base_config(o: &Options) -> InferConfig {
     let mut config = InferConfig {
         mode: Mode::Archive,
-        delivery: Delivery::ExactlyOnce,
+        delivery: DeliveryGuarantee::ExactlyOnce,
         commit_interval: Duration::from_millis(100),
         max_in_flight: 512,
         ..InferConfig::default()

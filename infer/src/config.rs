@@ -22,7 +22,7 @@ pub const MAX_BATCH_SIZE: usize = 256;
 /// How results reach the bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Delivery {
+pub enum DeliveryGuarantee {
     /// Results and the consumed offsets commit together in one Kafka transaction: after any
     /// crash, read_committed readers see exactly one result per frame.
     ExactlyOnce,
@@ -59,7 +59,7 @@ pub struct InferConfig {
     /// a restart, so the restarted process fences its predecessor and aborts what it left open.
     pub transactional_id: String,
     /// `exactly_once` (Kafka transactions) or `at_least_once` (no transactions).
-    pub delivery: Delivery,
+    pub delivery: DeliveryGuarantee,
     /// How often results and offsets are committed. Longer means fewer transactions and more
     /// latency for read_committed readers.
     #[serde(with = "humantime_serde")]
@@ -98,7 +98,7 @@ impl Default for InferConfig {
             dlq_topic: topics::dlq(topics::FRAMES),
             group_id: "orstream-infer".to_owned(),
             transactional_id: "orstream-infer-0".to_owned(),
-            delivery: Delivery::ExactlyOnce,
+            delivery: DeliveryGuarantee::ExactlyOnce,
             commit_interval: Duration::from_millis(100),
             mode: Mode::Live,
             latency_budget: Duration::from_secs(1),
@@ -282,14 +282,16 @@ impl InferConfig {
         if self.group_id.trim().is_empty() {
             problems.push("group_id: must not be empty".to_owned());
         }
-        if self.delivery == Delivery::ExactlyOnce && self.transactional_id.trim().is_empty() {
+        if self.delivery == DeliveryGuarantee::ExactlyOnce
+            && self.transactional_id.trim().is_empty()
+        {
             problems
                 .push("transactional_id: must not be empty with delivery = exactly_once".into());
         }
         if self.commit_interval.is_zero() {
             problems.push("commit_interval: must be more than 0".to_owned());
         }
-        if self.delivery == Delivery::ExactlyOnce
+        if self.delivery == DeliveryGuarantee::ExactlyOnce
             && self.commit_interval >= self.kafka.transaction_timeout
         {
             problems.push(format!(
@@ -442,7 +444,7 @@ mod tests {
         "#;
         let config = InferConfig::from_toml(text, Path::new("x.toml")).unwrap();
         assert_eq!(config.mode, Mode::Archive);
-        assert_eq!(config.delivery, Delivery::AtLeastOnce);
+        assert_eq!(config.delivery, DeliveryGuarantee::AtLeastOnce);
         assert_eq!(config.commit_interval, Duration::from_millis(250));
         assert_eq!(config.batch.max_linger, Duration::from_millis(2));
         assert_eq!(config.model.card_path(), PathBuf::from("m.toml"));

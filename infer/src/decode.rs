@@ -34,7 +34,7 @@ pub struct DecodeContext {
 
 /// A frame ready for the batcher.
 #[derive(Debug)]
-pub struct Prepared {
+pub struct PreparedFrame {
     /// The result to fill in, identity and model already set.
     pub result: FrameResult,
     /// The model input.
@@ -179,7 +179,10 @@ pub fn read_message(message: &Message, ctx: &DecodeContext) -> Result<Incoming, 
 
 /// Decodes a read frame's JPEG (dimensions checked before allocating) and prepares the model
 /// input.
-pub fn prepare_frame(incoming: Incoming, ctx: &DecodeContext) -> Result<Prepared, Box<Rejected>> {
+pub fn prepare_frame(
+    incoming: Incoming,
+    ctx: &DecodeContext,
+) -> Result<PreparedFrame, Box<Rejected>> {
     let Incoming {
         frame,
         traceparent,
@@ -209,7 +212,7 @@ pub fn prepare_frame(incoming: Incoming, ctx: &DecodeContext) -> Result<Prepared
     };
     let (pixels, placement) = prepare(&image, &ctx.card, ctx.format);
     let result = result_for(&frame, &ctx.identity, FrameStatus::Ok);
-    Ok(Prepared {
+    Ok(PreparedFrame {
         result,
         pixels,
         placement,
@@ -220,7 +223,10 @@ pub fn prepare_frame(incoming: Incoming, ctx: &DecodeContext) -> Result<Prepared
 }
 
 /// Decodes and prepares one message: [`read_message`] then [`prepare_frame`].
-pub fn decode_message(message: &Message, ctx: &DecodeContext) -> Result<Prepared, Box<Rejected>> {
+pub fn decode_message(
+    message: &Message,
+    ctx: &DecodeContext,
+) -> Result<PreparedFrame, Box<Rejected>> {
     prepare_frame(read_message(message, ctx)?, ctx)
 }
 

@@ -18,7 +18,7 @@ pub enum InferError {
     /// A configuration or model card file could not be read or parsed.
     #[error("cannot read {}: {reason}", path.display())]
     File {
-        /// The file.
+        /// The configuration file or model card being read.
         path: PathBuf,
         /// What went wrong (I/O or TOML error, with line and column).
         reason: String,

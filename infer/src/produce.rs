@@ -35,7 +35,7 @@ use orstream_proto::{FrameResult, SCHEMA_VERSION, headers};
 use orstream_shell::retry::Backoff;
 
 use crate::clock::TICK;
-use crate::config::Delivery;
+use crate::config::DeliveryGuarantee;
 use crate::error::InferError;
 use crate::stats::{Counters, Stats};
 use crate::telemetry::Instruments;
@@ -111,7 +111,7 @@ pub(crate) struct RewindControl {
 /// Topics and timing of the output stage.
 #[derive(Debug, Clone)]
 pub(crate) struct OutputSettings {
-    pub delivery: Delivery,
+    pub delivery: DeliveryGuarantee,
     pub frames_topic: String,
     pub results_topic: String,
     pub dlq_topic: String,
@@ -121,7 +121,9 @@ pub(crate) struct OutputSettings {
     pub max_dlq_payload: usize,
 }
 
-enum Sink {
+/// Where results go: a transactional producer under exactly-once, a plain one under
+/// at-least-once.
+enum ResultProducer {
     Transactional(TransactionalProducer),
     Plain(Producer),
 }
@@ -138,10 +140,10 @@ struct Open {
 }
 
 /// The output stage's state; it runs on one thread.
-pub(crate) struct Output {
+pub(crate) struct OutputStage {
     settings: OutputSettings,
     bus: Bus,
-    sink: Sink,
+    producer: ResultProducer,
     consumer: Arc<Consumer>,
     open: Option<Open>,
     /// Answers read in an older epoch are dropped.
@@ -156,7 +158,7 @@ pub(crate) struct Output {
     next_ticket: u64,
 }
 
-impl Output {
+impl OutputStage {
     /// Creates the producer (and, with transactions, registers its id, which fences any
     /// earlier producer with the same id).
     pub fn new(
@@ -167,11 +169,11 @@ impl Output {
         counters: Arc<Counters>,
         instruments: Arc<Instruments>,
     ) -> Result<Self, InferError> {
-        let sink = Self::make_sink(&settings, &bus)?;
+        let producer = Self::make_producer(&settings, &bus)?;
         Ok(Self {
             settings,
             bus,
-            sink,
+            producer,
             consumer,
             open: None,
             min_epoch: 0,
@@ -189,14 +191,14 @@ impl Output {
         self.instruments.aborted();
     }
 
-    fn make_sink(settings: &OutputSettings, bus: &Bus) -> Result<Sink, InferError> {
+    fn make_producer(settings: &OutputSettings, bus: &Bus) -> Result<ResultProducer, InferError> {
         Ok(match settings.delivery {
-            Delivery::ExactlyOnce => {
+            DeliveryGuarantee::ExactlyOnce => {
                 let producer = bus.transactional_producer(&settings.transactional_id)?;
                 producer.init(BUS_TIMEOUT)?;
-                Sink::Transactional(producer)
+                ResultProducer::Transactional(producer)
             }
-            Delivery::AtLeastOnce => Sink::Plain(bus.producer()?),
+            DeliveryGuarantee::AtLeastOnce => ResultProducer::Plain(bus.producer()?),
         })
     }
 
@@ -300,7 +302,7 @@ impl Output {
         }
         self.min_epoch = origin.epoch;
         if self.open.is_none() {
-            if let Sink::Transactional(producer) = &self.sink
+            if let ResultProducer::Transactional(producer) = &self.producer
                 && let Err(err) = producer.begin()
             {
                 return self.on_error(err);
@@ -350,9 +352,11 @@ impl Output {
             });
         }
         for record in &records {
-            let sent = match &self.sink {
-                Sink::Transactional(p) => p.send(record, QUEUE_TIMEOUT).map(|h| (h, false)),
-                Sink::Plain(p) => p.send(record, QUEUE_TIMEOUT).map(|h| (h, true)),
+            let sent = match &self.producer {
+                ResultProducer::Transactional(p) => {
+                    p.send(record, QUEUE_TIMEOUT).map(|h| (h, false))
+                }
+                ResultProducer::Plain(p) => p.send(record, QUEUE_TIMEOUT).map(|h| (h, true)),
             };
             match sent {
                 Ok((handle, keep)) => {
@@ -376,11 +380,11 @@ impl Output {
     /// what was already produced (at-least-once, where it is visible anyway).
     fn end_open_epoch(&mut self) -> Result<(), InferError> {
         match self.settings.delivery {
-            Delivery::ExactlyOnce => {
+            DeliveryGuarantee::ExactlyOnce => {
                 self.aborted();
                 self.abort_open()
             }
-            Delivery::AtLeastOnce => self.commit(),
+            DeliveryGuarantee::AtLeastOnce => self.commit(),
         }
     }
 
@@ -393,7 +397,7 @@ impl Output {
             open.tally.results() + open.tally.unanswerable,
             Ordering::Relaxed,
         );
-        if let Sink::Transactional(producer) = &self.sink
+        if let ResultProducer::Transactional(producer) = &self.producer
             && let Err(err) = producer.abort(BUS_TIMEOUT)
         {
             tracing::warn!(%err, "abort failed; recreating the transactional producer");
@@ -407,7 +411,7 @@ impl Output {
         tracing::warn!(%err, kind = ?err.kind(), "output error; the open work is redone");
         self.aborted();
         match err.kind() {
-            ErrorKind::Fatal if matches!(self.sink, Sink::Transactional(_)) => {
+            ErrorKind::Fatal if matches!(self.producer, ResultProducer::Transactional(_)) => {
                 if let Some(open) = self.open.take() {
                     self.counters
                         .discarded
@@ -433,9 +437,9 @@ impl Output {
         self.open = None;
         let mut last = None;
         for attempt in 0..RECREATE_TRIES {
-            match Self::make_sink(&self.settings, &self.bus) {
-                Ok(sink) => {
-                    self.sink = sink;
+            match Self::make_producer(&self.settings, &self.bus) {
+                Ok(producer) => {
+                    self.producer = producer;
                     self.counters
                         .producer_restarts
                         .fetch_add(1, Ordering::Relaxed);
@@ -459,8 +463,8 @@ impl Output {
         let Some(mut open) = self.open.take() else {
             return Ok(());
         };
-        match &self.sink {
-            Sink::Transactional(producer) => {
+        match &self.producer {
+            ResultProducer::Transactional(producer) => {
                 let rebalances = self.consumer.rebalances();
                 if rebalances != open.rebalances {
                     // Its messages were read before the group changed; their partitions
@@ -478,7 +482,7 @@ impl Output {
                     return self.on_error(err);
                 }
             }
-            Sink::Plain(producer) => {
+            ResultProducer::Plain(producer) => {
                 let delivered = producer.flush(BUS_TIMEOUT).and_then(|()| {
                     for handle in open.deliveries.drain(..) {
                         handle.wait(BUS_TIMEOUT)?;

@@ -83,7 +83,7 @@ impl Model {
 
 /// One frame of a batch, as the runner needs it.
 #[derive(Debug, Clone, Copy)]
-pub struct Input<'a> {
+pub struct BatchInput<'a> {
     /// The prepared pixels.
     pub pixels: &'a Pixels,
     /// Where the image lies in the input.
@@ -301,7 +301,7 @@ impl Runner {
         let blank = Pixels::Normalized(vec![0.0; plane]);
         let placement = Placement::new(card, card.input_width, card.input_height);
         let inputs = vec![
-            Input {
+            BatchInput {
                 pixels: &blank,
                 placement,
             };
@@ -324,7 +324,7 @@ impl Runner {
     }
 
     /// Stacks prepared frames into one `[B, 3, H, W]` float tensor on the device, normalised.
-    fn batch_tensor(&self, inputs: &[Input<'_>]) -> Result<Tensor, InferError> {
+    fn batch_tensor(&self, inputs: &[BatchInput<'_>]) -> Result<Tensor, InferError> {
         let card = self.card();
         let (w, h) = (card.input_width as i64, card.input_height as i64);
         let plane = (w * h * 3) as usize;
@@ -383,7 +383,7 @@ impl Runner {
     }
 
     /// Runs one batch and turns the output into instances per input.
-    pub fn run(&self, inputs: &[Input<'_>]) -> Result<BatchOutput, InferError> {
+    pub fn run(&self, inputs: &[BatchInput<'_>]) -> Result<BatchOutput, InferError> {
         let placements: Vec<Placement> = inputs.iter().map(|i| i.placement).collect();
         let forwarded = self.forward(inputs)?;
         let out = self.postprocessor().finish(forwarded, &placements);
@@ -403,7 +403,7 @@ impl Runner {
 
     /// The device half of [`run`](Self::run): the batch through the model and the result
     /// copied to the host; finish it with [`Postprocessor::finish`].
-    pub fn forward(&self, inputs: &[Input<'_>]) -> Result<Forwarded, InferError> {
+    pub fn forward(&self, inputs: &[BatchInput<'_>]) -> Result<Forwarded, InferError> {
         if inputs.is_empty() {
             return Ok(Forwarded::Done(BatchOutput::default()));
         }
@@ -420,7 +420,7 @@ impl Runner {
 
     fn forward_semantic(
         &self,
-        inputs: &[Input<'_>],
+        inputs: &[BatchInput<'_>],
         batch: Tensor,
         started: Instant,
     ) -> Result<Forwarded, InferError> {
@@ -480,7 +480,7 @@ impl Runner {
 
     fn run_maskrcnn(
         &self,
-        inputs: &[Input<'_>],
+        inputs: &[BatchInput<'_>],
         batch: Tensor,
         started: Instant,
     ) -> Result<BatchOutput, InferError> {

@@ -22,7 +22,8 @@ macro_rules! counters {
         }
 
         impl Counters {
-            /// The values now.
+            /// The values now, each read on its own: counters bumped meanwhile may be read
+            /// before or after the bump.
             pub fn snapshot(&self) -> Stats {
                 Stats {
                     $($name: self.$name.load(Ordering::Relaxed),)*

@@ -43,12 +43,12 @@ use orstream_bus::metrics::{HealthReporter, LagGauge, NoHealth, checks};
 use orstream_bus::{Backend, Bus, Consumer};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Delivery, InferConfig, Mode};
+use crate::config::{DeliveryGuarantee, InferConfig, Mode};
 use crate::decode::DecodeContext;
 use crate::error::InferError;
 use crate::model::parse_device;
 use crate::preprocess::PixelFormat;
-use crate::produce::{Answer, Output, OutputSettings, RewindControl};
+use crate::produce::{Answer, OutputSettings, OutputStage, RewindControl};
 use crate::runner::Model;
 use crate::stats::{Counters, Stats};
 use crate::telemetry::{BrokerCheck, Instruments};
@@ -239,10 +239,10 @@ impl Worker {
         consumer: &Arc<Consumer>,
         rewind: &Arc<RewindControl>,
         instruments: &Arc<Instruments>,
-    ) -> Result<Output, InferError> {
+    ) -> Result<OutputStage, InferError> {
         let config = &self.config;
         let message_max = usize::try_from(config.kafka.message_max_bytes).unwrap_or(usize::MAX);
-        let output = Output::new(
+        let output = OutputStage::new(
             OutputSettings {
                 delivery: config.delivery,
                 frames_topic: config.frames_topic.clone(),
@@ -259,7 +259,7 @@ impl Worker {
             self.counters.clone(),
             instruments.clone(),
         )?;
-        if config.delivery == Delivery::AtLeastOnce {
+        if config.delivery == DeliveryGuarantee::AtLeastOnce {
             tracing::info!("at-least-once delivery: a crash may repeat results");
         }
         Ok(output)

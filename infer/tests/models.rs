@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use orstream_infer::InferError;
 use orstream_infer::config::{ModelConfig, PostprocessConfig};
 use orstream_infer::preprocess::{PixelFormat, RgbImage, prepare};
-use orstream_infer::runner::{Input, Model, Runner};
+use orstream_infer::runner::{BatchInput, Model, Runner};
 use orstream_proto::Category;
 
 fn repo() -> PathBuf {
@@ -117,11 +117,11 @@ fn semantic_blobs_come_out_where_they_are_with_card_labels() {
     let (grey_pixels, grey_placement) = prepare(&grey, &model.card, PixelFormat::Normalized);
     let output = runner
         .run(&[
-            Input {
+            BatchInput {
                 pixels: &pixels,
                 placement,
             },
-            Input {
+            BatchInput {
                 pixels: &grey_pixels,
                 placement: grey_placement,
             },
@@ -170,13 +170,13 @@ fn the_device_normalisation_path_gives_the_same_answer() {
     let (f32_pixels, placement) = prepare(&image, &model.card, PixelFormat::Normalized);
     let (u8_pixels, _) = prepare(&image, &model.card, PixelFormat::Rgb8);
     let a = runner
-        .run(&[Input {
+        .run(&[BatchInput {
             pixels: &f32_pixels,
             placement,
         }])
         .unwrap();
     let b = runner
-        .run(&[Input {
+        .run(&[BatchInput {
             pixels: &u8_pixels,
             placement,
         }])
@@ -242,7 +242,7 @@ fn maskrcnn_detections_become_instances() {
     }
     let (pixels, placement) = prepare(&image, &model.card, PixelFormat::Normalized);
     let output = runner
-        .run(&[Input {
+        .run(&[BatchInput {
             pixels: &pixels,
             placement,
         }])

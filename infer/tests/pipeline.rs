@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use orstream_bus::{Bus, Message, Record};
-use orstream_infer::config::{Delivery, Mode};
+use orstream_infer::config::{DeliveryGuarantee, Mode};
 use orstream_infer::{InferConfig, Model, Stats, Worker, synthetic};
 use orstream_proto::{Frame, FrameResult, FrameStatus, SCHEMA_VERSION, headers};
 use orstream_test_support::names::unique;
@@ -393,7 +393,7 @@ fn the_trace_context_follows_the_frame_to_its_result() {
 fn at_least_once_delivers_every_result() {
     let bus = Bus::memory();
     let config = InferConfig {
-        delivery: Delivery::AtLeastOnce,
+        delivery: DeliveryGuarantee::AtLeastOnce,
         ..config()
     };
     bus.create_topic(&config.frames_topic, 2, WAIT).unwrap();

@@ -35,7 +35,7 @@
 //! - [`config`]: [`IngestConfig`] and [`StreamConfig`] (serde, validated, every problem at once).
 //! - `element` (private): elements by factory name, a missing plugin named in the error.
 //! - `source` (private): the source elements for each kind and their dynamic linking.
-//! - [`pipeline`]: [`FramePipeline`], one stream's pipeline yielding [`Frame`]s through a
+//! - [`pipeline`]: [`FramePipeline`], one stream's pipeline yielding [`EncodedFrame`]s through a
 //!   [`FrameReceiver`], counting every frame ([`FrameCounts`]).
 //! - [`queue`]: the bounded drop-oldest / blocking queue behind [`FrameReceiver`].
 //! - `stream` (private): a stream's sessions, epochs, watchdog, backoff and events, and what
@@ -107,7 +107,7 @@ pub use config::{
     ServiceConfig, SourceConfig, StreamConfig, TestSourceConfig, V4l2SourceConfig,
 };
 pub use error::IngestError;
-pub use pipeline::{Frame, FrameCounts, FramePipeline, init};
+pub use pipeline::{EncodedFrame, FrameCounts, FramePipeline, init};
 pub use queue::FrameReceiver;
 pub use service::{Ingest, Stats};
 pub use stream::StreamStats;

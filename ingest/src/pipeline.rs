@@ -58,7 +58,7 @@ pub fn init() -> Result<(), IngestError> {
 
 /// One encoded frame as it left the pipeline.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Frame {
+pub struct EncodedFrame {
     /// The JPEG image, from SOI (`FF D8`) to EOI (`FF D9`). Copied out of GStreamer's buffer so
     /// that a frame waiting in a queue holds no pipeline memory.
     pub jpeg: Bytes,
@@ -115,7 +115,7 @@ impl FrameCounts {
 /// [`FramePipeline`].
 #[derive(Debug)]
 struct Outlet {
-    sender: Sender<Frame>,
+    sender: Sender<EncodedFrame>,
     /// Samples queued, including those later pushed out by newer ones.
     queued: AtomicU64,
     dropped_full: AtomicU64,
@@ -134,7 +134,7 @@ struct Outlet {
 }
 
 impl Outlet {
-    fn new(sender: Sender<Frame>, meter: &Meter, source_kind: &'static str) -> Self {
+    fn new(sender: Sender<EncodedFrame>, meter: &Meter, source_kind: &'static str) -> Self {
         Self {
             sender,
             captured: metrics::INGEST_FRAMES_CAPTURED.build(meter),
@@ -198,7 +198,9 @@ impl FramePipeline {
     ///
     /// The receiver ends when the stream ends or an element fails, after the frames already in
     /// it have been received; [`FramePipeline::wait_for_eos`] then tells which of the two.
-    pub fn build(config: &StreamConfig) -> Result<(Self, FrameReceiver<Frame>), IngestError> {
+    pub fn build(
+        config: &StreamConfig,
+    ) -> Result<(Self, FrameReceiver<EncodedFrame>), IngestError> {
         Self::build_on(config, &metrics::meter())
     }
 
@@ -206,7 +208,7 @@ impl FramePipeline {
     fn build_on(
         config: &StreamConfig,
         meter: &Meter,
-    ) -> Result<(Self, FrameReceiver<Frame>), IngestError> {
+    ) -> Result<(Self, FrameReceiver<EncodedFrame>), IngestError> {
         config.validate()?;
         init()?;
         let stream_id = config.stream_id.as_str();
@@ -681,8 +683,11 @@ fn realtime_ns() -> i128 {
     i128::from(orstream_shell::clock::now_ns())
 }
 
-/// Extracts a [`Frame`] from an appsink sample, or says what it lacked.
-fn frame_from_sample(sample: &gst::Sample, host_base_ns: i128) -> Result<Frame, &'static str> {
+/// Extracts an [`EncodedFrame`] from an appsink sample, or says what it lacked.
+fn frame_from_sample(
+    sample: &gst::Sample,
+    host_base_ns: i128,
+) -> Result<EncodedFrame, &'static str> {
     let buffer = sample.buffer().ok_or("sample without buffer")?;
     let structure = sample
         .caps()
@@ -712,7 +717,7 @@ fn frame_from_sample(sample: &gst::Sample, host_base_ns: i128) -> Result<Frame, 
         .map_err(|_| "host time out of range")?;
     let ntp_time_ns = ntp_time_ns(buffer);
     let map = buffer.map_readable().map_err(|_| "buffer not readable")?;
-    Ok(Frame {
+    Ok(EncodedFrame {
         jpeg: Bytes::copy_from_slice(map.as_slice()),
         width,
         height,

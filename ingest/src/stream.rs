@@ -511,7 +511,7 @@ impl StreamRunner {
 
     /// The first frame of an epoch: the discontinuity since the previous published epoch (if
     /// any), then `started`.
-    fn announce(&mut self, frame: &pipeline::Frame, capture_ns: i64) {
+    fn announce(&mut self, frame: &pipeline::EncodedFrame, capture_ns: i64) {
         if let Some(previous) = self.published.filter(|p| p.epoch != self.epoch) {
             let mut reason = self
                 .interruption

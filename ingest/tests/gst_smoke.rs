@@ -14,7 +14,8 @@ use gstreamer::prelude::*;
 use std::time::Duration;
 
 use orstream_ingest::{
-    Frame, FramePipeline, FrameReceiver, IngestError, OutputConfig, StreamConfig, TestSourceConfig,
+    EncodedFrame, FramePipeline, FrameReceiver, IngestError, OutputConfig, StreamConfig,
+    TestSourceConfig,
 };
 
 /// Generous bound for a few dozen small frames on a slow, shared machine.
@@ -38,7 +39,7 @@ fn test_stream(stream_id: &str, frames: u32, width: u32, height: u32) -> StreamC
 }
 
 /// Receives until the channel closes (end of stream or failure), bounded by `WAIT` per frame.
-fn drain(frames: &FrameReceiver<Frame>) -> Vec<Frame> {
+fn drain(frames: &FrameReceiver<EncodedFrame>) -> Vec<EncodedFrame> {
     let mut received = Vec::new();
     loop {
         match frames.recv_timeout(WAIT) {

@@ -25,7 +25,7 @@ pub trait Row: Sized {
 
 /// A row of a table of the record.
 pub trait Table: Row {
-    /// The table.
+    /// The table's name, as the migrations create it.
     const TABLE: &'static str;
 
     /// `SELECT <columns> FROM <table> <rest>`.
@@ -155,7 +155,7 @@ pub(crate) use row;
 row! {
     /// A case: its start is the capture time of its earliest first frame.
     CaseRow = "cases" {
-        /// The case.
+        /// The opaque case id the results carry (never patient data); the key.
         case_id: String,
         /// Capture time of its first frame (UTC ns).
         started_ns: i64,
@@ -165,7 +165,7 @@ row! {
 row! {
     /// A stream's figures within a case (upserted with absolute values).
     StreamRow = "streams" {
-        /// The case.
+        /// The case; with `stream_id`, the key: a stream has one row per case it served.
         case_id: String,
         /// The stream.
         stream_id: String,
@@ -249,7 +249,8 @@ row! {
         stream_id: String,
         /// [`GapKind::as_str`].
         kind: String,
-        /// Session epoch.
+        /// Session epoch of the unusable or missing frames, or of the first frame after a
+        /// discontinuity.
         session_epoch: u64,
         /// First frame inside the gap.
         first_seq: u64,
@@ -261,7 +262,8 @@ row! {
         end_ns: i64,
         /// Frames inside the gap.
         frames: u64,
-        /// Why.
+        /// For people: the statuses with their counts, the missing seq range, or the epoch
+        /// change.
         reason: String,
     }
 }
@@ -317,11 +319,11 @@ row! {
 row! {
     /// One point of a track's trajectory (filtered, normalized image coordinates).
     TrackPointRow = "track_points" {
-        /// The stream.
+        /// The stream; with `track_id` and `seq`, the key.
         stream_id: String,
-        /// The track.
+        /// The track's id within the stream.
         track_id: u64,
-        /// Frame seq.
+        /// Seq of the frame the point was kept at.
         seq: u64,
         /// The case.
         case_id: String,
@@ -347,7 +349,7 @@ row! {
 row! {
     /// One result as stored (when `store_frames` is on).
     FrameRow = "frames" {
-        /// The stream.
+        /// The stream; with `session_epoch` and `seq`, the frame's identity and the key.
         stream_id: String,
         /// Session epoch.
         session_epoch: u64,
@@ -375,11 +377,12 @@ row! {
         source_partition: i32,
         /// Its offset.
         source_offset: i64,
-        /// What was odd.
+        /// `undecodable`, `schema_version`, `out_of_order`, `missing_results`,
+        /// `unknown_stream` or `epoch_reset` (see `SCHEMA.md`).
         kind: String,
         /// The stream (or the message key).
         stream_id: String,
-        /// Details.
+        /// What exactly, for people.
         detail: String,
     }
 }
@@ -387,7 +390,7 @@ row! {
 row! {
     /// The next offset to read of a partition.
     OffsetRow = "consumer_offsets" {
-        /// The topic.
+        /// A topic the sink consumes; with `partition_id`, the key.
         topic: String,
         /// The partition.
         partition_id: i32,
@@ -399,7 +402,7 @@ row! {
 row! {
     /// A stream's derivation state (JSON) and its compare-and-set version.
     StateRow = "derivation_state" {
-        /// The stream.
+        /// The stream the state is kept for; the key.
         stream_id: String,
         /// Transactions that wrote it.
         version: i64,

@@ -61,7 +61,7 @@ pub struct ConfigError {
     pub origin: String,
     /// The dotted path of the key at fault; empty when the fault is not one key's.
     pub key: String,
-    /// What is wrong.
+    /// What is wrong, without the origin and key (the `Display` form puts those first).
     pub message: String,
 }
 

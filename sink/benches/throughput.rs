@@ -21,8 +21,11 @@ use std::time::{Duration, Instant};
 
 use orstream_bus::Bus;
 use orstream_record::{BackendKind, Store};
-use orstream_sink::testing::{Script, isolated, result_record, stream_record, unique};
 use orstream_sink::{Progress, Sink, SinkConfig, Stats};
+use orstream_test_support::names::unique;
+use orstream_test_support::script::Script;
+use orstream_test_support::store::isolated;
+use orstream_test_support::topic::{result_record, stream_record};
 use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -97,7 +100,7 @@ struct Run {
 /// Publishes `script` (paced at its frame rate when `paced`) while a sink stores it.
 fn run(bus: &Bus, kind: BackendKind, script: &Script, paced: bool) -> Run {
     let store = isolated(kind).unwrap_or_else(|e| panic!("{e}"));
-    let id = unique("bench").replace('_', "-");
+    let id = unique("bench");
     let config = SinkConfig {
         store: store.url().to_owned(),
         group_id: id.clone(),

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use orstream_bus::Bus;
 use orstream_record::Store;
-use orstream_sink::testing::{Script, result_record, stream_record};
 use orstream_sink::{Sink, SinkConfig};
+use orstream_test_support::script::Script;
+use orstream_test_support::topic::{result_record, stream_record};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

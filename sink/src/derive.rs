@@ -185,13 +185,15 @@ pub struct StreamState {
     pub frames_accounted: u64,
     /// Model of the current segment.
     pub model: Option<ModelKey>,
-    /// Per class id.
+    /// By class id, every class a usable frame of the stream has shown: its enter window
+    /// and open interval.
     pub classes: BTreeMap<u32, ClassTrack>,
     /// A run of unusable frames in progress.
     pub gap: Option<OpenGap>,
     /// `frames_published` of a `StreamEnded` waiting for the results to catch up.
     pub ended: Option<u64>,
-    /// The tool tracks.
+    /// The stream's tool tracker. A state stored before tracking existed has none and
+    /// resumes with an empty one.
     #[serde(default)]
     pub tracker: Tracker,
 }
@@ -376,7 +378,7 @@ pub struct FrameTracks {
     pub stream_id: String,
     /// The case the frame belongs to, carried into its tracks message.
     pub case_id: String,
-    /// Session epoch.
+    /// Session epoch of the frame; with `stream_id` and `seq`, the frame's identity.
     pub epoch: u64,
     /// Frame seq.
     pub seq: u64,
@@ -524,7 +526,7 @@ impl AnomalyKind {
 /// An anomaly found by derivation (the caller adds where the message came from).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Anomaly {
-    /// What kind.
+    /// Which rule the input broke; the record stores it as [`AnomalyKind::as_str`].
     pub kind: AnomalyKind,
     /// The stream concerned.
     pub stream_id: String,
@@ -532,9 +534,10 @@ pub struct Anomaly {
     pub detail: String,
 }
 
-/// What one input gives.
+/// What derivation makes of one result or stream event: a row to store or a message to
+/// publish.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Output {
+pub enum Derived {
     /// A presence interval closed.
     Presence(Presence),
     /// A gap closed.
@@ -601,7 +604,7 @@ impl StreamState {
     }
 
     /// Applies one result; returns what closed and what was odd.
-    pub fn apply_result(&mut self, result: &FrameResult, rules: &Rules) -> Vec<Output> {
+    pub fn apply_result(&mut self, result: &FrameResult, rules: &Rules) -> Vec<Derived> {
         let mut out = Vec::new();
         let epoch = result.session_epoch;
         let seq = result.seq;
@@ -636,7 +639,7 @@ impl StreamState {
             }
             if epoch != last.epoch {
                 self.close_all(last.capture_ns, &mut out);
-                out.push(Output::Gap(Gap {
+                out.push(Derived::Gap(Gap {
                     stream_id: self.stream_id.clone(),
                     case_id: self.case_id.clone(),
                     kind: GapKind::Discontinuity,
@@ -662,7 +665,7 @@ impl StreamState {
                 if seq > last.seq + 1 {
                     self.close_all(last.capture_ns, &mut out);
                     let (from, to) = (last.seq + 1, seq - 1);
-                    out.push(Output::Gap(Gap {
+                    out.push(Derived::Gap(Gap {
                         stream_id: self.stream_id.clone(),
                         case_id: self.case_id.clone(),
                         kind: GapKind::Missing,
@@ -716,7 +719,7 @@ impl StreamState {
 
     /// Applies a lifecycle event. Only `StreamEnded` matters to derivation (the rest is
     /// recorded by the caller); discontinuities are seen in the results' epochs.
-    pub fn apply_stream_event(&mut self, event: &StreamEvent) -> Vec<Output> {
+    pub fn apply_stream_event(&mut self, event: &StreamEvent) -> Vec<Derived> {
         let mut out = Vec::new();
         if self.position.is_none() && self.case_id.is_empty() {
             self.case_id = event.case_id.clone();
@@ -734,15 +737,15 @@ impl StreamState {
         self.case_results = 0;
     }
 
-    fn anomaly(&self, kind: AnomalyKind, detail: String) -> Output {
-        Output::Anomaly(Anomaly {
+    fn anomaly(&self, kind: AnomalyKind, detail: String) -> Derived {
+        Derived::Anomaly(Anomaly {
             kind,
             stream_id: self.stream_id.clone(),
             detail,
         })
     }
 
-    fn check_end(&mut self, out: &mut Vec<Output>) {
+    fn check_end(&mut self, out: &mut Vec<Derived>) {
         if let Some(published) = self.ended
             && self.frames_accounted >= published
         {
@@ -753,10 +756,10 @@ impl StreamState {
         }
     }
 
-    fn apply_usable(&mut self, result: &FrameResult, rules: &Rules, out: &mut Vec<Output>) {
+    fn apply_usable(&mut self, result: &FrameResult, rules: &Rules, out: &mut Vec<Derived>) {
         let now = result.capture_time_ns;
         if let Some(gap) = self.gap.take() {
-            out.push(Output::Gap(self.unusable_gap(gap, now)));
+            out.push(Derived::Gap(self.unusable_gap(gap, now)));
         }
         let model = ModelKey::of(result.model.as_ref());
         if self.model.as_ref() != Some(&model) {
@@ -879,7 +882,7 @@ impl StreamState {
         for (class_id, open) in closed {
             if let Some(track) = self.classes.get(&class_id) {
                 let model = self.model.clone().unwrap_or_default();
-                out.push(Output::Presence(presence(
+                out.push(Derived::Presence(presence(
                     self, class_id, track, &open, &model, epoch,
                 )));
             }
@@ -889,12 +892,12 @@ impl StreamState {
     }
 
     /// Runs the tracker over the frame's tool instances; returns the (class id, track id) of
-    /// the confirmed assignments (published as [`Output::Tracked`]).
+    /// the confirmed assignments (published as [`Derived::Tracked`]).
     fn track_tools(
         &mut self,
         result: &FrameResult,
         rules: &Rules,
-        out: &mut Vec<Output>,
+        out: &mut Vec<Derived>,
     ) -> Vec<(u32, u64)> {
         let tool = Category::Tool as i32;
         if !rules.tracking.enabled || !rules.categories.contains(&tool) {
@@ -921,7 +924,7 @@ impl StreamState {
             .map(|a| (a.class_id, a.track_id))
             .collect();
         if !update.assigned.is_empty() {
-            out.push(Output::Tracked(FrameTracks {
+            out.push(Derived::Tracked(FrameTracks {
                 stream_id: self.stream_id.clone(),
                 case_id: self.case_id.clone(),
                 epoch: result.session_epoch,
@@ -934,28 +937,28 @@ impl StreamState {
     }
 
     /// Ends every track (see [`Tracker::end_all`]).
-    fn end_tracks(&mut self, out: &mut Vec<Output>) {
+    fn end_tracks(&mut self, out: &mut Vec<Derived>) {
         let ended = self.tracker.end_all();
         self.emit_tracks(Vec::new(), &ended, out);
     }
 
     /// Outputs kept trajectory points and ended tracks, with each ended track's last point
     /// when it was not kept yet.
-    fn emit_tracks(&self, mut points: Vec<TrackPoint>, ended: &[Track], out: &mut Vec<Output>) {
+    fn emit_tracks(&self, mut points: Vec<TrackPoint>, ended: &[Track], out: &mut Vec<Derived>) {
         points.extend(ended.iter().filter_map(crate::track::final_point));
         if !points.is_empty() {
-            out.push(Output::TrackPoints(
+            out.push(Derived::TrackPoints(
                 self.stream_id.clone(),
                 self.case_id.clone(),
                 points,
             ));
         }
         for track in ended {
-            out.push(Output::Track(TrackRecord::of(self, track)));
+            out.push(Derived::Track(TrackRecord::of(self, track)));
         }
     }
 
-    fn apply_unusable(&mut self, result: &FrameResult, out: &mut Vec<Output>) {
+    fn apply_unusable(&mut self, result: &FrameResult, out: &mut Vec<Derived>) {
         let status = FrameStatus::name_of(result.status).to_owned();
         let now = result.capture_time_ns;
         match &mut self.gap {
@@ -980,7 +983,7 @@ impl StreamState {
 
     /// Closes every open interval at its last sighting, forgets the enter windows and ends
     /// the tracks.
-    fn close_intervals(&mut self, out: &mut Vec<Output>) {
+    fn close_intervals(&mut self, out: &mut Vec<Derived>) {
         self.end_tracks(out);
         let Some(position) = self.position else {
             self.classes.clear();
@@ -989,7 +992,7 @@ impl StreamState {
         let model = self.model.clone().unwrap_or_default();
         for (class_id, track) in &self.classes {
             if let Some(open) = &track.open {
-                out.push(Output::Presence(presence(
+                out.push(Derived::Presence(presence(
                     self,
                     *class_id,
                     track,
@@ -1003,10 +1006,10 @@ impl StreamState {
     }
 
     /// Closes intervals and an open gap (at `end_ns`, the last frame before the break).
-    fn close_all(&mut self, end_ns: i64, out: &mut Vec<Output>) {
+    fn close_all(&mut self, end_ns: i64, out: &mut Vec<Derived>) {
         self.close_intervals(out);
         if let Some(gap) = self.gap.take() {
-            out.push(Output::Gap(self.unusable_gap(gap, end_ns)));
+            out.push(Derived::Gap(self.unusable_gap(gap, end_ns)));
         }
     }
 
@@ -1140,7 +1143,7 @@ mod tests {
     }
 
     /// Runs a script of frames in epoch 0 from seq 0, 30 fps; returns all outputs.
-    fn run(state: &mut StreamState, frames: &[F]) -> Vec<Output> {
+    fn run(state: &mut StreamState, frames: &[F]) -> Vec<Derived> {
         let rules = rules();
         let mut out = Vec::new();
         for (i, f) in frames.iter().enumerate() {
@@ -1150,19 +1153,19 @@ mod tests {
         out
     }
 
-    fn presences(out: &[Output]) -> Vec<(u32, u64, u64)> {
+    fn presences(out: &[Derived]) -> Vec<(u32, u64, u64)> {
         out.iter()
             .filter_map(|o| match o {
-                Output::Presence(p) => Some((p.class_id, p.first_seq, p.last_seq)),
+                Derived::Presence(p) => Some((p.class_id, p.first_seq, p.last_seq)),
                 _ => None,
             })
             .collect()
     }
 
-    fn gaps(out: &[Output]) -> Vec<(GapKind, u64, u64)> {
+    fn gaps(out: &[Derived]) -> Vec<(GapKind, u64, u64)> {
         out.iter()
             .filter_map(|o| match o {
-                Output::Gap(g) => Some((g.kind, g.first_seq, g.last_seq)),
+                Derived::Gap(g) => Some((g.kind, g.first_seq, g.last_seq)),
                 _ => None,
             })
             .collect()
@@ -1171,7 +1174,7 @@ mod tests {
     const NONE: F = F::See(&[]);
     const G: F = F::See(&[(1, 0.9)]);
 
-    fn end(state: &mut StreamState, published: u64) -> Vec<Output> {
+    fn end(state: &mut StreamState, published: u64) -> Vec<Derived> {
         state.apply_stream_event(&StreamEvent {
             stream_id: "cam-1".into(),
             case_id: "case-1".into(),
@@ -1213,7 +1216,7 @@ mod tests {
         let mut state = StreamState::new("cam-1");
         let out = run(&mut state, &script);
         assert_eq!(presences(&out), vec![(1, 3, 10)]);
-        let Some(Output::Presence(p)) = out.iter().find(|o| matches!(o, Output::Presence(_)))
+        let Some(Derived::Presence(p)) = out.iter().find(|o| matches!(o, Derived::Presence(_)))
         else {
             unreachable!()
         };
@@ -1247,7 +1250,7 @@ mod tests {
         let mut state = StreamState::new("cam-1");
         let mut out = run(&mut state, &[A, B, C, A]);
         out.extend(end(&mut state, 4));
-        let Some(Output::Presence(p)) = out.iter().find(|o| matches!(o, Output::Presence(_)))
+        let Some(Derived::Presence(p)) = out.iter().find(|o| matches!(o, Derived::Presence(_)))
         else {
             panic!("{out:?}")
         };
@@ -1285,7 +1288,7 @@ mod tests {
         out.extend(end(&mut state, script.len() as u64));
         assert_eq!(presences(&out), vec![(1, 0, 5), (1, 9, 14)]);
         assert_eq!(gaps(&out), vec![(GapKind::Unusable, 6, 8)]);
-        let Some(Output::Gap(gap)) = out.iter().find(|o| matches!(o, Output::Gap(_))) else {
+        let Some(Derived::Gap(gap)) = out.iter().find(|o| matches!(o, Derived::Gap(_))) else {
             unreachable!()
         };
         assert_eq!(gap.reason, "DECODE_ERROR x1, SKIPPED_STALE x2");
@@ -1316,7 +1319,7 @@ mod tests {
         let epochs: Vec<u64> = out
             .iter()
             .filter_map(|o| match o {
-                Output::Presence(p) => Some(p.epoch),
+                Derived::Presence(p) => Some(p.epoch),
                 _ => None,
             })
             .collect();
@@ -1335,7 +1338,7 @@ mod tests {
         assert_eq!(presences(&out), vec![(1, 0, 4), (1, 8, 12)]);
         assert_eq!(gaps(&out), vec![(GapKind::Missing, 5, 7)]);
         assert!(out.iter().any(|o| matches!(o,
-            Output::Anomaly(a) if a.kind == AnomalyKind::MissingResults)));
+            Derived::Anomaly(a) if a.kind == AnomalyKind::MissingResults)));
     }
 
     #[test]
@@ -1345,7 +1348,7 @@ mod tests {
         run(&mut state, &[G, G, G, G]);
         let before = state.clone();
         let out = state.apply_result(&result(0, 2, T0, &G), &rules);
-        assert!(matches!(&out[..], [Output::Anomaly(a)] if a.kind == AnomalyKind::OutOfOrder));
+        assert!(matches!(&out[..], [Derived::Anomaly(a)] if a.kind == AnomalyKind::OutOfOrder));
         assert_eq!(state, before);
     }
 
@@ -1353,7 +1356,7 @@ mod tests {
     fn a_stream_first_seen_mid_way_is_an_unknown_stream_anomaly() {
         let mut state = StreamState::new("cam-1");
         let out = state.apply_result(&result(0, 40, T0, &G), &rules());
-        assert!(matches!(&out[..], [Output::Anomaly(a)] if a.kind == AnomalyKind::UnknownStream));
+        assert!(matches!(&out[..], [Derived::Anomaly(a)] if a.kind == AnomalyKind::UnknownStream));
         assert_eq!(state.frames_accounted, 41);
     }
 
@@ -1428,10 +1431,10 @@ mod tests {
     }
 
     /// (track id, first seq, last seq, frames seen) of the tracks that ended.
-    fn tracks(out: &[Output]) -> Vec<(u64, u64, u64, u64)> {
+    fn tracks(out: &[Derived]) -> Vec<(u64, u64, u64, u64)> {
         out.iter()
             .filter_map(|o| match o {
-                Output::Track(t) => Some((
+                Derived::Track(t) => Some((
                     t.motion.track_id,
                     t.first_seq,
                     t.last_seq,
@@ -1442,10 +1445,10 @@ mod tests {
             .collect()
     }
 
-    fn interval_tracks(out: &[Output]) -> Vec<(u32, Vec<u64>)> {
+    fn interval_tracks(out: &[Derived]) -> Vec<(u32, Vec<u64>)> {
         out.iter()
             .filter_map(|o| match o {
-                Output::Presence(p) => Some((p.class_id, p.track_ids.clone())),
+                Derived::Presence(p) => Some((p.class_id, p.track_ids.clone())),
                 _ => None,
             })
             .collect()
@@ -1459,7 +1462,7 @@ mod tests {
         let tracked: Vec<u64> = out
             .iter()
             .filter_map(|o| match o {
-                Output::Tracked(f) => Some(f.seq),
+                Derived::Tracked(f) => Some(f.seq),
                 _ => None,
             })
             .collect();
@@ -1468,7 +1471,7 @@ mod tests {
         out.extend(end(&mut state, 10));
         assert_eq!(tracks(&out), vec![(1, 0, 9, 10)]);
         assert_eq!(interval_tracks(&out), vec![(1, vec![1]), (101, vec![])]);
-        let Some(Output::Track(t)) = out.iter().find(|o| matches!(o, Output::Track(_))) else {
+        let Some(Derived::Track(t)) = out.iter().find(|o| matches!(o, Derived::Track(_))) else {
             unreachable!()
         };
         // 0.002 per frame at 30 fps: 0.018 in 9 steps, 0.06 per second.
@@ -1515,12 +1518,12 @@ mod tests {
         let rules = rules();
         let input = scripted(2_000);
         let mut a = StreamState::new("cam-1");
-        let out_a: Vec<Output> = input
+        let out_a: Vec<Derived> = input
             .iter()
             .flat_map(|r| a.apply_result(r, &rules))
             .collect();
         let mut b = StreamState::new("cam-1");
-        let out_b: Vec<Output> = input
+        let out_b: Vec<Derived> = input
             .iter()
             .flat_map(|r| b.apply_result(r, &rules))
             .collect();
@@ -1539,7 +1542,7 @@ mod tests {
         let rules = rules();
         let input = scripted(1_500);
         let mut whole = StreamState::new("cam-1");
-        let expected: Vec<Output> = input
+        let expected: Vec<Derived> = input
             .iter()
             .flat_map(|r| whole.apply_result(r, &rules))
             .collect();

@@ -39,7 +39,6 @@
 //! - `progress`: [`Stats`] and [`Progress`], the figures and readiness of a running sink.
 //! - `metrics`: the sink's instruments from [`orstream_bus::metrics`].
 //! - `error`: [`SinkError`] (the store's own errors are [`orstream_record::StoreError`]).
-//! - [`testing`]: isolated stores and scripted input for tests and benchmarks.
 //!
 //! # Exactly once
 //!
@@ -112,7 +111,6 @@ mod prepare;
 mod progress;
 mod publish;
 mod service;
-pub mod testing;
 pub mod track;
 
 pub use config::{CategoryName, DeriveConfig, SERVICE, SinkConfig, TrackingConfig};

@@ -25,7 +25,7 @@ use crate::cache::Cache;
 use crate::config::SinkConfig;
 use crate::dead_letter;
 use crate::decode::{Input, Rejection, Source, decode};
-use crate::derive::{FrameTracks, Output, Rules, event_id};
+use crate::derive::{Derived, FrameTracks, Rules, event_id};
 use rows::{
     anomaly_row, frame_row, gap_row, presence_row, stream_event_row, stream_row, track_point_row,
     track_row,
@@ -259,43 +259,43 @@ impl Preparer<'_> {
         self.outputs(message, outputs);
     }
 
-    fn outputs(&mut self, message: &Message, outputs: Vec<Output>) {
+    fn outputs(&mut self, message: &Message, outputs: Vec<Derived>) {
         for output in outputs {
             match output {
-                Output::Presence(p) => {
+                Derived::Presence(p) => {
                     let outbox = self.outbox(&p.case_id, &p.event_id(), || {
                         p.to_event(self.case_start(&p.case_id, p.start_ns))
                     });
                     self.out.batch.events.push((presence_row(&p), outbox));
                     self.out.presences += 1;
                 }
-                Output::Gap(g) => {
+                Derived::Gap(g) => {
                     let outbox = self.outbox(&g.case_id, &g.event_id(), || {
                         g.to_event(self.case_start(&g.case_id, g.start_ns))
                     });
                     self.out.batch.gaps.push((gap_row(&g), outbox));
                     self.out.gaps += 1;
                 }
-                Output::Track(t) => {
+                Derived::Track(t) => {
                     let outbox = self.outbox(&t.case_id, &t.event_id(), || {
                         t.to_event(self.case_start(&t.case_id, t.start_ns))
                     });
                     self.out.batch.tracks.push((track_row(&t), outbox));
                     self.out.tracks += 1;
                 }
-                Output::TrackPoints(stream_id, case_id, points) => {
+                Derived::TrackPoints(stream_id, case_id, points) => {
                     self.out.batch.track_points.extend(
                         points
                             .iter()
                             .map(|p| track_point_row(&stream_id, &case_id, p)),
                     );
                 }
-                Output::Tracked(frame) => {
+                Derived::Tracked(frame) => {
                     if self.config.publish_tracks {
                         self.out.batch.track_frames.push(track_frame_outbox(&frame));
                     }
                 }
-                Output::Anomaly(a) => {
+                Derived::Anomaly(a) => {
                     tracing::info!(
                         kind = a.kind.as_str(),
                         stream_id = %a.stream_id,
@@ -393,10 +393,12 @@ fn track_frame_outbox(frame: &FrameTracks) -> Outbox {
 #[cfg(test)]
 mod tests {
     use orstream_proto::{headers, topics};
+    use orstream_test_support::script::Script;
+    use orstream_test_support::topic::{result_record, stream_record};
 
     use super::*;
     use crate::cache::Cached;
-    use crate::testing::{Script, result_record, stream_record};
+    use crate::derive::StreamState;
 
     const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     const NOT_SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
@@ -452,20 +454,33 @@ mod tests {
         let mut cache = Cache::default();
         let prepared = prepare(messages, &mut cache, &config);
 
-        let expected = script.expected(&Rules::from(&config.derive));
-        let count = |f: fn(&Output) -> bool| expected.iter().filter(|o| f(o)).count();
-        assert!(count(|o| matches!(o, Output::Presence(_))) > 0);
+        // The script has one stream: what the same pure derivation gives for it, offline.
+        let rules = Rules::from(&config.derive);
+        let mut state = StreamState::new(&script.stream_id(0));
+        let mut expected: Vec<Derived> = script
+            .results()
+            .iter()
+            .flat_map(|r| state.apply_result(r, &rules))
+            .collect();
+        expected.extend(
+            script
+                .stream_events(0)
+                .iter()
+                .flat_map(|e| state.apply_stream_event(e)),
+        );
+        let count = |f: fn(&Derived) -> bool| expected.iter().filter(|o| f(o)).count();
+        assert!(count(|o| matches!(o, Derived::Presence(_))) > 0);
         let b = &prepared.batch;
         assert_eq!(
             (prepared.messages, prepared.results, prepared.stream_events),
             (302, 300, 2)
         );
-        assert_eq!(b.events.len(), count(|o| matches!(o, Output::Presence(_))));
-        assert_eq!(b.gaps.len(), count(|o| matches!(o, Output::Gap(_))));
-        assert_eq!(b.tracks.len(), count(|o| matches!(o, Output::Track(_))));
+        assert_eq!(b.events.len(), count(|o| matches!(o, Derived::Presence(_))));
+        assert_eq!(b.gaps.len(), count(|o| matches!(o, Derived::Gap(_))));
+        assert_eq!(b.tracks.len(), count(|o| matches!(o, Derived::Track(_))));
         assert_eq!(
             b.track_frames.len(),
-            count(|o| matches!(o, Output::Tracked(_)))
+            count(|o| matches!(o, Derived::Tracked(_)))
         );
         assert_eq!(prepared.presences as usize, b.events.len());
         assert_eq!((b.frames.len(), b.stream_events.len()), (300, 2));

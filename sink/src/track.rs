@@ -132,7 +132,7 @@ impl Observation {
 /// A constant-velocity Kalman filter on one axis.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Axis {
-    /// Position.
+    /// Position, in normalized image units (x / width or y / height).
     pub p: f64,
     /// Velocity (per second).
     pub v: f64,

@@ -13,11 +13,11 @@ use orstream_bus::Offsets;
 use orstream_proto::{SurgicalEvent, TrackFrame};
 use orstream_record::{BackendKind, query};
 use orstream_sink::derive::StreamState;
-use orstream_sink::derive::{Output, Rules};
-use orstream_sink::testing::Script;
+use orstream_sink::derive::{Derived, Rules};
+use orstream_test_support::script::Script;
 use orstream_test_support::topic;
 
-use common::{Topics, config, expected_ids, publish, read_topic, start, store};
+use common::{Topics, config, expected, expected_ids, publish, read_topic, start, store};
 
 #[test]
 fn the_scripted_record_through_kafka_into_postgres() {
@@ -31,15 +31,15 @@ fn the_scripted_record_through_kafka_into_postgres() {
     let rules = Rules::from(&config.derive);
     let sink = start(&bus, config);
     sink.wait_for("every message stored", |s| s.messages >= total);
-    let expected = script.expected(&rules);
+    let expected = expected(&script, &rules);
     let tracks = expected
         .iter()
-        .filter(|o| matches!(o, Output::Track(_)))
+        .filter(|o| matches!(o, Derived::Track(_)))
         .count();
     let track_frames: BTreeSet<(String, u64, u64)> = expected
         .iter()
         .filter_map(|o| match o {
-            Output::Tracked(f) => Some((f.stream_id.clone(), f.epoch, f.seq)),
+            Derived::Tracked(f) => Some((f.stream_id.clone(), f.epoch, f.seq)),
             _ => None,
         })
         .collect();

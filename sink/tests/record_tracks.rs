@@ -11,7 +11,7 @@ use orstream_record::store::Value;
 use orstream_record::svg::svg;
 use orstream_record::text::{self, Format};
 use orstream_sink::DeriveConfig;
-use orstream_sink::derive::{Output, Rules, StreamState};
+use orstream_sink::derive::{Derived, Rules, StreamState};
 
 const CASE: &str = "case-t";
 const T0: i64 = 1_795_000_000_000_000_000;
@@ -229,7 +229,7 @@ fn record() -> (Store, StreamState, usize) {
     let mut points = 0;
     for seq in 0..20 {
         for output in state.apply_result(&moving_grasper(seq), &rules) {
-            if let Output::TrackPoints(stream_id, case_id, kept) = output {
+            if let Derived::TrackPoints(stream_id, case_id, kept) = output {
                 assert_eq!((stream_id.as_str(), case_id.as_str()), ("cam-2", CASE));
                 for p in kept {
                     point(

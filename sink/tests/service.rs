@@ -13,11 +13,13 @@ use orstream_bus::{Bus, Headers, Offsets, Record, TopicPartition};
 use orstream_proto::{FrameResult, SurgicalEvent, headers, topics};
 use orstream_record::{BackendKind, query};
 use orstream_sink::derive::StreamState;
-use orstream_sink::derive::{Output, Rules};
-use orstream_sink::testing::{Script, result_record, stream_record};
-use orstream_test_support::topic;
+use orstream_sink::derive::{Derived, Rules};
+use orstream_test_support::script::Script;
+use orstream_test_support::topic::{self, result_record, stream_record};
 
-use common::{Topics, config, expected_ids, publish, read_topic, start, store, track_event_ids};
+use common::{
+    Topics, config, expected, expected_ids, publish, read_topic, start, store, track_event_ids,
+};
 
 fn scripted_input_becomes_the_expected_record(kind: BackendKind) {
     let bus = Bus::memory();
@@ -37,7 +39,7 @@ fn scripted_input_becomes_the_expected_record(kind: BackendKind) {
     assert_eq!(stats.messages, total);
     assert_eq!(stats.results, 1_800);
 
-    let expected = script.expected(&rules);
+    let expected = expected(&script, &rules);
     let (presences, gaps) = expected_ids(&expected);
     assert!(
         presences.len() > 20 && gaps.len() >= 3,
@@ -76,7 +78,7 @@ fn scripted_input_becomes_the_expected_record(kind: BackendKind) {
     );
     let anomalies = expected
         .iter()
-        .filter(|o| matches!(o, Output::Anomaly(_)))
+        .filter(|o| matches!(o, Derived::Anomaly(_)))
         .count();
     assert_eq!(s.snapshot().unwrap()["anomalies"].len(), anomalies);
     assert_eq!(s.snapshot().unwrap()["frames"].len(), 1_800);

@@ -382,7 +382,8 @@ fn both_backends_hold_the_same_record_for_the_same_writes() {
 fn a_version_1_record_is_upgraded_in_place() {
     // A record written before tool tracks: schema 1, an interval, an event waiting in the
     // outbox and a derivation state without a tracker.
-    let path = std::env::temp_dir().join(format!("{}.db", orstream_sink::testing::unique("v1")));
+    let path =
+        std::env::temp_dir().join(format!("{}.db", orstream_test_support::names::unique("v1")));
     {
         let db = rusqlite::Connection::open(&path).unwrap();
         db.execute_batch(include_str!(

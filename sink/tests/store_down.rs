@@ -15,10 +15,12 @@ use std::time::Duration;
 use orstream_bus::Bus;
 use orstream_record::BackendKind;
 use orstream_sink::derive::Rules;
-use orstream_sink::testing::{Script, postgres_url, result_record, stream_record};
+use orstream_test_support::script::Script;
+use orstream_test_support::store::postgres_url;
+use orstream_test_support::topic::{result_record, stream_record};
 use orstream_test_support::wait;
 
-use common::{Topics, config, expected_ids, start, store};
+use common::{Topics, config, expected, expected_ids, start, store};
 
 /// Forwards TCP connections to `upstream` while up; cuts them all when put down.
 struct Proxy {
@@ -153,7 +155,7 @@ fn postgres_down_means_not_ready_nothing_acknowledged_then_the_backlog_drains() 
     let stats = sink.stop();
     assert_eq!(stats.messages, total, "every message stored once");
 
-    let (presences, gaps) = expected_ids(&script.expected(&rules));
+    let (presences, gaps) = expected_ids(&expected(&script, &rules));
     let snapshot = isolated.open().unwrap().snapshot().unwrap();
     assert_eq!(snapshot["frames"].len(), results.len());
     assert_eq!(snapshot["events"].len(), presences.len());

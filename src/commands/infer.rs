@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use orstream_bus::Bus;
-use orstream_infer::config::{Delivery, Mode};
+use orstream_infer::config::{DeliveryGuarantee, Mode};
 use orstream_infer::{InferConfig, Model, Worker};
 
 use orstream_shell::exit::ExitReason;
@@ -89,8 +89,8 @@ fn configuration(args: &Args) -> Result<InferConfig> {
         _ => {}
     }
     match args.delivery.as_deref() {
-        Some("exactly-once") => config.delivery = Delivery::ExactlyOnce,
-        Some("at-least-once") => config.delivery = Delivery::AtLeastOnce,
+        Some("exactly-once") => config.delivery = DeliveryGuarantee::ExactlyOnce,
+        Some("at-least-once") => config.delivery = DeliveryGuarantee::AtLeastOnce,
         _ => {}
     }
     config.validate().context(ExitReason::Config)?;

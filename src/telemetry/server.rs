@@ -60,7 +60,7 @@ impl Server {
         })
     }
 
-    /// The address bound.
+    /// The address bound: with port 0 asked for, the port the system chose.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }

@@ -1,19 +1,23 @@
-//! One copy of what orstream's integration tests need around the code under test, used only as
-//! a dev-dependency (by `tests/`, `bus/tests`, `ingest/tests`, `infer/tests`, `sink/tests`).
+//! One copy of what orstream's tests need around the code under test, used only as a
+//! dev-dependency (by `tests/`, the crates' `tests/`, benches and examples, and the sink's unit
+//! tests).
 //!
 //! - [`kafka`]: the broker the project's scripts start, probed so that a test that needs it
 //!   fails with the way out instead of passing silently.
-//! - [`names`]: topic, group and file names no other test or run uses.
-//! - [`topic`]: publishing records, reading a topic back with a fresh group and decoding what
-//!   was read (on either bus).
+//! - [`names`]: topic, group, schema and file names no other test or run uses.
+//! - [`store`]: a PostgreSQL schema or SQLite file of the record that no other test sees.
+//! - [`script`]: deterministic results and stream events of a case that exercise every
+//!   derivation rule of the sink.
+//! - [`topic`]: the records producers of the contract write, publishing them, reading a topic
+//!   back with a fresh group and decoding what was read (on either bus).
 //! - [`wait`]: polling a condition until it holds, failing after a deadline.
 //! - [`process`]: signals to a spawned `orstream` process and its SIGTERM drain.
 //! - [`metrics`]: `GET` on a service's endpoint and Prometheus text scraping.
 //! - [`tally`]: lost and duplicated frames in a set of results.
 //!
-//! It depends on the bus and the contract only, so every service crate's integration tests
-//! can use it; a crate's unit tests (in `src/`) cannot, since they build another instance of
-//! that crate.
+//! It depends on the bus, the contract and the record only (never on a service crate), so every
+//! service crate's tests can use it; the unit tests (in `src/`) of those three crates cannot,
+//! since they build another instance of that crate.
 
 // A helper's panic is the failing test's report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,6 +26,8 @@ pub mod kafka;
 pub mod metrics;
 pub mod names;
 pub mod process;
+pub mod script;
+pub mod store;
 pub mod tally;
 pub mod topic;
 pub mod wait;

@@ -7,3 +7,9 @@
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
+
+/// `prefix`, `_` and a random v4 UUID (32 lowercase hex digits): like [`unique`], but an
+/// unquoted SQL identifier (a PostgreSQL schema, say) when `prefix` is one.
+pub fn unique_identifier(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use orstream_bus::{Bus, Consumer, Delivery, Message, Record};
-use orstream_proto::{SCHEMA_VERSION, Wire, headers};
+use orstream_proto::{FrameResult, SCHEMA_VERSION, StreamEvent, Wire, headers};
 
 use crate::names::unique;
 
@@ -33,6 +33,16 @@ pub fn versioned(topic: &str, key: &str, payload: Vec<u8>) -> Record {
     Record::new(topic, payload)
         .with_key(key.to_owned())
         .with_header(headers::SCHEMA_VERSION, SCHEMA_VERSION)
+}
+
+/// A message of the results topic as the inference service publishes it.
+pub fn result_record(topic: &str, result: &FrameResult) -> Record {
+    versioned(topic, &result.stream_id, orstream_proto::encode(result))
+}
+
+/// A message of the streams topic as the ingest service publishes it.
+pub fn stream_record(topic: &str, event: &StreamEvent) -> Record {
+    versioned(topic, &event.stream_id, orstream_proto::encode(event))
 }
 
 /// A consumer in a fresh group, subscribed to `topic`: it reads from the beginning.

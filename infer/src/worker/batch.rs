@@ -16,7 +16,7 @@ use orstream_proto::{FrameResult, FrameStatus, Timings};
 use crate::batcher::{Batcher, BatcherSettings, Pending, Skip};
 use crate::clock::TICK;
 use crate::config::{InferConfig, Mode};
-use crate::decode::{Prepared, micros};
+use crate::decode::{PreparedFrame, micros};
 use crate::produce::{Answer, Origin};
 
 /// The detail of a SKIPPED_STALE result.
@@ -43,14 +43,14 @@ pub(super) fn handoff_capacity(mode: Mode) -> usize {
 /// What the decode pool hands the batcher, for every ticket: the frame, or a note that the
 /// ticket was answered already (so the batcher's reordering does not wait for it).
 pub(super) enum Staged {
-    Frame(Origin, Box<Prepared>, Option<Instant>),
+    Frame(Origin, Box<PreparedFrame>, Option<Instant>),
     Answered(u64),
 }
 
 /// A frame in the batcher.
 pub(super) struct Job {
     pub origin: Origin,
-    pub prepared: Box<Prepared>,
+    pub prepared: Box<PreparedFrame>,
 }
 
 /// The batch stage's ends of the channels.
@@ -185,7 +185,7 @@ impl BatchStage {
 
 fn skip_answer(pending: Pending<Job>, skip: Skip) -> Answer {
     let Job { origin, prepared } = pending.item;
-    let Prepared {
+    let PreparedFrame {
         result,
         preprocess_us,
         traceparent,

@@ -29,7 +29,8 @@ use crate::batcher::Skip;
 use crate::clock::TICK;
 use crate::config::{InferConfig, Mode};
 use crate::decode::{
-    DecodeContext, Incoming, Prepared, Rejected, dead_letter_headers, prepare_frame, read_message,
+    DecodeContext, Incoming, PreparedFrame, Rejected, dead_letter_headers, prepare_frame,
+    read_message,
 };
 use crate::error::InferError;
 use crate::produce::{Answer, DeadLetter, Origin, RewindControl};
@@ -365,7 +366,7 @@ pub(super) struct DecodePool {
 /// What the decode pool makes of a frame it read.
 enum Decoded {
     /// Ready for the batcher, with its deadline in live mode.
-    Ready(Box<Prepared>, Option<Instant>),
+    Ready(Box<PreparedFrame>, Option<Instant>),
     /// Answered without running.
     Answered(Box<Answer>),
 }

@@ -20,7 +20,7 @@ use crate::config::InferConfig;
 use crate::decode::micros;
 use crate::error::InferError;
 use crate::produce::Answer;
-use crate::runner::{self, Input, Model, Postprocessor, Runner};
+use crate::runner::{self, BatchInput, Model, Postprocessor, Runner};
 use crate::stats::Counters;
 use crate::telemetry::{Instruments, batch_span};
 
@@ -82,7 +82,7 @@ pub(super) fn spawn(replicas: Replicas, stages: &mut Stages) -> Result<Ready, In
     let (ready_tx, ready_rx) = bounded(count);
     for index in 0..count {
         // One batch may wait for postprocessing while the replica runs the next.
-        let (forwarded_tx, forwarded_rx) = bounded::<Forwarded>(1);
+        let (forwarded_tx, forwarded_rx) = bounded::<ForwardedBatch>(1);
         let host = HostHalf {
             post: Postprocessor::new(model.card.clone(), config.postprocess.clone()),
             forwarded: forwarded_rx,
@@ -148,7 +148,7 @@ impl Replica {
 }
 
 /// A batch whose device step is done, on its way to the host postprocessing.
-struct Forwarded {
+struct ForwardedBatch {
     batch: Vec<Job>,
     outcome: Result<runner::Forwarded, String>,
     started: Instant,
@@ -158,7 +158,7 @@ struct Forwarded {
 /// A replica's device thread once loaded.
 struct DeviceHalf {
     batches: Receiver<Vec<Job>>,
-    forwarded: Sender<Forwarded>,
+    forwarded: Sender<ForwardedBatch>,
     feedback: Sender<Feedback>,
     counters: Arc<Counters>,
     instruments: Arc<Instruments>,
@@ -175,9 +175,9 @@ impl DeviceHalf {
             let span = batch_span(batch.len(), batch.iter().map(|job| &job.prepared.span));
             let entered = span.enter();
             let started = Instant::now();
-            let inputs: Vec<Input<'_>> = batch
+            let inputs: Vec<BatchInput<'_>> = batch
                 .iter()
-                .map(|job| Input {
+                .map(|job| BatchInput {
                     pixels: &job.prepared.pixels,
                     placement: job.prepared.placement,
                 })
@@ -195,7 +195,7 @@ impl DeviceHalf {
             self.counters
                 .batched_frames
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            let done = Forwarded {
+            let done = ForwardedBatch {
                 batch,
                 outcome,
                 started,
@@ -211,7 +211,7 @@ impl DeviceHalf {
 /// A replica's host thread: instances, timings and answers.
 struct HostHalf {
     post: Postprocessor,
-    forwarded: Receiver<Forwarded>,
+    forwarded: Receiver<ForwardedBatch>,
     answers: Sender<Answer>,
     instruments: Arc<Instruments>,
 }
@@ -229,8 +229,8 @@ impl HostHalf {
     }
 
     /// Answers every frame of a batch; `false` once the output stage is gone.
-    fn answer(&self, forwarded: Forwarded) -> bool {
-        let Forwarded {
+    fn answer(&self, forwarded: ForwardedBatch) -> bool {
+        let ForwardedBatch {
             batch,
             outcome,
             started,

@@ -187,7 +187,7 @@ pub struct Timeline {
     pub started_ns: i64,
     /// UTC ns of its last frame so far.
     pub last_frame_ns: i64,
-    /// Its streams.
+    /// Every stream that stored results in the case, with the span they cover.
     pub streams: Vec<StreamSummary>,
     /// Presence intervals by start.
     pub events: Vec<TimelineEvent>,
@@ -287,9 +287,9 @@ pub fn cases(store: &mut Store) -> Result<Vec<CaseSummary>, StoreError> {
 crate::schema::row! {
     /// Rows of a table per case.
     CaseCount {
-        /// The case.
+        /// The case the rows belong to.
         case_id: String,
-        /// Its rows.
+        /// How many rows of the table it has.
         count: u64,
     }
 }

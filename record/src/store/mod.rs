@@ -99,7 +99,7 @@ const MIGRATIONS: &[Migration] = &[
 /// against the one the sink last read from the store (`None`: the store had none).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetWrite {
-    /// The partition.
+    /// The consumed partition (of the results or the streams topic).
     pub partition: TopicPartition,
     /// What the store held when the sink read it.
     pub expected: Option<i64>,
@@ -110,7 +110,7 @@ pub struct OffsetWrite {
 /// A derivation state to store, compare-and-set on its version (0: the store had none).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateWrite {
-    /// The stream.
+    /// The stream whose state this is: the store keeps one per stream.
     pub stream_id: String,
     /// The version the sink read (0 when absent); the stored one becomes `expected + 1`.
     pub expected_version: i64,
@@ -202,7 +202,7 @@ pub struct Outbox {
 pub struct OutboxItem {
     /// Insertion order.
     pub position: i64,
-    /// The event.
+    /// The entry as it was written: an event or a track frame.
     pub entry: Outbox,
 }
 
@@ -294,7 +294,7 @@ impl Store {
         }
     }
 
-    /// The backend.
+    /// Which database this store runs on, as its URL's scheme said.
     pub fn backend(&self) -> BackendKind {
         self.kind
     }

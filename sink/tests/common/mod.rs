@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use orstream_bus::{Bus, Message, Record};
 use orstream_record::BackendKind;
-use orstream_sink::derive::Output;
-use orstream_sink::testing::{IsolatedStore, Script, isolated, result_record, stream_record};
+use orstream_sink::derive::{Derived, Rules, StreamState};
 use orstream_sink::{Progress, Sink, SinkConfig, SinkError, Stats};
 use orstream_test_support::names::unique;
-use orstream_test_support::{topic, wait};
+use orstream_test_support::script::Script;
+use orstream_test_support::store::{IsolatedStore, isolated};
+use orstream_test_support::topic::{self, result_record, stream_record};
+use orstream_test_support::wait;
 use tokio_util::sync::CancellationToken;
 
 pub const TIMEOUT: Duration = Duration::from_secs(90);
@@ -151,12 +153,28 @@ pub fn read_topic(bus: &Bus, topic: &str, n: usize) -> Vec<Message> {
     topic::read_until_quiet(bus, topic, n, Duration::from_millis(500))
 }
 
+/// What derivation must give for `script`, computed offline with the same pure derivation the
+/// sink runs: the (closed) outputs of every stream, in stream order.
+pub fn expected(script: &Script, rules: &Rules) -> Vec<Derived> {
+    let mut out = Vec::new();
+    for s in 0..script.streams {
+        let mut state = StreamState::new(&script.stream_id(s));
+        for i in 0..script.frames {
+            out.extend(state.apply_result(&script.result(s, i), rules));
+        }
+        for e in script.stream_events(s) {
+            out.extend(state.apply_stream_event(&e));
+        }
+    }
+    out
+}
+
 /// Event ids of the tracks that end in a script's outputs.
-pub fn track_event_ids(outputs: &[Output]) -> std::collections::BTreeSet<String> {
+pub fn track_event_ids(outputs: &[Derived]) -> std::collections::BTreeSet<String> {
     outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Track(t) => Some(t.event_id()),
+            Derived::Track(t) => Some(t.event_id()),
             _ => None,
         })
         .collect()
@@ -166,21 +184,21 @@ pub fn track_event_ids(outputs: &[Output]) -> std::collections::BTreeSet<String>
 pub type Spans = BTreeMap<String, (i64, i64)>;
 
 /// Expected (event id -> (start, end)) for presences and gaps of a script.
-pub fn expected_ids(outputs: &[Output]) -> (Spans, Spans) {
+pub fn expected_ids(outputs: &[Derived]) -> (Spans, Spans) {
     let mut presences = BTreeMap::new();
     let mut gaps = BTreeMap::new();
     for o in outputs {
         match o {
-            Output::Presence(p) => {
+            Derived::Presence(p) => {
                 presences.insert(p.event_id(), (p.start_ns, p.end_ns));
             }
-            Output::Gap(g) => {
+            Derived::Gap(g) => {
                 gaps.insert(g.event_id(), (g.start_ns, g.end_ns));
             }
-            Output::Anomaly(_)
-            | Output::Track(_)
-            | Output::TrackPoints(..)
-            | Output::Tracked(_) => {}
+            Derived::Anomaly(_)
+            | Derived::Track(_)
+            | Derived::TrackPoints(..)
+            | Derived::Tracked(_) => {}
         }
     }
     (presences, gaps)
