@@ -205,6 +205,9 @@ pub mod headers {
     pub const DLQ_SOURCE_OFFSET: &str = "orstream-dlq-source-offset";
     /// Dead letters: why the message was rejected.
     pub const DLQ_ERROR: &str = "orstream-dlq-error";
+    /// Dead letters: the length of the original payload, when the dead letter carries only its
+    /// beginning (the whole would not fit the broker's message limit).
+    pub const DLQ_ORIGINAL_LENGTH: &str = "orstream-dlq-original-length";
 }
 
 #[cfg(test)]

@@ -3,14 +3,21 @@
 use prost::Message;
 
 use crate::v1::{
-    Category, ClockSource, Encoding, EventKind, Frame, FrameResult, FrameStatus, StreamEvent,
-    SurgicalEvent, TrackFrame,
+    BBox, Category, ClockSource, Encoding, EventKind, Frame, FrameResult, FrameStatus, Instance,
+    ModelIdentity, Point, StreamEvent, SurgicalEvent, TrackFrame, TrackSummary,
 };
 
 /// Largest accepted stream_id / case_id, in bytes.
 pub const MAX_ID_LEN: usize = 128;
 /// Largest accepted frame side, in pixels (8K is 7680).
 pub const MAX_FRAME_SIDE: u32 = 16_384;
+/// Largest accepted label, model name, version or digest, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+/// Largest accepted free-text detail (a status detail, a gap reason), in bytes.
+pub const MAX_DETAIL_LEN: usize = 4096;
+/// Most instances one result may carry, and most tracks one track frame may carry. A real
+/// frame holds tens at most; the cap bounds what one message can cost the tracker.
+pub const MAX_INSTANCES: usize = 1024;
 
 /// Why bytes were not accepted as a message.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +134,145 @@ fn check_id(
     Ok(())
 }
 
+/// A name (label, model name, version, digest): at most [`MAX_NAME_LEN`] bytes, no control
+/// characters (NUL included). Empty is allowed: whether a name is required is the reader's rule.
+fn check_name(field: &'static str, value: &str) -> Result<(), (&'static str, String)> {
+    check_text(field, value, MAX_NAME_LEN, false)
+}
+
+/// Free text for people: at most [`MAX_DETAIL_LEN`] bytes; line breaks and tabs allowed, no
+/// other control character.
+fn check_detail(field: &'static str, value: &str) -> Result<(), (&'static str, String)> {
+    check_text(field, value, MAX_DETAIL_LEN, true)
+}
+
+fn check_text(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    lines: bool,
+) -> Result<(), (&'static str, String)> {
+    if value.len() > max {
+        return Err((field, format!("{} bytes, longer than {max}", value.len())));
+    }
+    let allowed = |c: char| lines && (c == '\n' || c == '\t');
+    if let Some(c) = value.chars().find(|&c| c.is_control() && !allowed(c)) {
+        return Err((field, format!("contains the control character {c:?}")));
+    }
+    Ok(())
+}
+
+/// A finite number in `min..=max`; `what` says which element (an instance's index).
+fn check_range(
+    field: &'static str,
+    what: &str,
+    value: f64,
+    min: f64,
+    max: f64,
+) -> Result<(), (&'static str, String)> {
+    if value.is_finite() && (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err((
+            field,
+            format!("{what}{value} is not a finite number in {min}..={max}"),
+        ))
+    }
+}
+
+/// A finite number, any size.
+fn check_finite(field: &'static str, what: &str, value: f64) -> Result<(), (&'static str, String)> {
+    check_range(field, what, value, f64::MIN, f64::MAX)
+}
+
+fn check_unit_point(
+    field: &'static str,
+    what: &str,
+    point: Option<&Point>,
+) -> Result<(), (&'static str, String)> {
+    if let Some(p) = point {
+        check_range(field, what, p.x.into(), 0.0, 1.0)?;
+        check_range(field, what, p.y.into(), 0.0, 1.0)?;
+    }
+    Ok(())
+}
+
+fn check_unit_box(
+    field: &'static str,
+    what: &str,
+    bbox: Option<&BBox>,
+) -> Result<(), (&'static str, String)> {
+    let Some(b) = bbox else { return Ok(()) };
+    for side in [b.x0, b.y0, b.x1, b.y1] {
+        check_range(field, what, side.into(), 0.0, 1.0)?;
+    }
+    if b.x1 < b.x0 || b.y1 < b.y0 {
+        return Err((
+            field,
+            format!("{what}its far corner is before its near corner"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_count(field: &'static str, len: usize, max: usize) -> Result<(), (&'static str, String)> {
+    if len > max {
+        return Err((field, format!("{len} entries, more than {max}")));
+    }
+    Ok(())
+}
+
+fn check_model(model: Option<&ModelIdentity>) -> Result<(), (&'static str, String)> {
+    let Some(m) = model else { return Ok(()) };
+    check_name("model.name", &m.name)?;
+    check_name("model.version", &m.version)?;
+    check_name("model.digest", &m.digest)
+}
+
+/// One instance of a result; `index` names it in the reason.
+fn check_instance(index: usize, instance: &Instance) -> Result<(), (&'static str, String)> {
+    let what = format!("instance {index}: ");
+    check_enum::<Category>("instances.category", instance.category, true)?;
+    check_name("instances.label", &instance.label)?;
+    check_range("instances.score", &what, instance.score.into(), 0.0, 1.0)?;
+    check_range("instances.area", &what, instance.area.into(), 0.0, 1.0)?;
+    check_unit_box("instances.bbox", &what, instance.bbox.as_ref())?;
+    check_unit_point("instances.centroid", &what, instance.centroid.as_ref())?;
+    if let Some(mask) = &instance.mask {
+        if mask.width > MAX_FRAME_SIDE || mask.height > MAX_FRAME_SIDE {
+            return Err((
+                "instances.mask",
+                format!(
+                    "{what}{}x{} is larger than {MAX_FRAME_SIDE} a side",
+                    mask.width, mask.height
+                ),
+            ));
+        }
+        crate::rle::check(mask).map_err(|reason| ("instances.mask", format!("{what}{reason}")))?;
+    }
+    Ok(())
+}
+
+fn check_track_summary(track: &TrackSummary) -> Result<(), (&'static str, String)> {
+    for (field, value) in [
+        ("track.path_length", track.path_length),
+        ("track.mean_speed", track.mean_speed),
+        ("track.peak_speed", track.peak_speed),
+    ] {
+        check_range(field, "", value, 0.0, f64::MAX)?;
+    }
+    for (field, point) in [
+        ("track.first_centroid", track.first_centroid.as_ref()),
+        ("track.last_centroid", track.last_centroid.as_ref()),
+    ] {
+        if let Some(p) = point {
+            check_finite(field, "", p.x.into())?;
+            check_finite(field, "", p.y.into())?;
+        }
+    }
+    Ok(())
+}
+
 fn check_enum<E: TryFrom<i32>>(
     field: &'static str,
     value: i32,
@@ -187,11 +333,11 @@ impl Wire for FrameResult {
         check_id("case_id", &self.case_id, false)?;
         check_enum::<ClockSource>("clock_source", self.clock_source, true)?;
         check_enum::<FrameStatus>("status", self.status, false)?;
-        for instance in &self.instances {
-            check_enum::<Category>("instances.category", instance.category, true)?;
-            if let Some(mask) = &instance.mask {
-                crate::rle::check(mask).map_err(|reason| ("instances.mask", reason))?;
-            }
+        check_detail("status_detail", &self.status_detail)?;
+        check_model(self.model.as_ref())?;
+        check_count("instances", self.instances.len(), MAX_INSTANCES)?;
+        for (index, instance) in self.instances.iter().enumerate() {
+            check_instance(index, instance)?;
         }
         Ok(())
     }
@@ -206,6 +352,15 @@ impl Wire for SurgicalEvent {
         check_id("case_id", &self.case_id, false)?;
         check_enum::<EventKind>("kind", self.kind, false)?;
         check_enum::<Category>("category", self.category, true)?;
+        check_name("label", &self.label)?;
+        check_detail("gap_reason", &self.gap_reason)?;
+        check_model(self.model.as_ref())?;
+        check_range("peak_confidence", "", self.peak_confidence.into(), 0.0, 1.0)?;
+        check_range("mean_confidence", "", self.mean_confidence.into(), 0.0, 1.0)?;
+        check_count("track_ids", self.track_ids.len(), MAX_INSTANCES)?;
+        if let Some(track) = &self.track {
+            check_track_summary(track)?;
+        }
         if self.end_time_ns < self.start_time_ns {
             return Err(("end_time_ns", "before start_time_ns".into()));
         }
@@ -222,11 +377,27 @@ impl Wire for TrackFrame {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         check_id("stream_id", &self.stream_id, true)?;
         check_id("case_id", &self.case_id, false)?;
+        check_count("tracks", self.tracks.len(), MAX_INSTANCES)?;
         if let Some(t) = self.tracks.iter().find(|t| t.track_id == 0) {
             return Err((
                 "tracks.track_id",
                 format!("0 for {:?}; ids start at 1", t.label),
             ));
+        }
+        for (index, track) in self.tracks.iter().enumerate() {
+            let what = format!("track {index}: ");
+            check_name("tracks.label", &track.label)?;
+            check_range("tracks.score", &what, track.score.into(), 0.0, 1.0)?;
+            check_unit_box("tracks.bbox", &what, track.bbox.as_ref())?;
+            for (field, point) in [
+                ("tracks.centroid", track.centroid.as_ref()),
+                ("tracks.velocity", track.velocity.as_ref()),
+            ] {
+                if let Some(p) = point {
+                    check_finite(field, &what, p.x.into())?;
+                    check_finite(field, &what, p.y.into())?;
+                }
+            }
         }
         Ok(())
     }

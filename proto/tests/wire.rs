@@ -254,7 +254,7 @@ fn result_with_unknown_status_or_bad_mask_is_invalid() {
     let err = decode::<FrameResult>(&encode(&bad_mask)).unwrap_err();
     assert!(
         err.to_string()
-            .contains("instances.mask: runs cover 3 cells"),
+            .contains("instances.mask: instance 0: runs cover 3 cells"),
         "{err}"
     );
 }
@@ -295,4 +295,151 @@ fn a_track_event_needs_its_motion_and_track_ids_start_at_one() {
     };
     let err = decode::<TrackFrame>(&encode(&f)).unwrap_err().to_string();
     assert!(err.contains("tracks.track_id: 0 for \"hook\""), "{err}");
+}
+
+fn ok_result(instances: Vec<Instance>) -> FrameResult {
+    FrameResult {
+        stream_id: "or-1".into(),
+        status: FrameStatus::Ok as i32,
+        model: Some(ModelIdentity {
+            name: "m".into(),
+            version: "1".into(),
+            digest: "sha256:00".into(),
+        }),
+        instances,
+        ..Default::default()
+    }
+}
+
+fn tool(score: f32, centroid: Point) -> Instance {
+    Instance {
+        class_id: 1,
+        label: "grasper".into(),
+        category: Category::Tool as i32,
+        score,
+        bbox: Some(BBox {
+            x0: 0.1,
+            y0: 0.1,
+            x1: 0.2,
+            y1: 0.2,
+        }),
+        area: 0.01,
+        centroid: Some(centroid),
+        mask: None,
+    }
+}
+
+/// Messages that decode as protobuf but carry values no consumer can use: each is refused with
+/// the field named, so it goes to the dead-letter topic instead of the tracker or the record.
+#[test]
+fn hostile_values_are_refused_with_the_field_named() {
+    let centre = Point { x: 0.5, y: 0.5 };
+    let mut cases: Vec<(FrameResult, &str)> = Vec::new();
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1.5, -0.1] {
+        cases.push((ok_result(vec![tool(bad, centre)]), "instances.score"));
+        cases.push((
+            ok_result(vec![tool(0.9, Point { x: bad, y: 0.5 })]),
+            "instances.centroid",
+        ));
+        let mut boxed = tool(0.9, centre);
+        boxed.bbox.as_mut().unwrap().y1 = bad;
+        cases.push((ok_result(vec![boxed]), "instances.bbox"));
+        let mut area = tool(0.9, centre);
+        area.area = bad;
+        cases.push((ok_result(vec![area]), "instances.area"));
+    }
+    let mut inverted = tool(0.9, centre);
+    inverted.bbox.as_mut().unwrap().x0 = 0.9;
+    cases.push((ok_result(vec![inverted]), "far corner"));
+    let mut nul = tool(0.9, centre);
+    nul.label = "gra\0sper".into();
+    cases.push((
+        ok_result(vec![nul]),
+        "instances.label: contains the control character '\\0'",
+    ));
+    let mut long = tool(0.9, centre);
+    long.label = "x".repeat(300);
+    cases.push((ok_result(vec![long]), "instances.label: 300 bytes"));
+    let mut model = ok_result(vec![]);
+    model.model.as_mut().unwrap().name = "m\0".into();
+    cases.push((model, "model.name"));
+    let mut detail = ok_result(vec![]);
+    detail.status_detail = "bad\0".into();
+    cases.push((detail, "status_detail"));
+    let many = vec![tool(0.9, centre); 5_000];
+    cases.push((ok_result(many), "instances: 5000 entries, more than 1024"));
+    let mut huge_mask = tool(0.9, centre);
+    huge_mask.mask = Some(orstream_proto::RleMask {
+        width: 100_000,
+        height: 100_000,
+        counts: vec![u32::MAX, u32::MAX],
+    });
+    cases.push((
+        ok_result(vec![huge_mask]),
+        "instances.mask: instance 0: 100000x100000",
+    ));
+    for (result, expected) in cases {
+        let err = decode::<FrameResult>(&encode(&result)).unwrap_err();
+        assert!(matches!(err, DecodeError::Invalid { .. }), "{err}");
+        assert!(err.to_string().contains(expected), "{err} lacks {expected}");
+    }
+    let detail = FrameResult {
+        status_detail: "line one\nline two\tand a tab".into(),
+        ..ok_result(vec![tool(1.0, Point { x: 0.0, y: 1.0 })])
+    };
+    assert!(
+        decode::<FrameResult>(&encode(&detail)).is_ok(),
+        "line breaks, tabs and the bounds are valid"
+    );
+}
+
+#[test]
+fn hostile_values_in_events_and_track_frames_are_refused() {
+    let event = SurgicalEvent {
+        event_id: "e1".into(),
+        stream_id: "or-1".into(),
+        kind: EventKind::Presence as i32,
+        peak_confidence: 0.9,
+        mean_confidence: 0.8,
+        ..Default::default()
+    };
+    assert!(decode::<SurgicalEvent>(&encode(&event)).is_ok());
+    for (bad, expected) in [
+        (
+            SurgicalEvent {
+                mean_confidence: f32::NAN,
+                ..event.clone()
+            },
+            "mean_confidence",
+        ),
+        (
+            SurgicalEvent {
+                label: "a\0".into(),
+                ..event.clone()
+            },
+            "label",
+        ),
+    ] {
+        let err = decode::<SurgicalEvent>(&encode(&bad))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{err} lacks {expected}");
+    }
+    let frame = TrackFrame {
+        stream_id: "or-1".into(),
+        tracks: vec![TrackedInstance {
+            track_id: 1,
+            label: "hook".into(),
+            velocity: Some(Point {
+                x: f32::INFINITY,
+                y: 0.0,
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let err = decode::<TrackFrame>(&encode(&frame))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tracks.velocity: track 0: inf"), "{err}");
 }
