@@ -505,8 +505,15 @@ pub enum AnomalyKind {
     EpochReset,
     /// The message's schema version header is missing or not "1"; sent to the DLQ.
     SchemaVersion,
-    /// The payload did not decode or validate; sent to the DLQ.
+    /// The payload did not decode as the message; sent to the DLQ.
     Undecodable,
+    /// The payload decoded but a value breaks the contract (a NaN score, a NUL in a label, too
+    /// many instances); sent to the DLQ with the field and why.
+    InvalidValue,
+    /// A result behind the stream's position that names another case than the stream's: the
+    /// same frame identity reused under another case (two sources on one stream id, a
+    /// replayed topic), or a result of an earlier case come late. Ignored.
+    CaseConflict,
 }
 
 impl AnomalyKind {
@@ -519,6 +526,8 @@ impl AnomalyKind {
             AnomalyKind::EpochReset => "epoch_reset",
             AnomalyKind::SchemaVersion => "schema_version",
             AnomalyKind::Undecodable => "undecodable",
+            AnomalyKind::InvalidValue => "invalid_value",
+            AnomalyKind::CaseConflict => "case_conflict",
         }
     }
 }
@@ -613,6 +622,18 @@ impl StreamState {
         if let Some(last) = self.position {
             let behind = epoch < last.epoch || (epoch == last.epoch && seq <= last.seq);
             let reset = epoch < last.epoch && seq == 0;
+            if behind && !reset && result.case_id != self.case_id {
+                out.push(self.anomaly(
+                    AnomalyKind::CaseConflict,
+                    format!(
+                        "result epoch {epoch} seq {seq} of case {:?} is behind epoch {} seq {} \
+                         of case {:?}: a frame identity reused under another case (or a result of an \
+                         earlier case come late); ignored",
+                        result.case_id, last.epoch, last.seq, self.case_id
+                    ),
+                ));
+                return out;
+            }
             if behind && !reset {
                 out.push(self.anomaly(
                     AnomalyKind::OutOfOrder,
@@ -660,7 +681,7 @@ impl StreamState {
                         ),
                     ));
                 }
-                self.frames_accounted += seq + 1;
+                self.frames_accounted = self.frames_accounted.saturating_add(seq.saturating_add(1));
             } else {
                 if seq > last.seq + 1 {
                     self.close_all(last.capture_ns, &mut out);
@@ -682,7 +703,7 @@ impl StreamState {
                         format!("epoch {epoch}: seq {from}..={to} missing"),
                     ));
                 }
-                self.frames_accounted += seq - last.seq;
+                self.frames_accounted = self.frames_accounted.saturating_add(seq - last.seq);
             }
         } else {
             self.start_case(result);
@@ -695,7 +716,7 @@ impl StreamState {
                     ),
                 ));
             }
-            self.frames_accounted += seq + 1;
+            self.frames_accounted = self.frames_accounted.saturating_add(seq.saturating_add(1));
         }
 
         self.position = Some(Position {
@@ -771,8 +792,10 @@ impl StreamState {
         // Best score per class among the instances that count.
         let mut seen: BTreeMap<u32, (f32, &str, i32)> = BTreeMap::new();
         for instance in &result.instances {
+            // A non-finite score is no sighting (the contract refuses it; the derivation takes
+            // finite values only, whoever calls it).
             if !rules.categories.contains(&instance.category)
-                || instance.score.is_nan()
+                || !instance.score.is_finite()
                 || instance.score < rules.min_score
             {
                 continue;
@@ -823,7 +846,7 @@ impl StreamState {
             while track
                 .sightings
                 .front()
-                .is_some_and(|s| s.seq + rules.window_frames <= seq)
+                .is_some_and(|s| s.seq.saturating_add(rules.window_frames) <= seq)
             {
                 track.sightings.pop_front();
             }
@@ -865,7 +888,7 @@ impl StreamState {
             while track
                 .sightings
                 .front()
-                .is_some_and(|s| s.seq + rules.window_frames <= seq)
+                .is_some_and(|s| s.seq.saturating_add(rules.window_frames) <= seq)
             {
                 track.sightings.pop_front();
             }
@@ -907,7 +930,9 @@ impl StreamState {
             .instances
             .iter()
             .enumerate()
-            .filter(|(_, i)| i.category == tool && !i.score.is_nan() && i.score >= rules.min_score)
+            .filter(|(_, i)| {
+                i.category == tool && i.score.is_finite() && i.score >= rules.min_score
+            })
             .filter_map(|(index, i)| Observation::of(index, i))
             .collect();
         let update = self.tracker.update(

@@ -116,6 +116,19 @@ impl Observation {
     /// The tracker's view of instance `index` of a frame; None without a centroid or box.
     pub fn of(index: usize, instance: &orstream_proto::Instance) -> Option<Self> {
         let (c, b) = (instance.centroid.as_ref()?, instance.bbox.as_ref()?);
+        let numbers = [
+            instance.score,
+            instance.area,
+            c.x,
+            c.y,
+            b.x0,
+            b.y0,
+            b.x1,
+            b.y1,
+        ];
+        if !numbers.iter().all(|n| n.is_finite()) {
+            return None;
+        }
         Some(Self {
             index: index as u32,
             class_id: instance.class_id,
@@ -177,6 +190,14 @@ impl Axis {
         self.pp = pp * (1.0 - k0);
         self.pv = pv * (1.0 - k0);
         self.vv = vv - k1 * pv;
+        // Finite inputs keep the filter finite; should a step still overflow (a position far
+        // outside any picture), the axis starts again from the measurement.
+        if ![self.p, self.v, self.pp, self.pv, self.vv]
+            .iter()
+            .all(|n| n.is_finite())
+        {
+            *self = Self::new(z, rules);
+        }
     }
 }
 
@@ -260,7 +281,7 @@ impl Track {
 
     /// Where the track's centroid and box are expected at `ns`.
     fn predict(&self, ns: i64) -> ((f64, f64), [f64; 4]) {
-        let dt = seconds(ns - self.last_ns);
+        let dt = seconds(ns.saturating_sub(self.last_ns));
         let (px, py) = (self.x.predicted(dt), self.y.predicted(dt));
         let (dx, dy) = (px - self.x.p, py - self.y.p);
         let b = self.bbox;
@@ -269,7 +290,7 @@ impl Track {
 
     /// The finished track's figures.
     pub fn motion(&self) -> Motion {
-        let span = seconds(self.last_ns - self.first_ns);
+        let span = seconds(self.last_ns.saturating_sub(self.first_ns));
         let (x, y) = self.position();
         // The kept trajectory, then on to the last assignment.
         let path = self.path + (x - self.kept_pos.0).hypot(y - self.kept_pos.1);
@@ -397,7 +418,10 @@ fn merge(a: &mut Observation, b: &Observation) {
 const FORBIDDEN: f64 = 1e9;
 
 /// Minimum-cost assignment of rows to columns (Hungarian, O(n^2 m)); `cost` is rows x cols with
-/// rows <= cols. Returns the column of each row. Deterministic: ties go to the lowest index.
+/// rows <= cols, every cost finite (the search for a free column relies on it). Returns the
+/// column of each row. Deterministic: ties go to the lowest index. Every loop is bounded: each
+/// step of a row's search marks one more column used, so it ends within `cols + 1` steps; a
+/// row whose search finds no column (impossible with finite costs) is left unassigned.
 fn hungarian(cost: &[Vec<f64>], cols: usize) -> Vec<usize> {
     let n = cost.len();
     let m = cols;
@@ -410,7 +434,8 @@ fn hungarian(cost: &[Vec<f64>], cols: usize) -> Vec<usize> {
         let mut j0 = 0;
         let mut minv = vec![f64::INFINITY; m + 1];
         let mut used = vec![false; m + 1];
-        loop {
+        let mut found = false;
+        for _ in 0..=m {
             used[j0] = true;
             let i0 = p[j0];
             let mut delta = f64::INFINITY;
@@ -436,12 +461,20 @@ fn hungarian(cost: &[Vec<f64>], cols: usize) -> Vec<usize> {
                     minv[j] -= delta;
                 }
             }
+            if j1 == 0 {
+                break; // no free column with a finite cost
+            }
             j0 = j1;
             if p[j0] == 0 {
+                found = true;
                 break;
             }
         }
-        loop {
+        if !found {
+            continue;
+        }
+        // Along the alternating path back to the start: at most one step per column.
+        for _ in 0..=m {
             let j1 = way[j0];
             p[j0] = p[j1];
             j0 = j1;
@@ -481,7 +514,14 @@ fn associate(
         if overlap < rules.min_iou && distance > rules.max_distance {
             return FORBIDDEN;
         }
-        (1.0 - overlap) + distance / rules.max_distance
+        let cost = (1.0 - overlap) + distance / rules.max_distance;
+        // A prediction far outside the picture (a long, fast extrapolation) can overflow; such
+        // a pair is as impossible as any other past the limits.
+        if cost.is_finite() {
+            cost.min(FORBIDDEN)
+        } else {
+            FORBIDDEN
+        }
     };
     let transpose = tracks.len() > observations.len();
     let (rows, cols) = if transpose {
@@ -637,9 +677,10 @@ impl Tracker {
         rules: &TrackRules,
         update: &mut Update,
     ) {
-        let dt = seconds(ns - track.last_ns).max(0.0);
-        let missed = seq != track.last_seq + 1;
-        if track.id != 0 && missed && ns - track.last_ns >= rules.reentry_after_ns {
+        let elapsed = ns.saturating_sub(track.last_ns);
+        let dt = seconds(elapsed).max(0.0);
+        let missed = track.last_seq.checked_add(1) != Some(seq);
+        if track.id != 0 && missed && elapsed >= rules.reentry_after_ns {
             track.reentries += 1;
         }
         track.x.step(dt, obs.cx, rules);
@@ -648,7 +689,7 @@ impl Tracker {
         let speed = track.speed();
         track.peak_speed = track.peak_speed.max(speed);
         if !missed && speed < rules.idle_speed {
-            track.idle_ns += ns - track.last_ns;
+            track.idle_ns = track.idle_ns.saturating_add(elapsed.max(0));
         }
         track.bbox = obs.bbox;
         track.last_seq = seq;
@@ -664,7 +705,7 @@ impl Tracker {
             bbox: obs.bbox,
             speed,
         };
-        if ns - track.kept_ns >= rules.trajectory_interval_ns {
+        if ns.saturating_sub(track.kept_ns) >= rules.trajectory_interval_ns {
             track.kept_ns = ns;
             track.path += (after.0 - track.kept_pos.0).hypot(after.1 - track.kept_pos.1);
             track.kept_pos = after;
@@ -747,6 +788,42 @@ mod tests {
             bbox: [cx - h, cy - h, cx + h, cy + h],
             area: 4.0 * h * h,
         }
+    }
+
+    #[test]
+    fn the_assignment_ends_on_any_cost_and_pairs_what_it_can() {
+        // Non-finite costs never reach it from associate; were one to, the search for a free
+        // column would find none: the row is left unassigned instead of looping for ever.
+        assert_eq!(hungarian(&[vec![f64::NAN, f64::NAN]], 2), vec![usize::MAX]);
+        assert_eq!(
+            hungarian(&[vec![f64::INFINITY, 1.0], vec![f64::NAN, 2.0]], 2).len(),
+            2
+        );
+        assert_eq!(hungarian(&[vec![1.0, 0.0], vec![0.0, 1.0]], 2), vec![1, 0]);
+    }
+
+    #[test]
+    fn observations_with_non_finite_numbers_are_not_taken() {
+        let mut instance = orstream_proto::Instance {
+            centroid: Some(orstream_proto::Point { x: 0.5, y: 0.5 }),
+            bbox: Some(orstream_proto::BBox {
+                x0: 0.4,
+                y0: 0.4,
+                x1: 0.6,
+                y1: 0.6,
+            }),
+            score: 0.9,
+            ..Default::default()
+        };
+        assert!(Observation::of(0, &instance).is_some());
+        instance.centroid = Some(orstream_proto::Point {
+            x: f32::NAN,
+            y: 0.5,
+        });
+        assert!(Observation::of(0, &instance).is_none());
+        instance.centroid = Some(orstream_proto::Point { x: 0.5, y: 0.5 });
+        instance.score = f32::INFINITY;
+        assert!(Observation::of(0, &instance).is_none());
     }
 
     /// Runs frames (seq = index, epoch 0); returns each frame's update.
