@@ -3,7 +3,7 @@
 //! either becomes a [`Rejection`] (dead letter plus anomaly), never a panic.
 
 use orstream_bus::Message;
-use orstream_proto::{FrameResult, StreamEvent, Wire, check_schema_version, headers};
+use orstream_proto::{DecodeError, FrameResult, StreamEvent, Wire, check_schema_version, headers};
 
 use crate::derive::AnomalyKind;
 
@@ -68,7 +68,10 @@ pub fn decode(message: &Message, source: Source) -> Result<Input, Rejection> {
 
 fn payload<M: Wire>(message: &Message) -> Result<M, Rejection> {
     orstream_proto::decode::<M>(&message.payload).map_err(|e| Rejection {
-        kind: AnomalyKind::Undecodable,
+        kind: match e {
+            DecodeError::Invalid { .. } => AnomalyKind::InvalidValue,
+            _ => AnomalyKind::Undecodable,
+        },
         reason: e.to_string(),
     })
 }
@@ -120,10 +123,33 @@ mod tests {
     }
 
     #[test]
+    fn hostile_values_are_rejected_as_invalid_values_naming_the_field() {
+        let hostile = orstream_proto::encode(&FrameResult {
+            stream_id: "cam-1".into(),
+            clock_source: ClockSource::Host as i32,
+            status: FrameStatus::Ok as i32,
+            instances: vec![orstream_proto::Instance {
+                score: f32::NAN,
+                ..Default::default()
+            }],
+            ..FrameResult::default()
+        });
+        let err = decode(&message(hostile, Some("1")), Source::Results).unwrap_err();
+        assert_eq!(err.kind, AnomalyKind::InvalidValue, "{err:?}");
+        assert!(err.reason.contains("instances.score"), "{}", err.reason);
+    }
+
+    #[test]
     fn garbage_and_wrong_types_are_rejected_with_a_reason() {
-        for payload in [vec![], vec![0xff; 10], b"\x0a\x05cam-1".to_vec()] {
+        // Not protobuf at all, then protobuf of the wrong shape (it decodes, but its status
+        // is missing: a value the contract refuses).
+        for (payload, kind) in [
+            (vec![], AnomalyKind::Undecodable),
+            (vec![0xff; 10], AnomalyKind::Undecodable),
+            (b"\x0a\x05cam-1".to_vec(), AnomalyKind::InvalidValue),
+        ] {
             let err = decode(&message(payload, Some("1")), Source::Results).unwrap_err();
-            assert_eq!(err.kind, AnomalyKind::Undecodable);
+            assert_eq!(err.kind, kind, "{}", err.reason);
             assert!(err.reason.starts_with("FrameResult"), "{}", err.reason);
         }
         let err = decode(&message(result(), Some("1")), Source::Streams).unwrap_err();
