@@ -552,6 +552,20 @@ impl Consumer {
         }
     }
 
+    /// The end of `partition`: the offset the next message written to it will get (on Kafka
+    /// the high watermark, asked from the broker within `timeout`). A stored position beyond
+    /// it means the topic is not the one the position was taken from (it was recreated).
+    pub fn end_offset(
+        &self,
+        partition: &TopicPartition,
+        timeout: Duration,
+    ) -> Result<i64, BusError> {
+        match &self.inner {
+            ConsumerInner::Kafka(c) => c.end_offset(partition, timeout),
+            ConsumerInner::Memory(c) => c.end_offset(partition),
+        }
+    }
+
     /// The partitions currently assigned to this consumer, in order.
     pub fn assignment(&self) -> Result<Vec<TopicPartition>, BusError> {
         match &self.inner {

@@ -196,11 +196,39 @@ impl KafkaConfig {
                 problems.push("librdkafka: an empty key".to_owned());
             }
         }
+        problems.extend(self.incremental_rebalancing());
         if problems.is_empty() {
             Ok(())
         } else {
             Err(BusError::Config { problems })
         }
+    }
+
+    /// Pass-through settings that make the group rebalance incrementally (the cooperative
+    /// assignor, the consumer group protocol of KIP-848). Refused: after a rebalance every
+    /// consumer here drops what it read and starts again from the committed offsets of its
+    /// whole new assignment, which is only right when a rebalance revokes every partition
+    /// (eager rebalancing, librdkafka's default `range,roundrobin`).
+    fn incremental_rebalancing(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(strategy) = self.librdkafka.get("partition.assignment.strategy")
+            && strategy.to_ascii_lowercase().contains("cooperative")
+        {
+            problems.push(format!(
+                "librdkafka.\"partition.assignment.strategy\": {strategy:?} rebalances \
+                 incrementally, which exactly-once here does not support; use \"range\", \
+                 \"roundrobin\" or both (the default)"
+            ));
+        }
+        if let Some(protocol) = self.librdkafka.get("group.protocol")
+            && !protocol.eq_ignore_ascii_case("classic")
+        {
+            problems.push(format!(
+                "librdkafka.\"group.protocol\": {protocol:?} rebalances incrementally, which \
+                 exactly-once here does not support; leave it \"classic\" (the default)"
+            ));
+        }
+        problems
     }
 
     /// Properties every client gets: connection, identity and the pass-through map.
@@ -288,5 +316,29 @@ mod tests {
             "a free key was refused:\n{text}"
         );
         assert_eq!(problems.len(), 6, "{text}");
+    }
+
+    #[test]
+    fn incremental_rebalancing_is_refused_and_eager_assignors_are_not() {
+        let mut config = KafkaConfig::default();
+        for strategy in ["range", "roundrobin", "range,roundrobin"] {
+            config
+                .librdkafka
+                .insert("partition.assignment.strategy".into(), strategy.into());
+            assert!(config.validate().is_ok(), "{strategy}");
+        }
+        config.librdkafka.insert(
+            "partition.assignment.strategy".into(),
+            "cooperative-sticky".into(),
+        );
+        config
+            .librdkafka
+            .insert("group.protocol".into(), "consumer".into());
+        let Err(BusError::Config { problems }) = config.validate() else {
+            panic!("expected a configuration error");
+        };
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("\"cooperative-sticky\" rebalances incrementally"));
+        assert!(problems[1].contains("librdkafka.\"group.protocol\""));
     }
 }

@@ -883,6 +883,18 @@ impl KafkaConsumer {
         Ok(out)
     }
 
+    pub(crate) fn end_offset(
+        &self,
+        partition: &TopicPartition,
+        timeout: Duration,
+    ) -> Result<i64, BusError> {
+        let (_, high) = self
+            .inner
+            .fetch_watermarks(&partition.topic, partition.partition, timeout)
+            .map_err(|e| self.error("watermarks", &e))?;
+        Ok(high)
+    }
+
     pub(crate) fn assignment(&self) -> Result<Vec<TopicPartition>, BusError> {
         let tpl = self
             .inner

@@ -898,6 +898,19 @@ impl MemoryConsumer {
             .collect()
     }
 
+    pub(crate) fn end_offset(&self, tp: &TopicPartition) -> Result<i64, BusError> {
+        let state = self.shared.lock();
+        state
+            .partition(tp)
+            .map(Partition::end_offset)
+            .ok_or_else(|| BusError::Admin {
+                topic: tp.topic.clone(),
+                op: "end offset",
+                reason: format!("no partition {}", tp.partition),
+                kind: ErrorKind::Retriable,
+            })
+    }
+
     pub(crate) fn assignment(&self) -> Vec<TopicPartition> {
         let state = self.shared.lock();
         state

@@ -29,6 +29,9 @@
 //! stream URI.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub use opentelemetry::KeyValue;
 pub use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
@@ -544,6 +547,139 @@ impl HealthReporter for NoHealth {
     fn set_ready(&self, _check: &str, _ready: bool) {}
 }
 
+/// How long a call to a dependency may take before the dependency counts as not answering:
+/// readiness turns false within a second after this, while the call still waits.
+pub const DEPENDENCY_PATIENCE: Duration = Duration::from_secs(5);
+
+/// How often a [`DependencyWatch`] looks at the calls in progress.
+const WATCH_TICK: Duration = Duration::from_millis(250);
+
+/// Tells a dependency that hangs from a process that hangs. A service runs each call to a
+/// dependency (a database transaction, a broker flush) through [`call`](Self::call); while
+/// one is in progress a thread of the watch beats liveness for it (the process is waiting,
+/// not stuck: restarting it cannot help a hung database), and once it has taken longer than
+/// the patience the call's readiness check turns false (an orchestrator stops routing to a
+/// service that cannot answer). When the call returns `Ok` the check turns true again; an
+/// `Err` leaves readiness to the caller's handling of it. Cheap to clone; the thread ends with
+/// the last clone.
+#[derive(Clone)]
+pub struct DependencyWatch {
+    inner: Arc<WatchInner>,
+}
+
+struct WatchInner {
+    health: Arc<dyn HealthReporter>,
+    patience: Duration,
+    /// Calls in progress: the check each concerns and when it started.
+    calls: Mutex<Vec<(u64, &'static str, Instant)>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for DependencyWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DependencyWatch")
+            .field("patience", &self.inner.patience)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DependencyWatch {
+    /// A watch reporting to `health`, calling a dependency hung after `patience`.
+    pub fn new(health: Arc<dyn HealthReporter>, patience: Duration) -> Self {
+        let inner = Arc::new(WatchInner {
+            health,
+            patience,
+            calls: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&inner);
+        let spawned = std::thread::Builder::new()
+            .name("dependency-watch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(WATCH_TICK);
+                    match weak.upgrade() {
+                        Some(inner) => inner.look(),
+                        None => return,
+                    }
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot start the dependency watch; hangs show as stalls");
+        }
+        Self { inner }
+    }
+
+    /// Runs `f`, a call to the dependency behind readiness check `check`, under the watch;
+    /// `Ok` sets the check ready.
+    pub fn call<T, E>(
+        &self,
+        check: &'static str,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let result = self.wait_on(check, f);
+        if result.is_ok() {
+            self.inner.health.set_ready(check, true);
+        }
+        result
+    }
+
+    /// Runs `f`, work that waits on the dependency behind `check` and reports its own
+    /// failures, under the watch; readiness after it is left to the caller.
+    pub fn wait_on<T>(&self, check: &'static str, f: impl FnOnce() -> T) -> T {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.inner.lock().push((id, check, Instant::now()));
+        let _done = CallDone {
+            inner: &self.inner,
+            id,
+        };
+        f()
+    }
+}
+
+/// Takes a call off the watch's list however it ends (a panic included).
+struct CallDone<'a> {
+    inner: &'a WatchInner,
+    id: u64,
+}
+
+impl Drop for CallDone<'_> {
+    fn drop(&mut self) {
+        self.inner.lock().retain(|(id, _, _)| *id != self.id);
+    }
+}
+
+impl WatchInner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, &'static str, Instant)>> {
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn look(&self) {
+        let overdue: Vec<(&'static str, Duration)> = {
+            let calls = self.lock();
+            if calls.is_empty() {
+                return;
+            }
+            calls
+                .iter()
+                .map(|&(_, check, started)| (check, started.elapsed()))
+                .filter(|&(_, waited)| waited >= self.patience)
+                .collect()
+        };
+        self.health.beat();
+        for (check, waited) in overdue {
+            tracing::warn!(
+                check,
+                waited_s = waited.as_secs(),
+                "a dependency does not answer: not ready"
+            );
+            self.health.set_ready(check, false);
+        }
+    }
+}
+
 /// Names of readiness checks.
 pub mod checks {
     /// The consumer has partitions assigned (or the group has fewer partitions than members,
@@ -555,6 +691,8 @@ pub mod checks {
     pub const DATABASE: &str = "database";
     /// The broker answers.
     pub const BROKER: &str = "broker";
+    /// Rejected messages can be written to their dead-letter topic.
+    pub const DEAD_LETTERS: &str = "dead_letters";
     /// The service is running and not draining for shutdown.
     pub const RUNNING: &str = "running";
 }
@@ -574,6 +712,48 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+
+    /// Every report, in order.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<String>>);
+
+    impl HealthReporter for Recorded {
+        fn beat(&self) {
+            self.0.lock().unwrap().push("beat".into());
+        }
+        fn set_ready(&self, check: &str, ready: bool) {
+            self.0.lock().unwrap().push(format!("{check}={ready}"));
+        }
+    }
+
+    #[test]
+    fn a_hung_call_is_not_ready_but_alive_and_ready_again_once_it_answers() {
+        let recorded = Arc::new(Recorded::default());
+        let watch = DependencyWatch::new(recorded.clone(), Duration::from_millis(300));
+        let answered: Result<u32, ()> = watch.call(checks::DATABASE, || {
+            std::thread::sleep(Duration::from_millis(1_200));
+            Ok(7)
+        });
+        assert_eq!(answered, Ok(7));
+        let reports = recorded.0.lock().unwrap().clone();
+        let not_ready = reports
+            .iter()
+            .position(|r| r == "database=false")
+            .expect("the hang turns readiness false");
+        assert!(
+            reports[..not_ready].iter().any(|r| r == "beat"),
+            "liveness beats while the call waits: {reports:?}"
+        );
+        assert_eq!(reports.last().map(String::as_str), Some("database=true"));
+
+        // A quick call, a failed one: neither is reported as a hang, the failure leaves
+        // readiness to the caller.
+        recorded.0.lock().unwrap().clear();
+        let failed: Result<(), &str> = watch.call(checks::DATABASE, || Err("refused"));
+        assert_eq!(failed, Err("refused"));
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(recorded.0.lock().unwrap().is_empty());
+    }
 
     fn well_formed(name: &str) -> bool {
         !name.is_empty()

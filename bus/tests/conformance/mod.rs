@@ -56,6 +56,10 @@ macro_rules! conformance_tests {
         fn lag_counts_what_is_left_to_read() {
             crate::conformance::lag_counts_what_is_left_to_read(&$factory());
         }
+        #[test]
+        fn end_offset_is_where_the_next_message_goes() {
+            crate::conformance::end_offset_is_where_the_next_message_goes(&$factory());
+        }
     };
 }
 pub(crate) use conformance_tests;
@@ -581,4 +585,26 @@ pub fn lag_counts_what_is_left_to_read(bus: &Bus) {
         );
         assert!(poll_once(&consumer).is_none());
     }
+}
+
+/// A partition's end offset is the offset its next message gets, whether or not the consumer
+/// is assigned it: what the sink compares its stored positions with.
+pub fn end_offset_is_where_the_next_message_goes(bus: &Bus) {
+    let topic = new_topic(bus, "end", 2);
+    let consumer = bus.consumer(&unique("end-group")).unwrap();
+    let written = partition_for_key(b"k", 2);
+    let (full, empty) = (
+        TopicPartition::new(topic.clone(), written),
+        TopicPartition::new(topic.clone(), 1 - written),
+    );
+    assert_eq!(consumer.end_offset(&full, PATIENCE).unwrap(), 0);
+    let sent = send_all(
+        bus,
+        &(0..3)
+            .map(|i| Record::new(topic.clone(), format!("m{i}")).with_key("k"))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(sent.last(), Some(&(written, 2)));
+    assert_eq!(consumer.end_offset(&full, PATIENCE).unwrap(), 3);
+    assert_eq!(consumer.end_offset(&empty, PATIENCE).unwrap(), 0);
 }
