@@ -10,7 +10,7 @@ PKGS=(
   libcurl4-openssl-dev libssl-dev libsasl2-dev libzstd-dev zlib1g-dev
   postgresql postgresql-contrib
   openjdk-17-jre-headless maven
-  python3-venv
+  python3-venv procps
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -121,10 +121,18 @@ stop() {
   rm -f "$DIR/pid"
 }
 
+# Freezes (SIGSTOP) or thaws (SIGCONT) the broker: connections stay open, nothing answers.
+signal_broker() {
+  local p; p="$(pid)" || die "Kafka is not running"
+  kill "-$1" "$p"
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) pid >/dev/null && answers ;;
+  pause) signal_broker STOP ;;
+  resume) signal_broker CONT ;;
   bootstrap) echo "127.0.0.1:$PORT" ;;
-  *) die "usage: scripts/kafka.sh start|stop|status|bootstrap" ;;
+  *) die "usage: scripts/kafka.sh start|stop|status|pause|resume|bootstrap" ;;
 esac

@@ -97,11 +97,21 @@ stop() {
   pg "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
 }
 
+# Freezes (SIGSTOP) or thaws (SIGCONT) the server: the postmaster and every backend, so
+# connections stay open and nothing answers: a hung database, for the chaos tests.
+signal_all() {
+  running || die "PostgreSQL is not running"
+  local main; main="$(sed -n 1p "$DATA/postmaster.pid")"
+  kill "-$1" "$main" $(pgrep -P "$main") 2>/dev/null || true
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) ready ;;
+  pause) signal_all STOP ;;
+  resume) signal_all CONT ;;
   url) echo "postgres://orstream:orstream@127.0.0.1:$PORT/orstream_test" ;;
   dir) echo "$DIR" ;;
-  *) die "usage: scripts/postgres.sh start|stop|status|url|dir" ;;
+  *) die "usage: scripts/postgres.sh start|stop|status|pause|resume|url|dir" ;;
 esac

@@ -88,7 +88,7 @@ pub(crate) fn store_batch(
     let written = retry(
         backoff,
         shutdown,
-        || write(store, &prepared.batch, &span, metrics),
+        || report.store_call(|| write(store, &prepared.batch, &span, metrics)),
         // A conflict is retriable by reading the store again, not by writing the same batch.
         |e| !matches!(e, StoreError::Conflict { .. }) && e.is_retriable(),
         |e, attempt| {

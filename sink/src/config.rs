@@ -464,7 +464,10 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         let err = SinkConfig::from_toml("[derive]\nenter = 3").unwrap_err();
-        assert!(err.to_string().contains("derive.enter: unknown field"), "{err}");
+        assert!(
+            err.to_string().contains("derive.enter: unknown field"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub(crate) struct Intake {
     max_messages: usize,
     max_wait: Duration,
     backoff: Backoff,
+    /// Consuming is held (the consumer paused, still polled so the group keeps this member)
+    /// until then.
+    held_until: Option<Instant>,
 }
 
 impl Intake {
@@ -54,6 +57,7 @@ impl Intake {
             max_messages: config.batch_max_messages,
             max_wait: config.batch_max_wait,
             backoff,
+            held_until: None,
         })
     }
 
@@ -72,6 +76,7 @@ impl Intake {
     ) -> Result<Vec<Message>, SinkError> {
         let deadline = Instant::now() + self.max_wait;
         let mut batch = Vec::new();
+        self.release_if_due()?;
         loop {
             if !self.pending_seek.is_empty() {
                 self.seek_pending(store, cache, report, shutdown)?;
@@ -138,6 +143,25 @@ impl Intake {
         Ok(true)
     }
 
+    /// Stops delivering messages for `pause`: polling goes on (membership, rebalances), the
+    /// batches it returns are empty.
+    pub(crate) fn hold(&mut self, pause: Duration) {
+        if let Err(error) = self.consumer.pause() {
+            tracing::warn!(%error, "pausing the consumer");
+        }
+        self.held_until = Some(Instant::now() + pause);
+    }
+
+    /// Ends a hold whose time is over.
+    fn release_if_due(&mut self) -> Result<(), SinkError> {
+        if self.held_until.is_some_and(|until| Instant::now() >= until) {
+            self.held_until = None;
+            self.consumer.resume()?;
+            tracing::info!("consuming again");
+        }
+        Ok(())
+    }
+
     /// After a store conflict: another writer moved on, so everything is read again from the
     /// store.
     pub(crate) fn reload(&mut self, cache: &mut Cache) -> Result<(), SinkError> {
@@ -163,7 +187,7 @@ impl Intake {
         shutdown: &CancellationToken,
     ) -> Result<(), SinkError> {
         if !cache.offsets_loaded {
-            match cache.load_offsets(store) {
+            match report.store_call(|| cache.load_offsets(store)) {
                 Ok(()) => report.store_ready(true),
                 Err(e) if e.is_retriable() => {
                     report.store_retry();
@@ -178,21 +202,24 @@ impl Intake {
         }
         self.offset_failures.reset();
         let (consumer, offsets) = (&self.consumer, &cache.offsets);
-        self.pending_seek.retain(|tp| {
+        let mut checked = Vec::new();
+        for tp in &self.pending_seek {
             let offset = offsets.get(tp).copied().unwrap_or(0);
-            match consumer.seek(tp, offset, BUS_TIMEOUT) {
+            if not_ahead(consumer, tp, offset)? {
+                checked.push((tp.clone(), offset));
+            }
+        }
+        for (tp, offset) in checked {
+            match consumer.seek(&tp, offset, BUS_TIMEOUT) {
                 Ok(()) => {
                     tracing::debug!(partition = %tp, offset, "resuming from the store's offset");
-                    false
+                    self.pending_seek.remove(&tp);
                 }
                 // Right after an assignment the fetcher may not have started; try again after
                 // the next poll.
-                Err(e) => {
-                    tracing::debug!(error = %e, "seek; will retry");
-                    true
-                }
+                Err(e) => tracing::debug!(error = %e, "seek; will retry"),
             }
-        });
+        }
         Ok(())
     }
 
@@ -214,5 +241,30 @@ impl Intake {
         if let Err(error) = self.consumer.commit_async(&hint) {
             tracing::debug!(%error, "committing the group offsets hint");
         }
+    }
+}
+
+/// Whether the stored position `stored` of `tp` is within the partition; an error (see
+/// [`SinkError::OffsetsAhead`]) when it is beyond its end. Checked on every assignment, before
+/// the seek: a topic recreated while the sink ran is found at the rebalance that follows.
+/// `false` while the broker cannot say: the partition stays pending (its messages dropped)
+/// and is checked again after the next poll.
+fn not_ahead(consumer: &Consumer, tp: &TopicPartition, stored: i64) -> Result<bool, SinkError> {
+    if stored == 0 {
+        return Ok(true);
+    }
+    match consumer.end_offset(tp, BUS_TIMEOUT) {
+        Ok(end) if stored > end => Err(SinkError::OffsetsAhead {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            stored,
+            end,
+        }),
+        Ok(_) => Ok(true),
+        Err(error) if error.kind() == ErrorKind::Retriable => {
+            tracing::debug!(%error, partition = %tp, "end offset; will retry");
+            Ok(false)
+        }
+        Err(error) => Err(error.into()),
     }
 }

@@ -19,4 +19,23 @@ pub enum SinkError {
     /// The bus failed in a way that retrying does not fix.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The record's position on a partition is beyond the partition's end: the topic is not
+    /// the one the record was read from (it was deleted and created again, or the database
+    /// belongs to another cluster). Going on would skip every message up to the stored offset.
+    #[error(
+        "the record's position on {topic}[{partition}] is offset {stored}, but the partition \
+         ends at offset {end}: the topic was recreated or the database belongs to another \
+         cluster, and resuming would skip every message before offset {stored}; the sink \
+         stops (see \"Offsets ahead of the topic\" in the README for the way out)"
+    )]
+    OffsetsAhead {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The next offset the record says to read.
+        stored: i64,
+        /// The partition's end offset on the broker.
+        end: i64,
+    },
 }

@@ -185,9 +185,11 @@ impl Preparer<'_> {
             reason = %rejection.reason,
             "rejected message: to the dead-letter topic"
         );
-        self.out
-            .dead_letters
-            .push(dead_letter::record(message, rejection));
+        self.out.dead_letters.push(dead_letter::record(
+            message,
+            rejection,
+            self.dead_letter_cap(),
+        ));
         self.out
             .dead_letter_reasons
             .push((rejection.kind.as_str(), message.topic.clone()));
@@ -203,6 +205,13 @@ impl Preparer<'_> {
             &rejection.reason,
         ));
         self.out.anomalies += 1;
+    }
+
+    /// The largest dead-letter payload the configured broker limit leaves room for.
+    fn dead_letter_cap(&self) -> usize {
+        dead_letter::payload_cap(
+            usize::try_from(self.config.kafka.message_max_bytes).unwrap_or(usize::MAX),
+        )
     }
 
     fn apply_result(&mut self, message: &Message, result: &FrameResult) {

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use orstream_bus::metrics::{HealthReporter, checks};
+use orstream_bus::metrics::{DEPENDENCY_PATIENCE, DependencyWatch, HealthReporter, checks};
 
 /// Figures of a sink run. Counts are of work acknowledged (stored), unless named otherwise.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -163,14 +163,59 @@ impl Progress {
 }
 
 /// Where readiness and figures go: the [`Progress`] the sink's users read, and the health
-/// reporter of the process (`/readyz`, `/healthz`).
+/// reporter of the process (`/readyz`, `/healthz`), with the watch on the store's calls.
 #[derive(Clone)]
 pub(crate) struct Reporter {
     pub(crate) progress: Progress,
     pub(crate) health: Arc<dyn HealthReporter>,
+    watch: DependencyWatch,
+}
+
+/// The process's health with the `database` check mirrored in the sink's own readiness, so
+/// the dependency watch's verdict shows in both.
+struct Mirrored {
+    progress: Progress,
+    health: Arc<dyn HealthReporter>,
+}
+
+impl HealthReporter for Mirrored {
+    fn beat(&self) {
+        self.health.beat();
+    }
+
+    fn set_ready(&self, check: &str, ready: bool) {
+        if check == checks::DATABASE {
+            self.progress.set_ready(ready);
+        }
+        self.health.set_ready(check, ready);
+    }
 }
 
 impl Reporter {
+    pub(crate) fn new(progress: Progress, health: Arc<dyn HealthReporter>) -> Self {
+        let mirrored = Arc::new(Mirrored {
+            progress: progress.clone(),
+            health: health.clone(),
+        });
+        Self {
+            progress,
+            health,
+            watch: DependencyWatch::new(mirrored, DEPENDENCY_PATIENCE),
+        }
+    }
+
+    /// Runs one call to the store under the dependency watch: a store that hangs makes the
+    /// sink not ready within seconds, and never fails its liveness.
+    pub(crate) fn store_call<T, E>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        self.watch.call(checks::DATABASE, f)
+    }
+
+    /// Runs work that waits on the store and handles its failures itself (the outbox round)
+    /// under the dependency watch.
+    pub(crate) fn store_wait<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.watch.wait_on(checks::DATABASE, f)
+    }
+
     /// Whether the store answers: the sink's readiness and the `database` check.
     pub(crate) fn store_ready(&self, ready: bool) {
         self.progress.set_ready(ready);

@@ -26,14 +26,14 @@ use crate::cache::Cache;
 use crate::commit::{self, Outcome, ResultSpans};
 use crate::config::SinkConfig;
 use crate::consume::{BUS_TIMEOUT, Intake};
-use crate::dead_letter;
+use crate::dead_letter::{self, Sent};
 use crate::derive::Rules;
 use crate::error::SinkError;
 use crate::metrics::SinkMetrics;
 use crate::prepare::{self, Decoded, Prepared};
 use crate::progress::{Progress, Reporter, Stats};
 use crate::publish::Publisher;
-use orstream_shell::retry::{Backoff, retry};
+use orstream_shell::retry::{Backoff, Streak, retry};
 
 /// How long the broker check may take; the broker is counted away when it does not answer.
 const BROKER_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -67,6 +67,8 @@ struct Running {
     publisher: Publisher,
     /// When the idle loop next checks the database and the broker.
     next_check: Instant,
+    /// Batches given up in a row because their dead letters could not be written.
+    dead_letter_failures: Streak,
 }
 
 impl Sink {
@@ -83,10 +85,7 @@ impl Sink {
             config,
             bus,
             store,
-            report: Reporter {
-                progress: Progress::default(),
-                health: Arc::new(NoHealth),
-            },
+            report: Reporter::new(Progress::default(), Arc::new(NoHealth)),
             metrics: SinkMetrics::new(),
             lag,
         })
@@ -96,7 +95,7 @@ impl Sink {
     /// it, nothing is reported.
     #[must_use]
     pub fn with_health(mut self, health: Arc<dyn HealthReporter>) -> Self {
-        self.report.health = health;
+        self.report = Reporter::new(self.report.progress.clone(), health);
         self
     }
 
@@ -145,6 +144,7 @@ impl Sink {
         health.set_ready(checks::DATABASE, true);
         health.set_ready(checks::BROKER, false);
         health.set_ready(checks::PARTITIONS_ASSIGNED, false);
+        health.set_ready(checks::DEAD_LETTERS, true);
         self.create_topics(shutdown)?;
         let intake = Intake::subscribe(&self.bus, &self.config, self.backoff)?;
         let producer = self.bus.producer()?;
@@ -161,6 +161,7 @@ impl Sink {
             cache: Cache::default(),
             publisher: Publisher::new(),
             next_check: Instant::now(),
+            dead_letter_failures: Streak::default(),
         })
     }
 
@@ -238,7 +239,7 @@ impl Sink {
         let loaded = retry(
             self.backoff,
             shutdown,
-            || cache.load(&mut self.store, &streams, &cases),
+            || report.store_call(|| cache.load(&mut self.store, &streams, &cases)),
             StoreError::is_retriable,
             |e, _| {
                 report.store_retry();
@@ -257,7 +258,7 @@ impl Sink {
         shutdown: &CancellationToken,
     ) -> Result<(), SinkError> {
         let spans = ResultSpans::open(&prepared.traced);
-        if !dead_letter::send(
+        match dead_letter::send(
             &run.producer,
             &prepared.dead_letters,
             self.config.publish_timeout,
@@ -265,8 +266,26 @@ impl Sink {
             self.backoff,
             shutdown,
         ) {
-            spans.end(value::ABORTED);
-            return Ok(());
+            Sent::Yes => run.dead_letter_failures.reset(),
+            Sent::Stopped => {
+                spans.end(value::ABORTED);
+                return Ok(());
+            }
+            Sent::Failed(error) => {
+                // Nothing of the batch is stored: its rejected messages have gone nowhere yet.
+                // It is read again from the stored offsets once the hold is over.
+                spans.end(value::ABORTED);
+                let hold = run.dead_letter_failures.failed(self.backoff);
+                tracing::error!(
+                    %error,
+                    letters = prepared.dead_letters.len(),
+                    hold_ms = hold.as_millis() as u64,
+                    "dead letters cannot be written: consuming stops until they can"
+                );
+                run.intake.reload(&mut run.cache)?;
+                run.intake.hold(hold);
+                return Ok(());
+            }
         }
         let outcome = commit::store_batch(
             &mut self.store,
@@ -297,13 +316,18 @@ impl Sink {
     }
 
     fn publish(&mut self, run: &mut Running) {
-        run.publisher.publish(
-            &mut self.store,
-            &run.producer,
-            &self.config,
-            &self.report.progress,
-            self.backoff,
-        );
+        let store = &mut self.store;
+        // The outbox round's store calls are the ones that can hang; its sends are bounded by
+        // the publish timeout.
+        self.report.store_wait(|| {
+            run.publisher.publish(
+                store,
+                &run.producer,
+                &self.config,
+                &self.report.progress,
+                self.backoff,
+            );
+        });
     }
 
     /// Checks that the database and the broker answer, for readiness while nothing else
@@ -311,7 +335,8 @@ impl Sink {
     fn check_health(&mut self, run: &mut Running) {
         run.next_check = Instant::now() + self.config.health_interval;
         let health = &self.report.health;
-        match self.store.ping() {
+        let store = &mut self.store;
+        match self.report.store_call(|| store.ping()) {
             Ok(()) => health.set_ready(checks::DATABASE, true),
             Err(error) => {
                 tracing::warn!(%error, "health check: the store does not answer");

@@ -14,6 +14,14 @@ use crate::error::StoreError;
 
 const BACKEND: &str = BackendKind::Postgres.name();
 
+/// tokio-postgres's keepalive idle time when the URL sets none (2 hours).
+const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// Longest a statement or a lock wait may take on the server, in milliseconds, unless the
+/// URL's `options` set `statement_timeout`. Generous: the sink's largest transaction takes
+/// milliseconds.
+const STATEMENT_TIMEOUT_MS: u64 = 30_000;
+
 /// Bounds the statement cache; the sink uses a few dozen distinct statements.
 const CACHE_CAP: usize = 256;
 
@@ -23,7 +31,8 @@ pub(super) struct PgConnection {
 }
 
 fn error(op: &str, e: &postgres::Error) -> StoreError {
-    // Connection loss, server shutdown, resource exhaustion and serialization failures pass;
+    // Connection loss, server shutdown, resource exhaustion, timeouts and serialization
+    // failures pass;
     // anything else (a bad statement, a constraint) will fail the same way again.
     let retriable = e.is_closed()
         || e.code().is_none_or(|code| {
@@ -33,6 +42,9 @@ fn error(op: &str, e: &postgres::Error) -> StoreError {
                 || c.starts_with("57P")
                 || c == "40001"
                 || c == "40P01"
+                // statement_timeout / lock_timeout: the server was slow, not the statement wrong
+                || c == "57014"
+                || c == "55P03"
         });
     StoreError::Database {
         backend: BACKEND,
@@ -56,6 +68,33 @@ impl PgConnection {
             // A server that is down must show as "not ready" quickly, not after the OS's
             // TCP timeout.
             config.connect_timeout(Duration::from_secs(5));
+        }
+        // A server that vanishes (a host down, a network cut) is noticed by the connection
+        // itself: keepalive probes after 10 s of silence, and data unacknowledged for 30 s
+        // ends it. A server that is there but does not answer (paused, overloaded) is the
+        // caller's to notice (the sink's dependency watch). The URL's own settings win.
+        if config.get_keepalives_idle() == DEFAULT_KEEPALIVES_IDLE {
+            config
+                .keepalives(true)
+                .keepalives_idle(Duration::from_secs(10))
+                .keepalives_interval(Duration::from_secs(5))
+                .keepalives_retries(3);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(Duration::from_secs(30));
+        }
+        // A statement that runs away on the server (a lock wait behind another session) ends
+        // with an error the sink retries, instead of holding the batch for ever.
+        if config
+            .get_options()
+            .is_none_or(|o| !o.contains("statement_timeout"))
+        {
+            let options = config.get_options().unwrap_or_default();
+            let options = format!(
+                "{options} -c statement_timeout={STATEMENT_TIMEOUT_MS} \
+                 -c lock_timeout={STATEMENT_TIMEOUT_MS}"
+            );
+            config.options(options.trim());
         }
         if config.get_application_name().is_none() {
             config.application_name("orstream-sink");

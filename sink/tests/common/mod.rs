@@ -141,6 +141,18 @@ impl RunningSink {
         !self.handle.is_finished()
     }
 
+    /// Waits for the sink to end by itself (an error it cannot go past); panics after TIMEOUT.
+    pub fn ended(self) -> Result<Stats, SinkError> {
+        wait::showing("the sink to end", TIMEOUT, || {
+            if self.handle.is_finished() {
+                Ok(())
+            } else {
+                Err(format!("{:?}", self.progress.stats()))
+            }
+        });
+        self.handle.join().unwrap()
+    }
+
     pub fn stop(self) -> Stats {
         self.stop.cancel();
         self.handle.join().unwrap().unwrap()
