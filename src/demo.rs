@@ -776,6 +776,14 @@ pub fn print_report(report: &DemoReport, archive: bool) {
         "every frame accounted for: {}",
         if report.all_accounted() { "yes" } else { "NO" }
     );
+    if r.errors > 0 {
+        println!(
+            "WARNING: {} of {} results are errors (the model failed or made values outside the \
+             contract): the record has error gaps there, see the timeline and the infer log",
+            r.errors,
+            r.total()
+        );
+    }
     println!(
         "throughput {:.1} frames/s; mean batch {:.2}; model forward {:.1} ms per batch",
         report.published as f64 / secs.max(1e-9),

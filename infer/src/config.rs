@@ -133,6 +133,11 @@ pub struct ModelConfig {
     pub torch_threads: usize,
     /// Forward passes each replica runs on a blank batch before the worker joins its group.
     pub warmup_runs: u32,
+    /// Longest a forward pass may take: past it the worker stops beating liveness, so an
+    /// orchestrator restarts a worker whose device or model hangs (a forward cannot be
+    /// interrupted from outside). Far above any healthy batch.
+    #[serde(with = "humantime_serde")]
+    pub forward_deadline: Duration,
     /// torchvision's operator library (`torchvision/_C.so`), needed by `maskrcnn` models.
     pub torchvision_ops: Option<PathBuf>,
     /// The libpython that torchvision's library was built against (e.g.
@@ -150,6 +155,7 @@ impl Default for ModelConfig {
             replicas: 1,
             torch_threads: 0,
             warmup_runs: 2,
+            forward_deadline: Duration::from_secs(60),
             torchvision_ops: None,
             libpython: None,
         }
@@ -372,8 +378,12 @@ impl InferConfig {
                 problems.push(format!("{key}: {value} is outside 0..=1"));
             }
         }
-        if post.max_instances == 0 {
-            problems.push("postprocess.max_instances: must be at least 1".to_owned());
+        if !(1..=orstream_proto::wire::MAX_INSTANCES).contains(&post.max_instances) {
+            problems.push(format!(
+                "postprocess.max_instances: {} is outside 1..={} (the contract's cap per result)",
+                post.max_instances,
+                orstream_proto::wire::MAX_INSTANCES
+            ));
         }
         if let Err(BusError::Config { problems: kafka }) = self.kafka.validate() {
             problems.extend(kafka.into_iter().map(|p| format!("kafka.{p}")));
@@ -396,6 +406,9 @@ impl InferConfig {
             }
             Ok(_) => {}
             Err(err) => problems.push(format!("model.device: {err}")),
+        }
+        if model.forward_deadline.is_zero() {
+            problems.push("model.forward_deadline: must be more than 0".to_owned());
         }
         if !(1..=64).contains(&model.replicas) {
             problems.push(format!(

@@ -7,6 +7,7 @@
 //! classes as the card and return `(losses, detections)` with boxes, labels, scores and masks.
 //! A mismatch is an [`InferError::CardMismatch`] saying what differs.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,6 +103,10 @@ pub struct BatchOutput {
     /// Why no instances could be made, when the host half failed (every input then gets a
     /// MODEL_ERROR result with this detail).
     pub failure: Option<String>,
+    /// Inputs (by index) whose output was unusable, with why: a NaN or an infinity in a
+    /// class map. Such an input gets a MODEL_ERROR result, never an empty OK one, so a broken
+    /// model does not pass for a quiet operation.
+    pub faults: BTreeMap<usize, String>,
 }
 
 /// What a batch's device step left for the host: the class maps of a semantic model, or the
@@ -201,6 +206,19 @@ impl Postprocessor {
             ) else {
                 break;
             };
+            if let Some(bad) = probabilities.iter().position(|p| !p.is_finite()) {
+                let count = probabilities.iter().filter(|p| !p.is_finite()).count();
+                out.faults.insert(
+                    i,
+                    format!(
+                        "the model's output is not finite: {count} of {cells} class map cells \
+                         are NaN or infinite (the first at cell {bad})"
+                    ),
+                );
+                out.instances.push(Vec::new());
+                out.postprocess.push(post_started.elapsed());
+                continue;
+            }
             let map = ClassMap {
                 classes,
                 scores: probabilities,

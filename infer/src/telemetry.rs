@@ -8,7 +8,9 @@
 //! pass gets an `infer.batch` span linked to every frame span in it (a batch has many parents).
 //! Span fields are counts and outcomes only: never a stream, case or frame id.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use orstream_bus::metrics::{
@@ -39,6 +41,28 @@ pub(crate) struct Instruments {
     capture_to_result: Histogram<f64>,
     /// Where health is reported.
     pub health: Arc<dyn HealthReporter>,
+    /// Forward passes in progress, by ticket, with when each started.
+    forwards: Mutex<BTreeMap<u64, Instant>>,
+    next_forward: AtomicU64,
+    forward_deadline: Duration,
+    /// Whether the overdue forward was reported already.
+    overdue_told: AtomicBool,
+}
+
+/// A forward pass in progress; dropping it ends it (a panic included).
+pub(crate) struct ForwardGuard<'a> {
+    instruments: &'a Instruments,
+    ticket: u64,
+}
+
+impl Drop for ForwardGuard<'_> {
+    fn drop(&mut self) {
+        self.instruments
+            .forwards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.ticket);
+    }
 }
 
 impl std::fmt::Debug for Instruments {
@@ -48,8 +72,13 @@ impl std::fmt::Debug for Instruments {
 }
 
 impl Instruments {
-    /// Instruments for the model `model_name`, reporting health to `health`.
-    pub fn new(model_name: &str, health: Arc<dyn HealthReporter>) -> Self {
+    /// Instruments for the model `model_name`, reporting health to `health`; a forward pass
+    /// longer than `forward_deadline` stops liveness.
+    pub fn new(
+        model_name: &str,
+        health: Arc<dyn HealthReporter>,
+        forward_deadline: Duration,
+    ) -> Self {
         let meter = metrics::meter();
         Self {
             model: KeyValue::new(attr::MODEL_NAME, model_name.to_owned()),
@@ -64,6 +93,48 @@ impl Instruments {
             postprocess: metrics::INFER_POSTPROCESS_DURATION.build(&meter),
             capture_to_result: metrics::INFER_CAPTURE_TO_RESULT.build(&meter),
             health,
+            forwards: Mutex::new(BTreeMap::new()),
+            next_forward: AtomicU64::new(0),
+            forward_deadline,
+            overdue_told: AtomicBool::new(false),
+        }
+    }
+
+    /// The poll loop went round: liveness beats, unless a forward pass has run past its
+    /// deadline. Polling goes on while a replica computes, so the poll loop alone would call
+    /// a worker whose device hangs alive for ever.
+    pub fn beat(&self) {
+        let oldest = self
+            .forwards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .min()
+            .copied();
+        match oldest.map(|started| started.elapsed()) {
+            Some(running) if running > self.forward_deadline => {
+                if !self.overdue_told.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        running_s = running.as_secs(),
+                        deadline_s = self.forward_deadline.as_secs(),
+                        "a forward pass is past its deadline: liveness stops so the worker is restarted"
+                    );
+                }
+            }
+            _ => self.health.beat(),
+        }
+    }
+
+    /// A forward pass starts; it is over when the returned guard drops.
+    pub fn forward_started(&self) -> ForwardGuard<'_> {
+        let ticket = self.next_forward.fetch_add(1, Ordering::Relaxed);
+        self.forwards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(ticket, Instant::now());
+        ForwardGuard {
+            instruments: self,
+            ticket,
         }
     }
 
@@ -222,5 +293,42 @@ impl BrokerCheck {
                 std::thread::sleep(TICK);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+
+    /// Counts beats.
+    #[derive(Default)]
+    struct Beats(AtomicU64);
+
+    impl HealthReporter for Beats {
+        fn beat(&self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn set_ready(&self, _check: &str, _ready: bool) {}
+    }
+
+    #[test]
+    fn a_forward_past_its_deadline_stops_liveness_until_it_ends() {
+        let beats = Arc::new(Beats::default());
+        let instruments = Instruments::new("m", beats.clone(), Duration::from_millis(50));
+        let count = || beats.0.load(Ordering::Relaxed);
+        instruments.beat();
+        assert_eq!(count(), 1, "idle: alive");
+        let forwarding = instruments.forward_started();
+        instruments.beat();
+        assert_eq!(count(), 2, "a forward within its deadline: alive");
+        std::thread::sleep(Duration::from_millis(80));
+        instruments.beat();
+        instruments.beat();
+        assert_eq!(count(), 2, "past the deadline: no beat");
+        drop(forwarding);
+        instruments.beat();
+        assert_eq!(count(), 3, "the forward ended: alive again");
     }
 }

@@ -168,7 +168,11 @@ impl Worker {
 
     /// The instruments, with readiness reset to "running, nothing else yet".
     fn start_telemetry(&self) -> Arc<Instruments> {
-        let instruments = Arc::new(Instruments::new(&self.model.card.name, self.health.clone()));
+        let instruments = Arc::new(Instruments::new(
+            &self.model.card.name,
+            self.health.clone(),
+            self.config.model.forward_deadline,
+        ));
         self.health.set_ready(checks::RUNNING, true);
         self.health.set_ready(checks::MODEL_WARM, false);
         self.health.set_ready(checks::PARTITIONS_ASSIGNED, false);

@@ -296,3 +296,73 @@ fn a_maskrcnn_card_without_torchvision_ops_is_refused_at_open() {
     let err = Model::open(&config).expect_err("needs the ops library");
     assert!(err.to_string().contains("model.torchvision_ops"), "{err}");
 }
+
+/// A model of tiny_semantic's shape whose logits are NaN for frames with any red in them and
+/// finite for the rest, scripted to TorchScript with the venv's torch into `dir`.
+fn poisoned_model(dir: &Path) -> PathBuf {
+    let path = dir.join("poisoned.pt");
+    let script = format!(
+        "import torch\n\
+         class Poisoned(torch.nn.Module):\n\
+         \x20   def forward(self, x: torch.Tensor) -> torch.Tensor:\n\
+         \x20       b, _, h, w = x.shape\n\
+         \x20       logits = torch.zeros(b, 4, h, w)\n\
+         \x20       logits[:, 0] = 1.0\n\
+         \x20       red = (x[:, 0] > 1.0).flatten(1).any(dim=1).view(b, 1, 1, 1)\n\
+         \x20       return torch.where(red, torch.full_like(logits, float('nan')), logits)\n\
+         torch.jit.script(Poisoned()).save({:?})\n",
+        path.display().to_string()
+    );
+    // TorchScript reads the module's source, so it must come from a file.
+    let source = dir.join("poisoned.py");
+    std::fs::write(&source, script).unwrap();
+    let python = repo().join(".venv/bin/python");
+    let status = std::process::Command::new(&python)
+        .arg(&source)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    assert!(status.success(), "scripting the poisoned model failed");
+    path
+}
+
+#[test]
+fn a_non_finite_output_is_a_fault_of_that_frame_not_an_empty_picture() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_path = poisoned_model(dir.path());
+    let card = std::fs::read_to_string(fixture("tiny_semantic.toml")).unwrap();
+    write_card(dir.path(), "poisoned.toml", &card);
+    let config = ModelConfig {
+        path: model_path,
+        ..ModelConfig::default()
+    };
+    let model = Model::open(&config).expect("opens with the tiny card");
+    let runner = Runner::load(&model, &config, &PostprocessConfig::default()).expect("loads");
+
+    let red = picture(64, 64, (8, 8, 40, 40), [240, 10, 10]);
+    let grey = picture(64, 64, (0, 0, 0, 0), [0, 0, 0]);
+    let (red_pixels, red_placement) = prepare(&red, &model.card, PixelFormat::Normalized);
+    let (grey_pixels, grey_placement) = prepare(&grey, &model.card, PixelFormat::Normalized);
+    let output = runner
+        .run(&[
+            BatchInput {
+                pixels: &red_pixels,
+                placement: red_placement,
+            },
+            BatchInput {
+                pixels: &grey_pixels,
+                placement: grey_placement,
+            },
+        ])
+        .expect("the batch runs; the fault is per frame");
+    assert_eq!(output.instances.len(), 2);
+    let fault = output
+        .faults
+        .get(&0)
+        .expect("the red frame's output is NaN");
+    assert!(fault.contains("not finite"), "{fault}");
+    assert!(
+        !output.faults.contains_key(&1),
+        "the grey frame's output is finite: {:?}",
+        output.faults
+    );
+}

@@ -127,7 +127,7 @@ pub(super) fn poll_loop(ctx: &PollContext) -> Result<(), InferError> {
         want_rewind: false,
     };
     while !ctx.stop.is_cancelled() {
-        ctx.instruments.health.beat();
+        ctx.instruments.beat();
         poller.serve_rewind()?;
         if poller.want_rewind {
             poller.idle()?;

@@ -182,10 +182,12 @@ impl DeviceHalf {
                     placement: job.prepared.placement,
                 })
                 .collect();
+            let forwarding = self.instruments.forward_started();
             let outcome = runner.forward(&inputs).map_err(|err| {
                 tracing::warn!(%err, batch = batch.len(), "batch failed; answering MODEL_ERROR");
                 err.to_string()
             });
+            drop(forwarding);
             drop(inputs);
             let latency = started.elapsed();
             drop(entered);
@@ -252,6 +254,16 @@ impl HostHalf {
                 Ok(list) => {
                     result.status = FrameStatus::Ok as i32;
                     result.instances = list;
+                    // What the model made must hold the contract's values (finite scores, boxes
+                    // in the picture, names without control characters), as every consumer
+                    // checks: a result that breaks it is the model's fault, said here.
+                    if let Err((field, reason)) = orstream_proto::Wire::validate(&result) {
+                        tracing::warn!(field, %reason, "model output breaks the contract; answering MODEL_ERROR");
+                        result.status = FrameStatus::ModelError as i32;
+                        result.status_detail =
+                            format!("the model's output breaks the contract: {field}: {reason}");
+                        result.instances.clear();
+                    }
                 }
                 Err(message) => {
                     result.status = FrameStatus::ModelError as i32;
@@ -296,7 +308,14 @@ impl HostHalf {
                         tracing::warn!(%failure, batch = batch.len(), "answering MODEL_ERROR");
                         batch.iter().map(|_| Err(failure.clone())).collect()
                     }
-                    None => out.instances.into_iter().map(Ok).collect::<Vec<_>>(),
+                    None => {
+                        let mut faults = out.faults;
+                        out.instances
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, list)| faults.remove(&i).map_or(Ok(list), Err))
+                            .collect::<Vec<_>>()
+                    }
                 };
                 (instances, out.forward, out.postprocess)
             }
