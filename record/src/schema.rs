@@ -424,6 +424,10 @@ row! {
         topic: String,
         /// Partitioning key (empty: the case_id).
         message_key: String,
+        /// The input topic whose message derived it.
+        source_topic: String,
+        /// That message's partition: the sink holding it publishes the entry (-1: any sink).
+        source_partition: i32,
     }
 }
 
@@ -442,6 +446,10 @@ row! {
         topic: String,
         /// Partitioning key (empty: the case_id).
         message_key: String,
+        /// The input topic whose message derived it.
+        source_topic: String,
+        /// That message's partition: the sink holding it publishes the entry (-1: any sink).
+        source_partition: i32,
     }
 }
 

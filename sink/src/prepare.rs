@@ -272,21 +272,21 @@ impl Preparer<'_> {
         for output in outputs {
             match output {
                 Derived::Presence(p) => {
-                    let outbox = self.outbox(&p.case_id, &p.event_id(), || {
+                    let outbox = self.outbox(message, &p.case_id, &p.event_id(), || {
                         p.to_event(self.case_start(&p.case_id, p.start_ns))
                     });
                     self.out.batch.events.push((presence_row(&p), outbox));
                     self.out.presences += 1;
                 }
                 Derived::Gap(g) => {
-                    let outbox = self.outbox(&g.case_id, &g.event_id(), || {
+                    let outbox = self.outbox(message, &g.case_id, &g.event_id(), || {
                         g.to_event(self.case_start(&g.case_id, g.start_ns))
                     });
                     self.out.batch.gaps.push((gap_row(&g), outbox));
                     self.out.gaps += 1;
                 }
                 Derived::Track(t) => {
-                    let outbox = self.outbox(&t.case_id, &t.event_id(), || {
+                    let outbox = self.outbox(message, &t.case_id, &t.event_id(), || {
                         t.to_event(self.case_start(&t.case_id, t.start_ns))
                     });
                     self.out.batch.tracks.push((track_row(&t), outbox));
@@ -301,7 +301,10 @@ impl Preparer<'_> {
                 }
                 Derived::Tracked(frame) => {
                     if self.config.publish_tracks {
-                        self.out.batch.track_frames.push(track_frame_outbox(&frame));
+                        self.out
+                            .batch
+                            .track_frames
+                            .push(track_frame_outbox(&frame, message));
                     }
                 }
                 Derived::Anomaly(a) => {
@@ -323,9 +326,11 @@ impl Preparer<'_> {
         }
     }
 
-    /// The outbox entry of a derived event, when events are published.
+    /// The outbox entry of a derived event, when events are published; `message` is the
+    /// input it was derived from.
     fn outbox(
         &self,
+        message: &Message,
         case_id: &str,
         event_id: &str,
         event: impl FnOnce() -> SurgicalEvent,
@@ -336,6 +341,7 @@ impl Preparer<'_> {
             topic: OutboxTopic::Events,
             key: case_id.to_owned(),
             payload: orstream_proto::encode(&event()),
+            source: source(message),
         })
     }
 
@@ -384,7 +390,12 @@ impl Preparer<'_> {
     }
 }
 
-fn track_frame_outbox(frame: &FrameTracks) -> Outbox {
+/// The input partition an outbox entry comes from: the sink that holds it publishes the entry.
+fn source(message: &Message) -> (String, i32) {
+    (message.topic.clone(), message.partition)
+}
+
+fn track_frame_outbox(frame: &FrameTracks, message: &Message) -> Outbox {
     Outbox {
         event_id: event_id(&[
             "track-frame",
@@ -396,6 +407,7 @@ fn track_frame_outbox(frame: &FrameTracks) -> Outbox {
         topic: OutboxTopic::Tracks,
         key: frame.stream_id.clone(),
         payload: orstream_proto::encode(&frame.to_message()),
+        source: source(message),
     }
 }
 

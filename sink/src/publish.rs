@@ -69,8 +69,9 @@ impl Publisher {
         self.pending && Instant::now() >= self.after
     }
 
-    /// Publishes the outbox until it is empty, or until a round fails: the entries then stay
-    /// for a later round, after a pause.
+    /// Publishes the outbox entries of the input partitions `sources` (those this sink holds)
+    /// until none is left, or until a round fails: the entries then stay for a later round,
+    /// after a pause.
     pub(crate) fn publish(
         &mut self,
         store: &mut Store,
@@ -78,9 +79,10 @@ impl Publisher {
         config: &SinkConfig,
         progress: &Progress,
         backoff: Backoff,
+        sources: &[(String, i32)],
     ) {
         loop {
-            let Some(published) = publish_chunk(store, producer, config, progress) else {
+            let Some(published) = publish_chunk(store, producer, config, progress, sources) else {
                 self.after = Instant::now() + self.failures.failed(backoff);
                 return;
             };
@@ -93,27 +95,29 @@ impl Publisher {
     }
 }
 
-/// Publishes the oldest entries and deletes them from the outbox. How many it published, or
-/// None when a step failed (logged).
+/// Publishes the oldest entries of `sources` and deletes them from the outbox. How many it
+/// published, or None when a step failed (logged).
 fn publish_chunk(
     store: &mut Store,
     producer: &Producer,
     config: &SinkConfig,
     progress: &Progress,
+    sources: &[(String, i32)],
 ) -> Option<usize> {
     let items = store
-        .outbox(PUBLISH_CHUNK)
+        .outbox_of(PUBLISH_CHUNK, Some(sources))
         .inspect_err(|error| tracing::warn!(%error, "reading the event outbox"))
         .ok()?;
-    let Some(last) = items.last().map(|i| i.position) else {
+    if items.is_empty() {
         return Some(0);
-    };
+    }
+    let positions: Vec<i64> = items.iter().map(|i| i.position).collect();
     let records = items.iter().map(|item| record(item, config));
     send_all(producer, records, config.publish_timeout)
         .inspect_err(|error| tracing::warn!(%error, "publishing events"))
         .ok()?;
     store
-        .delete_outbox(last)
+        .delete_outbox(&positions)
         .inspect_err(|error| tracing::warn!(%error, "clearing the event outbox"))
         .ok()?;
     let n = items.len() as u64;

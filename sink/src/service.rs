@@ -69,6 +69,8 @@ struct Running {
     next_check: Instant,
     /// Batches given up in a row because their dead letters could not be written.
     dead_letter_failures: Streak,
+    /// The consumer's rebalance count when the outbox was last told of it.
+    seen_rebalances: u64,
 }
 
 impl Sink {
@@ -128,6 +130,12 @@ impl Sink {
         {
             self.store(run, prepared, shutdown)?;
         }
+        // Partitions newly assigned may hold entries their former owner left.
+        let rebalances = run.intake.consumer().rebalances();
+        if rebalances != run.seen_rebalances {
+            run.seen_rebalances = rebalances;
+            run.publisher.added();
+        }
         if run.publisher.is_due() {
             self.publish(run);
         }
@@ -162,6 +170,7 @@ impl Sink {
             publisher: Publisher::new(),
             next_check: Instant::now(),
             dead_letter_failures: Streak::default(),
+            seen_rebalances: 0,
         })
     }
 
@@ -316,6 +325,18 @@ impl Sink {
     }
 
     fn publish(&mut self, run: &mut Running) {
+        // The outbox entries of the partitions this sink holds: with several sinks on one
+        // database, each publishes its own partitions' entries, never another's.
+        let sources: Vec<(String, i32)> = match run.intake.consumer().assignment() {
+            Ok(assigned) => assigned
+                .into_iter()
+                .map(|tp| (tp.topic, tp.partition))
+                .collect(),
+            Err(error) => {
+                tracing::debug!(%error, "assignment unknown: publishing later");
+                return;
+            }
+        };
         let store = &mut self.store;
         // The outbox round's store calls are the ones that can hang; its sends are bounded by
         // the publish timeout.
@@ -326,6 +347,7 @@ impl Sink {
                 &self.config,
                 &self.report.progress,
                 self.backoff,
+                &sources,
             );
         });
     }

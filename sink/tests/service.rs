@@ -112,6 +112,50 @@ fn scripted_input_becomes_the_expected_record(kind: BackendKind) {
     assert_eq!(s.outbox(10).unwrap(), vec![], "the outbox is drained");
 }
 
+/// Two sinks of one group on one database, each holding some of the partitions: every event
+/// is published once, by the sink that holds the partition it came from; none twice, none
+/// lost, and the outbox ends empty.
+fn two_sinks_on_one_database_publish_every_event_once(kind: BackendKind) {
+    let bus = Bus::memory();
+    let topics = Topics::unique();
+    topics.create(&bus, 4);
+    let script = Script::new("case-9", 4, 300);
+    let isolated = store(kind);
+    let config = config(&isolated, &topics);
+    let rules = Rules::from(&config.derive);
+    let first = start(&bus, config.clone());
+    let second = start(&bus, config);
+    // Both join the group before there is anything to read, so each holds partitions.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let total = publish(&bus, &topics, &script);
+    let stored = || first.progress.stats().messages + second.progress.stats().messages;
+    orstream_test_support::wait::showing("every message stored", common::TIMEOUT, || {
+        (stored() >= total)
+            .then_some(())
+            .ok_or_else(|| format!("{}", stored()))
+    });
+    let expected = expected(&script, &rules);
+    let (presences, gaps) = expected_ids(&expected);
+    let tracks = track_event_ids(&expected);
+    let wanted = presences.len() + gaps.len() + tracks.len();
+    let published = read_topic(&bus, &topics.events, wanted);
+    let (a, b) = (first.stop(), second.stop());
+    assert!(
+        a.messages > 0 && b.messages > 0,
+        "both sinks took partitions: {} and {} messages",
+        a.messages,
+        b.messages
+    );
+    let mut ids = BTreeSet::new();
+    for m in &published {
+        let event: SurgicalEvent = orstream_proto::decode(&m.payload).unwrap();
+        assert!(ids.insert(event.event_id), "published twice");
+    }
+    assert_eq!(ids.len(), wanted);
+    let mut s = isolated.open().unwrap();
+    assert_eq!(s.outbox(10).unwrap(), vec![], "the outbox is drained");
+}
+
 fn interrupted_runs_give_the_record_of_an_uninterrupted_one(kind: BackendKind) {
     let bus = Bus::memory();
     let topics = Topics::unique();
@@ -285,6 +329,7 @@ fn reading_resumes_from_the_store_not_the_group(kind: BackendKind) {
 
 on_both_backends!(
     scripted_input_becomes_the_expected_record,
+    two_sinks_on_one_database_publish_every_event_once,
     interrupted_runs_give_the_record_of_an_uninterrupted_one,
     bad_input_is_dead_lettered_or_recorded_never_fatal,
     reading_resumes_from_the_store_not_the_group,

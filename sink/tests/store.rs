@@ -118,6 +118,7 @@ fn outbox(id: &str) -> Option<Outbox> {
         topic: OutboxTopic::Events,
         key: "case-1".into(),
         payload: id.as_bytes().to_vec(),
+        source: ("or.results.v1".into(), 0),
     })
 }
 
@@ -179,6 +180,7 @@ fn batch(expected: Option<i64>, next: i64, frames: u64) -> WriteBatch {
             topic: OutboxTopic::Tracks,
             key: "cam-1".into(),
             payload: b"f1".to_vec(),
+            source: ("or.results.v1".into(), 0),
         }],
     }
 }
@@ -190,9 +192,10 @@ fn migrations_are_idempotent(kind: BackendKind) {
     let rows = s
         .query("SELECT version, name FROM schema_migrations", &[])
         .unwrap();
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3);
     assert_eq!(rows[0][1].text(), "record");
     assert_eq!(rows[1][1].text(), "tracks");
+    assert_eq!(rows[2][1].text(), "outbox_source");
     assert_eq!(s.backend(), kind);
 }
 
@@ -344,7 +347,8 @@ fn the_outbox_drains_in_order(kind: BackendKind) {
     let ids: Vec<&str> = items.iter().map(|i| i.entry.event_id.as_str()).collect();
     assert_eq!(ids, ["e0", "e1", "e2"]);
     assert_eq!(items[0].entry.payload, b"e0");
-    s.delete_outbox(items[2].position).unwrap();
+    let published: Vec<i64> = items.iter().map(|i| i.position).collect();
+    s.delete_outbox(&published).unwrap();
     let rest: Vec<String> = s
         .outbox(10)
         .unwrap()
@@ -354,7 +358,42 @@ fn the_outbox_drains_in_order(kind: BackendKind) {
     assert_eq!(rest, ["e3", "e4"]);
 }
 
+/// Two sinks on one database: each reads the entries of the partitions it holds (and those of
+/// no partition), and deleting what one published leaves the other's entries, even those
+/// inserted between them.
+fn each_sink_publishes_the_outbox_of_its_own_partitions(kind: BackendKind) {
+    let isolated = store(kind);
+    let mut s = isolated.open().unwrap();
+    let mut b = batch(None, 5, 0);
+    b.events = (0..6i32)
+        .map(|i| {
+            let mut entry = outbox(&format!("e{i}"));
+            if let Some(o) = entry.as_mut() {
+                o.source = ("or.results.v1".into(), if i == 5 { -1 } else { i % 2 });
+            }
+            (event_row(&format!("e{i}"), i64::from(i) * 10_000), entry)
+        })
+        .collect();
+    b.gaps.clear();
+    b.tracks.clear();
+    b.track_frames.clear();
+    s.write(&b).unwrap();
+    let ids = |items: &[orstream_record::store::OutboxItem]| -> Vec<String> {
+        items.iter().map(|i| i.entry.event_id.clone()).collect()
+    };
+    let first = [("or.results.v1".to_owned(), 0)];
+    let second = [("or.results.v1".to_owned(), 1)];
+    let mine = s.outbox_of(10, Some(&first)).unwrap();
+    assert_eq!(ids(&mine), ["e0", "e2", "e4", "e5"]);
+    let theirs = s.outbox_of(10, Some(&second)).unwrap();
+    assert_eq!(ids(&theirs), ["e1", "e3", "e5"]);
+    let published: Vec<i64> = mine.iter().map(|i| i.position).collect();
+    s.delete_outbox(&published).unwrap();
+    assert_eq!(ids(&s.outbox(10).unwrap()), ["e1", "e3"]);
+}
+
 on_both_backends!(
+    each_sink_publishes_the_outbox_of_its_own_partitions,
     migrations_are_idempotent,
     a_batch_is_written_whole_and_read_back,
     a_moved_offset_is_a_conflict_and_nothing_is_written,
@@ -419,7 +458,7 @@ fn a_version_1_record_is_upgraded_in_place() {
         .iter()
         .map(|r| r[0].int())
         .collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     let ids = s.query("SELECT track_ids FROM events", &[]).unwrap();
     assert_eq!(ids[0][0].text(), "", "old intervals have no tracks");
     let outbox = s.outbox(10).unwrap();
@@ -427,6 +466,10 @@ fn a_version_1_record_is_upgraded_in_place() {
         (outbox[0].entry.topic, outbox[0].entry.key.as_str()),
         (OutboxTopic::Events, "case-1"),
         "an old outbox entry still goes to the events topic, keyed by its case"
+    );
+    assert_eq!(
+        outbox[0].entry.source.1, -1,
+        "an old outbox entry names no partition: any sink publishes it"
     );
     let (version, state) = s.load_state::<StreamState>("cam-1").unwrap().unwrap();
     assert_eq!((version, state), (3, StreamState::new("cam-1")));

@@ -93,6 +93,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0002_tracks.sql"),
         sqlite: include_str!("../../migrations/sqlite/0002_tracks.sql"),
     },
+    Migration {
+        version: 3,
+        name: "outbox_source",
+        postgres: include_str!("../../migrations/postgres/0003_outbox_source.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0003_outbox_source.sql"),
+    },
 ];
 
 /// A consumer offset to store: the next offset to read of a partition, compare-and-set
@@ -195,6 +201,9 @@ pub struct Outbox {
     pub key: String,
     /// The encoded message.
     pub payload: Vec<u8>,
+    /// The input partition whose message derived it (topic, partition): the sink that holds
+    /// that partition publishes it. Partition -1: any sink may.
+    pub source: (String, i32),
 }
 
 /// An outbox entry read back, with its position for deletion.
@@ -422,12 +431,38 @@ impl Store {
 
     /// Up to `limit` events waiting to be published, oldest first.
     pub fn outbox(&mut self, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        self.outbox_of(limit, None)
+    }
+
+    /// The oldest `limit` outbox entries derived from the input partitions `sources` (and the
+    /// entries of no partition), in insertion order: what a sink that holds those partitions
+    /// publishes. `None`: every entry.
+    pub fn outbox_of(
+        &mut self,
+        limit: usize,
+        sources: Option<&[(String, i32)]>,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let mut params: Vec<Value> = vec![(limit as u64).into()];
+        let mut filter = String::new();
+        if let Some(sources) = sources {
+            let mut any = vec!["source_partition < 0".to_owned()];
+            for (topic, partition) in sources {
+                params.push(topic.clone().into());
+                params.push(i64::from(*partition).into());
+                any.push(format!(
+                    "(source_topic = ${} AND source_partition = ${})",
+                    params.len() - 1,
+                    params.len()
+                ));
+            }
+            filter = format!("WHERE {}", any.join(" OR "));
+        }
         let rows: Vec<QueuedRow> = self.rows(
             &format!(
-                "SELECT {} FROM event_outbox ORDER BY position LIMIT $1",
+                "SELECT {} FROM event_outbox {filter} ORDER BY position LIMIT $1",
                 QueuedRow::COLUMNS.join(", ")
             ),
-            &[(limit as u64).into()],
+            &params,
         )?;
         Ok(rows
             .into_iter()
@@ -448,22 +483,26 @@ impl Store {
                         topic,
                         key,
                         payload: r.payload,
+                        source: (r.source_topic, r.source_partition),
                     },
                 }
             })
             .collect())
     }
 
-    /// Forgets published outbox entries, up to and including `position`.
-    pub fn delete_outbox(&mut self, up_to: i64) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.autocommit()
-                .execute(
-                    "DELETE FROM event_outbox WHERE position <= $1",
-                    &[up_to.into()],
-                )
-                .map(drop)
-        })
+    /// Forgets the published outbox entries at `positions`: exactly those, so an entry another
+    /// sink added meanwhile (a position in between, committed later) stays.
+    pub fn delete_outbox(&mut self, positions: &[i64]) -> Result<(), StoreError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let marks: Vec<String> = (1..=positions.len()).map(|i| format!("${i}")).collect();
+        let statement = format!(
+            "DELETE FROM event_outbox WHERE position IN ({})",
+            marks.join(", ")
+        );
+        let values: Vec<Value> = positions.iter().map(|&p| p.into()).collect();
+        self.with(|c| c.autocommit().execute(&statement, &values).map(drop))
     }
 
     /// Every row of the record, table by table in key order, each rendered canonically (equal
@@ -667,6 +706,8 @@ fn outbox_row(o: &Outbox) -> OutboxRow {
         payload: o.payload.clone(),
         topic: o.topic.as_str().to_owned(),
         message_key: o.key.clone(),
+        source_topic: o.source.0.clone(),
+        source_partition: o.source.1,
     }
 }
 
