@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, bounded};
 use orstream_bus::metrics::{HealthReporter, LagGauge, NoHealth, checks};
-use orstream_bus::{Backend, Bus, Consumer};
+use orstream_bus::{Backend, Bus, BusError, Consumer};
+use orstream_shell::retry::{Backoff, retry};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DeliveryGuarantee, InferConfig, Mode};
@@ -112,7 +113,10 @@ impl Worker {
     pub fn run(self, shutdown: CancellationToken) -> Result<Stats, InferError> {
         let instruments = self.start_telemetry();
         let mut stages = Stages::new(shutdown.child_token());
-        self.create_topics()?;
+        if !self.wait_for_topics(&shutdown)? {
+            self.health.set_ready(checks::RUNNING, false);
+            return Ok(self.counters.snapshot());
+        }
         let format = self.configure_torch()?;
         let links = Links::new(&self.config);
 
@@ -180,20 +184,38 @@ impl Worker {
         instruments
     }
 
-    /// Checks that the frames topic exists and creates the results and dead-letter topics
-    /// with as many partitions, so results keep the frames' per-stream spread.
-    fn create_topics(&self) -> Result<(), InferError> {
+    /// Waits, for as long as it takes, for the broker to answer and the frames topic to
+    /// exist, then creates the results and dead-letter topics with as many partitions, so
+    /// results keep the frames' per-stream spread. Not ready meanwhile (`broker`), alive (the
+    /// wait is the worker doing what it should). False when shutdown came first.
+    fn wait_for_topics(&self, shutdown: &CancellationToken) -> Result<bool, InferError> {
+        let backoff = Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+        };
+        let created = retry(
+            backoff,
+            shutdown,
+            || self.create_topics(),
+            BusError::is_retriable,
+            |err, attempt| {
+                self.health.beat();
+                self.health.set_ready(checks::BROKER, false);
+                if attempt % 10 == 0 {
+                    tracing::warn!(
+                        %err,
+                        frames = %self.config.frames_topic,
+                        "waiting for the broker and the frames topic"
+                    );
+                }
+            },
+        )?;
+        Ok(created.is_some())
+    }
+
+    fn create_topics(&self) -> Result<(), BusError> {
         let config = &self.config;
-        let partitions = self
-            .bus
-            .partitions(&config.frames_topic, ADMIN_TIMEOUT)
-            .map_err(|err| InferError::Stage {
-                stage: "start".to_owned(),
-                reason: format!(
-                    "frames topic {} is not usable (create it first): {err}",
-                    config.frames_topic
-                ),
-            })?;
+        let partitions = self.bus.partitions(&config.frames_topic, ADMIN_TIMEOUT)?;
         let count = u32::try_from(partitions.len()).unwrap_or(1).max(1);
         for topic in [&config.results_topic, &config.dlq_topic] {
             self.bus.create_topic(topic, count, ADMIN_TIMEOUT)?;
