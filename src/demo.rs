@@ -227,70 +227,13 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
     let case_id = format!("demo-{run_id}");
     let stream_id = format!("demo-{run_id}-laparoscope");
 
-    let bus = match &options.kafka {
-        Some(bootstrap) => {
-            let config = KafkaConfig {
-                bootstrap_servers: bootstrap.clone(),
-                ..KafkaConfig::default()
-            };
-            config
-                .probe(Duration::from_secs(3))
-                .map_err(|e| anyhow!("{e}: start it with scripts/kafka.sh start"))?;
-            Bus::kafka(config).context("connecting to Kafka")?
-        }
-        None => Bus::memory(),
-    };
-    let store_url = match &options.postgres {
-        Some(url) => url.clone(),
-        None => {
-            let path = options.out_dir.join("record.db");
-            if path.exists() {
-                std::fs::remove_file(&path)
-                    .with_context(|| format!("removing the previous {}", path.display()))?;
-            }
-            format!("sqlite://{}", path.display())
-        }
-    };
-
-    // Every topic exists before any service starts: a consumer may not join a topic that a
-    // producer has yet to create.
-    for topic in [
-        topics::FRAMES,
-        topics::STREAMS,
-        topics::RESULTS,
-        topics::EVENTS,
-        topics::TRACKS,
-    ] {
-        for name in [topic.to_owned(), topics::dlq(topic)] {
-            bus.create_topic(&name, TOPIC_PARTITIONS, Duration::from_secs(30))
-                .with_context(|| format!("creating topic {name}"))?;
-        }
-    }
+    let bus = open_bus(options)?;
+    let store_url = record_url(options)?;
+    create_topics(&bus)?;
 
     // Inference first: the model is loaded, checked against its card and warmed up before
     // any frame is published.
-    let mut infer_config = InferConfig::default();
-    infer_config.model.path = options.model.clone();
-    infer_config.model.card = Some(card_path(&options.model));
-    infer_config.model.device = options.device.clone();
-    // The demo shares the machine with ingest's decoding and the sink: one torch thread per
-    // two cores keeps libtorch's threads from fighting them (they slow the forward pass
-    // several-fold when they do).
-    infer_config.model.torch_threads = std::thread::available_parallelism()
-        .map(|n| (n.get() / 2).max(1))
-        .unwrap_or(1);
-    infer_config.mode = if options.archive {
-        Mode::Archive
-    } else {
-        Mode::Live
-    };
-    infer_config.transactional_id = format!("orstream-demo-infer-{run_id}");
-    // The clip's ground truth counts a class as visible when it covers at least 0.5% of the
-    // frame; blobs smaller than that are segmentation noise for this purpose.
-    infer_config.postprocess.min_area = VISIBLE_FRACTION;
-    infer_config
-        .validate()
-        .context("the demo's inference settings")?;
+    let infer_config = infer_config(options, run_id)?;
     let model = Model::open(&infer_config.model)
         .with_context(|| format!("loading the model {}", options.model.display()))?;
 
@@ -410,26 +353,7 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
     let picture = options.out_dir.join("timeline.svg");
     std::fs::write(&picture, svg::svg(&timeline))
         .with_context(|| format!("writing {}", picture.display()))?;
-    let comparison = match (&options.truth, &options.source) {
-        (Some(path), DemoSource::File(_)) => {
-            let truth = truth::Truth::load(path)?;
-            Some(truth::compare(
-                &truth::truth_spans(&truth),
-                &derived_spans(&timeline),
-            ))
-        }
-        _ => None,
-    };
-    let tracking = match (&options.truth, &options.source) {
-        (Some(path), DemoSource::File(_)) => match tracks_truth_path(path) {
-            Some(path) => {
-                let truth = tracks::TruthTracks::load(&path).map_err(|e| anyhow!(e))?;
-                Some(score_tracks(&truth, &timeline, &track_frames))
-            }
-            None => None,
-        },
-        _ => None,
-    };
+    let (comparison, tracking) = against_truth(options, &timeline, &track_frames)?;
     Ok(DemoReport {
         case_id,
         published,
@@ -446,6 +370,103 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
         store: orstream_record::store::redact(&store_url),
         wall,
     })
+}
+
+/// The bus the demo runs on: the broker named by `--kafka` (checked to answer), else the
+/// in-process bus.
+fn open_bus(options: &DemoOptions) -> Result<Bus> {
+    let Some(bootstrap) = &options.kafka else {
+        return Ok(Bus::memory());
+    };
+    let config = KafkaConfig {
+        bootstrap_servers: bootstrap.clone(),
+        ..KafkaConfig::default()
+    };
+    config
+        .probe(Duration::from_secs(3))
+        .map_err(|e| anyhow!("{e}: start it with scripts/kafka.sh start"))?;
+    Bus::kafka(config).context("connecting to Kafka")
+}
+
+/// Where the record goes: `--postgres`, else a fresh SQLite file in the output folder.
+fn record_url(options: &DemoOptions) -> Result<String> {
+    if let Some(url) = &options.postgres {
+        return Ok(url.clone());
+    }
+    let path = options.out_dir.join("record.db");
+    if path.exists() {
+        std::fs::remove_file(&path)
+            .with_context(|| format!("removing the previous {}", path.display()))?;
+    }
+    Ok(format!("sqlite://{}", path.display()))
+}
+
+/// Every topic, with its dead-letter topic, before any service starts: a consumer may not
+/// join a topic that a producer has yet to create.
+fn create_topics(bus: &Bus) -> Result<()> {
+    for topic in [
+        topics::FRAMES,
+        topics::STREAMS,
+        topics::RESULTS,
+        topics::EVENTS,
+        topics::TRACKS,
+    ] {
+        for name in [topic.to_owned(), topics::dlq(topic)] {
+            bus.create_topic(&name, TOPIC_PARTITIONS, Duration::from_secs(30))
+                .with_context(|| format!("creating topic {name}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The demo's inference settings: the chosen model and device, archive or live, the
+/// transactional id of this run, validated.
+fn infer_config(options: &DemoOptions, run_id: u64) -> Result<InferConfig> {
+    let mut infer_config = InferConfig::default();
+    infer_config.model.path = options.model.clone();
+    infer_config.model.card = Some(card_path(&options.model));
+    infer_config.model.device = options.device.clone();
+    // The demo shares the machine with ingest's decoding and the sink: one torch thread per
+    // two cores keeps libtorch's threads from fighting them (they slow the forward pass
+    // several-fold when they do).
+    infer_config.model.torch_threads = std::thread::available_parallelism()
+        .map(|n| (n.get() / 2).max(1))
+        .unwrap_or(1);
+    infer_config.mode = if options.archive {
+        Mode::Archive
+    } else {
+        Mode::Live
+    };
+    infer_config.transactional_id = format!("orstream-demo-infer-{run_id}");
+    // The clip's ground truth counts a class as visible when it covers at least 0.5% of the
+    // frame; blobs smaller than that are segmentation noise for this purpose.
+    infer_config.postprocess.min_area = VISIBLE_FRACTION;
+    infer_config
+        .validate()
+        .context("the demo's inference settings")?;
+    Ok(infer_config)
+}
+
+/// The record against the clip's ground truth (events, then tool tracks), when the demo plays
+/// a file that has one.
+fn against_truth(
+    options: &DemoOptions,
+    timeline: &Timeline,
+    track_frames: &[TrackFrame],
+) -> Result<(Option<truth::Comparison>, Option<tracks::TrackScore>)> {
+    let (Some(path), DemoSource::File(_)) = (&options.truth, &options.source) else {
+        return Ok((None, None));
+    };
+    let truth = truth::Truth::load(path)?;
+    let comparison = truth::compare(&truth::truth_spans(&truth), &derived_spans(timeline));
+    let tracking = match tracks_truth_path(path) {
+        Some(path) => {
+            let truth = tracks::TruthTracks::load(&path).map_err(|e| anyhow!(e))?;
+            Some(score_tracks(&truth, timeline, track_frames))
+        }
+        None => None,
+    };
+    Ok((Some(comparison), tracking))
 }
 
 /// The ground-truth tool tracks beside a clip's timeline (`clip.timeline.json` ->

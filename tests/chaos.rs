@@ -15,7 +15,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -80,19 +80,14 @@ fn free_port() -> SocketAddr {
 
 /// `orstream <args>` with stderr in `log`, none of the caller's `ORSTREAM_*` variables.
 fn orstream(args: &[&str], log: &Path) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_orstream"));
-    command
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ORSTREAM_") {
-            command.env_remove(key);
-        }
-    }
-    command.spawn().unwrap()
+    process::command(
+        env!("CARGO_BIN_EXE_orstream"),
+        args,
+        env!("CARGO_MANIFEST_DIR"),
+        log,
+    )
+    .spawn()
+    .unwrap()
 }
 
 /// `(ready, alive)` from `/readyz` and `/healthz`; None while the endpoint does not answer.

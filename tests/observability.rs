@@ -247,19 +247,12 @@ fn orstream(args: &[&str], log: &Path) -> Child {
 /// The `orstream` command with `args`, stderr to `log`, without the caller's `ORSTREAM_*`
 /// variables.
 fn orstream_command(args: &[&str], log: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_orstream"));
-    command
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ORSTREAM_") {
-            command.env_remove(key);
-        }
-    }
-    command
+    process::command(
+        env!("CARGO_BIN_EXE_orstream"),
+        args,
+        env!("CARGO_MANIFEST_DIR"),
+        log,
+    )
 }
 
 /// SIGTERM, then waits for a clean exit.

@@ -177,14 +177,17 @@ mod tests {
             initial: Duration::from_millis(1),
             max: Duration::from_millis(5),
         };
-        let sent = send(
-            &producer,
-            &letters,
-            Duration::from_millis(100),
-            &health,
-            backoff,
-            &CancellationToken::new(),
-        );
+        let attempt = || {
+            send(
+                &producer,
+                &letters,
+                Duration::from_millis(100),
+                &health,
+                backoff,
+                &CancellationToken::new(),
+            )
+        };
+        let sent = attempt();
         assert!(matches!(sent, Sent::Failed(_)), "{sent:?}");
         assert_eq!(
             health.0.lock().unwrap().last(),
@@ -193,14 +196,7 @@ mod tests {
 
         bus.create_topic("or.results.v1.dlq", 1, Duration::from_secs(1))
             .unwrap();
-        let sent = send(
-            &producer,
-            &letters,
-            Duration::from_millis(100),
-            &health,
-            backoff,
-            &CancellationToken::new(),
-        );
+        let sent = attempt();
         assert!(matches!(sent, Sent::Yes), "{sent:?}");
         assert_eq!(
             health.0.lock().unwrap().last(),

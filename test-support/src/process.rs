@@ -1,7 +1,8 @@
 //! Signals to a spawned `orstream` process (the binary's path is known only to the root
 //! crate's tests: `env!("CARGO_BIN_EXE_orstream")`).
 
-use std::process::{Child, Command, ExitStatus};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::wait::wait_for;
@@ -42,4 +43,22 @@ pub fn terminate(child: &mut Child, name: &str, patience: Duration) -> ExitStatu
     wait_for(&format!("{name} to exit after SIGTERM"), patience, || {
         child.try_wait().unwrap()
     })
+}
+
+/// `program args` run in `dir`, stdin and stdout closed, stderr to the file `log`, and none of
+/// the caller's `ORSTREAM_*` variables (the configuration files the test writes say it all).
+pub fn command(program: &str, args: &[&str], dir: &str, log: &Path) -> Command {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ORSTREAM_") {
+            command.env_remove(key);
+        }
+    }
+    command
 }
