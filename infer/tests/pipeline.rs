@@ -162,6 +162,24 @@ fn every_frame_gets_exactly_one_result_in_order() {
 }
 
 #[test]
+fn a_worker_started_before_its_frames_topic_waits_for_it() {
+    let bus = Bus::memory();
+    let config = config();
+    let running = start(config.clone(), &bus);
+    // No frames topic yet (ingest creates it): the worker waits, it does not give up.
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(
+        !running.thread.is_finished(),
+        "the worker gave up waiting for its frames topic"
+    );
+    bus.create_topic(&config.frames_topic, 2, WAIT).unwrap();
+    topic::publish(&bus, &frames(&config, 2, 8));
+    let stats = running.finish_when(|s| s.results() >= 16);
+    assert_eq!(stats.ok, 16, "{stats:?}");
+    check_exactly_once(&results(&bus, &config.results_topic), 2, 8);
+}
+
+#[test]
 fn poison_goes_to_the_dead_letter_topic_and_valid_frames_are_unaffected() {
     let bus = Bus::memory();
     let config = config();
