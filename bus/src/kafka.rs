@@ -86,9 +86,12 @@ fn code_kind(code: RDKafkaErrorCode) -> ErrorKind {
         | C::WaitCache => ErrorKind::Retriable,
         // The group moved on (or the transaction was aborted under the message): the work since
         // the last commit will be redone from the committed offsets.
+        // PollExceeded: the application did not poll within max.poll.interval (it waited on a
+        // hung dependency) and left its group; the next poll joins it again.
         C::IllegalGeneration
         | C::UnknownMemberId
         | C::AssignmentLost
+        | C::PollExceeded
         | C::PurgeQueue
         | C::PurgeInflight => ErrorKind::Abortable,
         _ => ErrorKind::Fatal,

@@ -570,8 +570,9 @@ pub struct DependencyWatch {
 struct WatchInner {
     health: Arc<dyn HealthReporter>,
     patience: Duration,
-    /// Calls in progress: the check each concerns and when it started.
-    calls: Mutex<Vec<(u64, &'static str, Instant)>>,
+    /// Calls in progress: the check each concerns, when it started, and whether its hang
+    /// was reported already.
+    calls: Mutex<Vec<(u64, &'static str, Instant, bool)>>,
     next_id: AtomicU64,
 }
 
@@ -628,7 +629,7 @@ impl DependencyWatch {
     /// failures, under the watch; readiness after it is left to the caller.
     pub fn wait_on<T>(&self, check: &'static str, f: impl FnOnce() -> T) -> T {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.inner.lock().push((id, check, Instant::now()));
+        self.inner.lock().push((id, check, Instant::now(), false));
         let _done = CallDone {
             inner: &self.inner,
             id,
@@ -645,36 +646,42 @@ struct CallDone<'a> {
 
 impl Drop for CallDone<'_> {
     fn drop(&mut self) {
-        self.inner.lock().retain(|(id, _, _)| *id != self.id);
+        self.inner.lock().retain(|(id, ..)| *id != self.id);
     }
 }
 
 impl WatchInner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, &'static str, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, &'static str, Instant, bool)>> {
         self.calls
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn look(&self) {
-        let overdue: Vec<(&'static str, Duration)> = {
-            let calls = self.lock();
+        let overdue: Vec<(&'static str, Duration, bool)> = {
+            let mut calls = self.lock();
             if calls.is_empty() {
                 return;
             }
             calls
-                .iter()
-                .map(|&(_, check, started)| (check, started.elapsed()))
-                .filter(|&(_, waited)| waited >= self.patience)
+                .iter_mut()
+                .filter(|(_, _, started, _)| started.elapsed() >= self.patience)
+                .map(|(_, check, started, told)| {
+                    let first = !*told;
+                    *told = true;
+                    (*check, started.elapsed(), first)
+                })
                 .collect()
         };
         self.health.beat();
-        for (check, waited) in overdue {
-            tracing::warn!(
-                check,
-                waited_s = waited.as_secs(),
-                "a dependency does not answer: not ready"
-            );
+        for (check, waited, first) in overdue {
+            if first {
+                tracing::warn!(
+                    check,
+                    waited_s = waited.as_secs(),
+                    "a dependency does not answer: not ready until it does"
+                );
+            }
             self.health.set_ready(check, false);
         }
     }
