@@ -84,3 +84,56 @@ fn the_demo_clip_is_recorded_completely_and_matches_its_ground_truth() {
         .count();
     assert!(within >= MIN_PATHS_WITHIN, "{table}");
 }
+
+/// A model that answers NaN for every cell, with the demo model's card: every frame gets a
+/// MODEL_ERROR result saying so, the record shows one unusable gap over the clip, and nothing
+/// is derived from it (a broken model never passes for a quiet case).
+#[test]
+fn a_model_answering_nan_gives_model_errors_not_an_empty_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = dir.path().join("nan.pt");
+    let source = dir.path().join("nan.py");
+    std::fs::write(
+        &source,
+        format!(
+            "import torch\n\
+             class AllNaN(torch.nn.Module):\n\
+             \x20   def forward(self, x: torch.Tensor) -> torch.Tensor:\n\
+             \x20       return torch.full((x.shape[0], 10, x.shape[2], x.shape[3]), float('nan'))\n\
+             torch.jit.script(AllNaN()).save({:?})\n",
+            model.display().to_string()
+        ),
+    )
+    .unwrap();
+    let status = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripting the NaN model failed");
+    std::fs::copy(
+        root.join("models/demo/seg.toml"),
+        dir.path().join("nan.toml"),
+    )
+    .unwrap();
+
+    let options = DemoOptions {
+        model,
+        ..DemoOptions::archive_quiet(dir.path().join("out"))
+    };
+    let report = run(&options, &CancellationToken::new()).unwrap();
+    assert_eq!(report.published, 864);
+    assert!(report.all_accounted(), "{report:?}");
+    assert_eq!(
+        (report.results.ok, report.results.errors),
+        (0, 864),
+        "{report:?}"
+    );
+    assert!(
+        report.timeline.events.is_empty(),
+        "nothing derived from NaN"
+    );
+    let gap = report.timeline.gaps.first().expect("an unusable gap");
+    assert_eq!(gap.frames, 864, "{gap:?}");
+    assert!(gap.reason.contains("MODEL_ERROR"), "{gap:?}");
+}

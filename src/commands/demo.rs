@@ -66,5 +66,14 @@ pub fn run(args: Args) -> Result<bool> {
     };
     let report = crate::demo::run(&options, &orstream_shell::signals::root())?;
     crate::demo::print_report(&report, options.archive);
+    let results = &report.results;
+    if results.total() > 0 && results.errors == results.total() {
+        // Every frame accounted for, and not one usable: a broken model, not a quiet case.
+        anyhow::bail!(
+            "every one of the {} results is an error: the model failed on every frame (the \
+             infer log and the results' status detail say why)",
+            results.total()
+        );
+    }
     Ok(report.all_accounted())
 }
