@@ -112,6 +112,19 @@ pub enum InferError {
         /// What happened.
         reason: String,
     },
+    /// Another live worker uses the same transactional id: each fences the other in turn.
+    #[error(
+        "transactional id {transactional_id} is in use by another worker: it was fenced \
+         {fencings} times within {window:?}; give each worker its own transactional_id"
+    )]
+    TransactionalIdInUse {
+        /// The id both use.
+        transactional_id: String,
+        /// Fencings seen within `window`.
+        fencings: usize,
+        /// The window they fell in.
+        window: std::time::Duration,
+    },
     /// The drain after a stop request did not finish in time.
     #[error(
         "drain did not finish within {timeout:?} (still running: {}); uncommitted work is \

@@ -20,7 +20,7 @@
 //! At-least-once: results are produced as they come; at the commit interval the producer is
 //! flushed, every delivery checked, and only then the offsets are committed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -156,7 +156,16 @@ pub(crate) struct OutputStage {
     /// Answers waiting for their turn, by ticket.
     reorder: BTreeMap<u64, Answer>,
     next_ticket: u64,
+    /// When this worker's producer was fenced lately (within [`FENCING_WINDOW`]).
+    fencings: VecDeque<Instant>,
 }
+
+/// Fencings within this window...
+const FENCING_WINDOW: Duration = Duration::from_secs(60);
+/// ...that mean another live worker shares the transactional id. One is normal (this worker
+/// paused past its session and came back to find a successor); several in a row are two
+/// workers taking the id from each other.
+const FENCINGS_IN_USE: usize = 3;
 
 impl OutputStage {
     /// Creates the producer (and, with transactions, registers its id, which fences any
@@ -183,6 +192,7 @@ impl OutputStage {
             instruments,
             reorder: BTreeMap::new(),
             next_ticket: 0,
+            fencings: VecDeque::new(),
         })
     }
 
@@ -412,6 +422,7 @@ impl OutputStage {
         self.aborted();
         match err.kind() {
             ErrorKind::Fatal if matches!(self.producer, ResultProducer::Transactional(_)) => {
+                self.check_fencing(&err)?;
                 if let Some(open) = self.open.take() {
                     self.counters
                         .discarded
@@ -422,6 +433,31 @@ impl OutputStage {
             _ => self.abort_open()?,
         }
         self.request_rewind();
+        Ok(())
+    }
+
+    /// Stops the worker when `err` is one fencing too many: another live worker shares the
+    /// transactional id, and recreating the producer would only fence it back.
+    fn check_fencing(&mut self, err: &BusError) -> Result<(), InferError> {
+        if !err.to_string().to_ascii_lowercase().contains("fenced") {
+            return Ok(());
+        }
+        let now = Instant::now();
+        self.fencings.push_back(now);
+        while self
+            .fencings
+            .front()
+            .is_some_and(|&t| now.duration_since(t) > FENCING_WINDOW)
+        {
+            self.fencings.pop_front();
+        }
+        if self.fencings.len() >= FENCINGS_IN_USE {
+            return Err(InferError::TransactionalIdInUse {
+                transactional_id: self.settings.transactional_id.clone(),
+                fencings: self.fencings.len(),
+                window: FENCING_WINDOW,
+            });
+        }
         Ok(())
     }
 

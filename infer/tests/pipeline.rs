@@ -179,6 +179,49 @@ fn a_worker_started_before_its_frames_topic_waits_for_it() {
     check_exactly_once(&results(&bus, &config.results_topic), 2, 8);
 }
 
+/// Two workers left on one transactional id fence each other in turn; instead of doing so
+/// for ever, one stops with an error that names the id and says what to do.
+#[test]
+fn two_workers_on_one_transactional_id_stop_with_the_reason() {
+    let bus = Bus::memory();
+    let config = config();
+    bus.create_topic(&config.frames_topic, 2, WAIT).unwrap();
+    let (first, second) = (start(config.clone(), &bus), start(config.clone(), &bus));
+    let feeder = {
+        let (bus, config) = (bus.clone(), config.clone());
+        std::thread::spawn(move || {
+            // The same frames again and again, of 8 streams so that both workers' partitions
+            // have some: enough output for the two to keep taking the id from each other.
+            for _ in 0..40 {
+                topic::publish(&bus, &frames(&config, 8, 4));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    wait::showing("one worker to stop", WAIT, || {
+        if first.thread.is_finished() || second.thread.is_finished() {
+            Ok(())
+        } else {
+            Err("both still running")
+        }
+    });
+    feeder.join().unwrap();
+    let errors: Vec<String> = [first, second]
+        .into_iter()
+        .filter_map(|running| {
+            running.stop.cancel();
+            running.thread.join().unwrap().err().map(|e| e.to_string())
+        })
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains(&format!(
+            "transactional id {} is in use by another worker",
+            config.transactional_id
+        ))),
+        "{errors:?}"
+    );
+}
+
 #[test]
 fn poison_goes_to_the_dead_letter_topic_and_valid_frames_are_unaffected() {
     let bus = Bus::memory();
