@@ -75,15 +75,27 @@ pub fn pause_while(d: Duration, shutdown: &CancellationToken, mut tick: impl FnM
 pub fn retry<T, E>(
     backoff: Backoff,
     shutdown: &CancellationToken,
+    call: impl FnMut() -> Result<T, E>,
+    retriable: impl Fn(&E) -> bool,
+    on_retry: impl FnMut(&E, u32),
+) -> Result<Option<T>, E> {
+    retry_at_most(u32::MAX, backoff, shutdown, call, retriable, on_retry)
+}
+
+/// [`retry`], giving up after `tries` calls: the last failure is returned, retriable or not.
+pub fn retry_at_most<T, E>(
+    tries: u32,
+    backoff: Backoff,
+    shutdown: &CancellationToken,
     mut call: impl FnMut() -> Result<T, E>,
     retriable: impl Fn(&E) -> bool,
     mut on_retry: impl FnMut(&E, u32),
 ) -> Result<Option<T>, E> {
-    let mut attempt = 0;
+    let mut attempt: u32 = 0;
     loop {
         match call() {
             Ok(done) => return Ok(Some(done)),
-            Err(e) if retriable(&e) => {
+            Err(e) if retriable(&e) && attempt.saturating_add(1) < tries => {
                 on_retry(&e, attempt);
                 if !pause(backoff.delay(attempt), shutdown) {
                     return Ok(None);
@@ -198,6 +210,25 @@ mod tests {
             |_, _| {},
         );
         assert_eq!(got, Err("fatal"));
+    }
+
+    #[test]
+    fn retry_at_most_gives_up_after_its_tries() {
+        let mut calls = 0;
+        let mut attempts = Vec::new();
+        let got: Result<Option<()>, &str> = retry_at_most(
+            3,
+            NO_WAIT,
+            &CancellationToken::new(),
+            || {
+                calls += 1;
+                Err("away")
+            },
+            |_| true,
+            |_, attempt| attempts.push(attempt),
+        );
+        assert_eq!(got, Err("away"));
+        assert_eq!((calls, attempts), (3, vec![0, 1]));
     }
 
     #[test]

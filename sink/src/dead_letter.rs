@@ -7,7 +7,6 @@
 //! times; then the batch is given up unstored (nothing is committed past a message that has
 //! not gone somewhere) and the service holds its consumer (see [`Sent::Failed`]).
 
-use std::cell::Cell;
 use std::time::Duration;
 
 use orstream_bus::metrics::{HealthReporter, checks};
@@ -17,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::decode::Rejection;
 use crate::publish::send_all;
-use orstream_shell::retry::{Backoff, retry};
+use orstream_shell::retry::{Backoff, retry_at_most};
 
 /// Tries at sending a batch's dead letters before the batch is given up for now.
 pub(crate) const ATTEMPTS: u32 = 5;
@@ -80,14 +79,13 @@ pub(crate) fn send(
     if records.is_empty() {
         return Sent::Yes;
     }
-    let tries = Cell::new(1);
-    let sent = retry(
+    let sent = retry_at_most(
+        ATTEMPTS,
         backoff,
         shutdown,
         || send_all(producer, records, timeout),
-        |e: &BusError| e.is_retriable() && tries.get() < ATTEMPTS,
+        BusError::is_retriable,
         |e: &BusError, attempt| {
-            tries.set(attempt + 2);
             health.beat();
             tracing::warn!(error = %e, attempt, "sending dead letters; retrying");
         },
