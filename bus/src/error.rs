@@ -183,6 +183,12 @@ impl BusError {
     pub fn is_retriable(&self) -> bool {
         self.kind() == ErrorKind::Retriable
     }
+    /// Whether a newer producer with the same transactional id took it over: both buses say
+    /// "fenced" for it (librdkafka's `_FENCED` and `PRODUCER_FENCED`, the in-process bus's own
+    /// text), and it is always fatal for the producer that gets it.
+    pub fn is_fenced(&self) -> bool {
+        self.kind() == ErrorKind::Fatal && self.to_string().to_ascii_lowercase().contains("fenced")
+    }
 }
 
 #[cfg(test)]

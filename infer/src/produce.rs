@@ -439,7 +439,7 @@ impl OutputStage {
     /// Stops the worker when `err` is one fencing too many: another live worker shares the
     /// transactional id, and recreating the producer would only fence it back.
     fn check_fencing(&mut self, err: &BusError) -> Result<(), InferError> {
-        if !err.to_string().to_ascii_lowercase().contains("fenced") {
+        if !err.is_fenced() {
             return Ok(());
         }
         let now = Instant::now();

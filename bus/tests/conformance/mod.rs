@@ -387,6 +387,7 @@ pub fn zombie_is_fenced(bus: &Bus) {
         err.to_string().contains(&id),
         "error does not name the transactional id: {err}"
     );
+    assert!(err.is_fenced(), "not recognised as fenced: {err}");
     eprintln!("fenced as expected: {err}");
     drop(zombie);
 
