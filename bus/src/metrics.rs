@@ -570,10 +570,18 @@ pub struct DependencyWatch {
 struct WatchInner {
     health: Arc<dyn HealthReporter>,
     patience: Duration,
-    /// Calls in progress: the check each concerns, when it started, and whether its hang
-    /// was reported already.
-    calls: Mutex<Vec<(u64, &'static str, Instant, bool)>>,
+    calls: Mutex<Vec<Call>>,
     next_id: AtomicU64,
+}
+
+/// A call in progress under the watch.
+struct Call {
+    id: u64,
+    /// The readiness check of the dependency it waits on.
+    check: &'static str,
+    started: Instant,
+    /// Whether its hang was reported already (once per call).
+    told: bool,
 }
 
 impl std::fmt::Debug for DependencyWatch {
@@ -629,7 +637,12 @@ impl DependencyWatch {
     /// failures, under the watch; readiness after it is left to the caller.
     pub fn wait_on<T>(&self, check: &'static str, f: impl FnOnce() -> T) -> T {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.inner.lock().push((id, check, Instant::now(), false));
+        self.inner.lock().push(Call {
+            id,
+            check,
+            started: Instant::now(),
+            told: false,
+        });
         let _done = CallDone {
             inner: &self.inner,
             id,
@@ -646,12 +659,12 @@ struct CallDone<'a> {
 
 impl Drop for CallDone<'_> {
     fn drop(&mut self) {
-        self.inner.lock().retain(|(id, ..)| *id != self.id);
+        self.inner.lock().retain(|call| call.id != self.id);
     }
 }
 
 impl WatchInner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, &'static str, Instant, bool)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Call>> {
         self.calls
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -665,11 +678,11 @@ impl WatchInner {
             }
             calls
                 .iter_mut()
-                .filter(|(_, _, started, _)| started.elapsed() >= self.patience)
-                .map(|(_, check, started, told)| {
-                    let first = !*told;
-                    *told = true;
-                    (*check, started.elapsed(), first)
+                .filter(|call| call.started.elapsed() >= self.patience)
+                .map(|call| {
+                    let first = !call.told;
+                    call.told = true;
+                    (call.check, call.started.elapsed(), first)
                 })
                 .collect()
         };
