@@ -28,6 +28,8 @@ pub(crate) const BUS_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Intake {
     consumer: Consumer,
     seen_rebalances: u64,
+    /// The assignment changed since [`take_reassigned`](Self::take_reassigned) last asked.
+    reassigned: bool,
     /// Assigned partitions not yet moved to the store's offset; their messages are dropped.
     pending_seek: BTreeSet<TopicPartition>,
     /// Consecutive failures to load the offsets, for the backoff.
@@ -52,6 +54,7 @@ impl Intake {
         Ok(Self {
             consumer,
             seen_rebalances: 0,
+            reassigned: false,
             pending_seek: BTreeSet::new(),
             offset_failures: Streak::default(),
             max_messages: config.batch_max_messages,
@@ -136,11 +139,18 @@ impl Intake {
             return Ok(false);
         }
         self.seen_rebalances = rebalances;
+        self.reassigned = true;
         let assignment = self.consumer.assignment()?;
         tracing::info!(partitions = assignment.len(), "assignment changed");
         health.set_ready(checks::PARTITIONS_ASSIGNED, !assignment.is_empty());
         self.forget(cache, assignment);
         Ok(true)
+    }
+
+    /// Whether the assignment changed since the last call (partitions newly held may have
+    /// outbox entries their former holder left).
+    pub(crate) fn take_reassigned(&mut self) -> bool {
+        std::mem::take(&mut self.reassigned)
     }
 
     /// Stops delivering messages for `pause`: polling goes on (membership, rebalances), the

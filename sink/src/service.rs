@@ -69,8 +69,6 @@ struct Running {
     next_check: Instant,
     /// Batches given up in a row because their dead letters could not be written.
     dead_letter_failures: Streak,
-    /// The consumer's rebalance count when the outbox was last told of it.
-    seen_rebalances: u64,
 }
 
 impl Sink {
@@ -131,9 +129,7 @@ impl Sink {
             self.store(run, prepared, shutdown)?;
         }
         // Partitions newly assigned may hold entries their former owner left.
-        let rebalances = run.intake.consumer().rebalances();
-        if rebalances != run.seen_rebalances {
-            run.seen_rebalances = rebalances;
+        if run.intake.take_reassigned() {
             run.publisher.added();
         }
         if run.publisher.is_due() {
@@ -170,7 +166,6 @@ impl Sink {
             publisher: Publisher::new(),
             next_check: Instant::now(),
             dead_letter_failures: Streak::default(),
-            seen_rebalances: 0,
         })
     }
 
