@@ -13,7 +13,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests state expectations this way
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Mutex;
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use orstream_bus::{Bus, Producer};
 use orstream_record::BackendKind;
-use orstream_test_support::metrics::get;
+use orstream_test_support::metrics::{free_port, get};
 use orstream_test_support::names::unique;
 use orstream_test_support::script::Script;
 use orstream_test_support::store::{IsolatedStore, isolated};
@@ -73,13 +73,6 @@ impl Drop for Paused {
             script(self.script, "resume");
         }
     }
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// `orstream <args>` with stderr in `log`, none of the caller's `ORSTREAM_*` variables.

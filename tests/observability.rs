@@ -50,7 +50,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use orstream_bus::Bus;
-use orstream_test_support::metrics::{get, scraped};
+use orstream_test_support::metrics::{free_port, get, scraped};
 use orstream_test_support::names::unique;
 use orstream_test_support::wait::wait_for;
 use orstream_test_support::{kafka, process};
@@ -230,13 +230,6 @@ fn sums(received: &Received, service: &str) -> BTreeMap<String, f64> {
 // ---------------------------------------------------------------------------------------------
 // Processes and endpoints.
 // ---------------------------------------------------------------------------------------------
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// `orstream <args>` with its stderr in `log`, no `ORSTREAM_*` telemetry variables (the
 /// configuration files say it all).

@@ -1,7 +1,15 @@
 //! A service's HTTP endpoint (`/metrics`, `/healthz`, `/readyz`) as a test sees it.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
+
+/// A free port on 127.0.0.1 for a service's endpoint (the OS's pick, released at once).
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
 
 /// `GET http://addr/path`: the status and body, or `None` while nothing answers.
 pub fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
