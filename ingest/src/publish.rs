@@ -165,7 +165,9 @@ impl Publisher {
 
     /// Publishes a lifecycle event for `epoch`. Failures are logged: an event is never worth
     /// stopping the frames for.
-    pub(crate) fn send_event(&self, case_id: &str, epoch: u64, kind: stream_event::Kind) {
+    pub(crate) fn send_event(&self, case_id: &str, epoch: u64, mut kind: stream_event::Kind) {
+        // Details come from GStreamer and the OS: made to fit the contract, never refused.
+        orstream_proto::wire::fit_event_text(&mut kind);
         let event = StreamEvent {
             stream_id: self.stream_id.clone(),
             case_id: case_id.to_owned(),

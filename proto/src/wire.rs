@@ -3,8 +3,9 @@
 use prost::Message;
 
 use crate::v1::{
-    BBox, Category, ClockSource, Encoding, EventKind, Frame, FrameResult, FrameStatus, Instance,
-    ModelIdentity, Point, StreamEvent, SurgicalEvent, TrackFrame, TrackSummary,
+    BBox, Category, ClockSource, Encoding, EndReason, EventKind, Frame, FrameResult, FrameStatus,
+    Instance, ModelIdentity, Point, StreamEvent, SurgicalEvent, TrackFrame, TrackSummary,
+    stream_event,
 };
 
 /// Largest accepted stream_id / case_id, in bytes.
@@ -160,6 +161,43 @@ fn check_text(
         return Err((field, format!("contains the control character {c:?}")));
     }
     Ok(())
+}
+
+/// `text` made into a valid detail: control characters other than line breaks and tabs become
+/// spaces, and it is cut to [`MAX_DETAIL_LEN`] bytes (at a character boundary). For producers
+/// whose details come from elsewhere (a GStreamer error), so what they send passes [`decode`].
+pub fn fit_detail(text: &str) -> String {
+    let mut fitted: String = text
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    if fitted.len() > MAX_DETAIL_LEN {
+        let mut end = MAX_DETAIL_LEN;
+        while !fitted.is_char_boundary(end) {
+            end -= 1;
+        }
+        fitted.truncate(end);
+    }
+    fitted
+}
+
+/// Fits every free-text field of a lifecycle event with [`fit_detail`].
+pub fn fit_event_text(kind: &mut stream_event::Kind) {
+    use stream_event::Kind;
+    let text = match kind {
+        Kind::Started(_) => return,
+        Kind::Discontinuity(d) => &mut d.reason,
+        Kind::Ended(e) => &mut e.detail,
+        Kind::Dropped(d) => &mut d.reason,
+        Kind::Error(e) => &mut e.message,
+    };
+    *text = fit_detail(text);
 }
 
 /// A finite number in `min..=max`; `what` says which element (an instance's index).
@@ -318,10 +356,21 @@ impl Wire for StreamEvent {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         check_id("stream_id", &self.stream_id, true)?;
         check_id("case_id", &self.case_id, false)?;
-        if self.kind.is_none() {
-            return Err(("kind", "no event kind set".into()));
+        use stream_event::Kind;
+        match &self.kind {
+            None => Err(("kind", "no event kind set".into())),
+            Some(Kind::Started(s)) => {
+                check_name("started.source_kind", &s.source_kind)?;
+                check_range("started.fps", "", s.fps, 0.0, 1_000.0)
+            }
+            Some(Kind::Discontinuity(d)) => check_detail("discontinuity.reason", &d.reason),
+            Some(Kind::Ended(e)) => {
+                check_enum::<EndReason>("ended.reason", e.reason, true)?;
+                check_detail("ended.detail", &e.detail)
+            }
+            Some(Kind::Dropped(d)) => check_detail("dropped.reason", &d.reason),
+            Some(Kind::Error(e)) => check_detail("error.message", &e.message),
         }
-        Ok(())
     }
 }
 

@@ -443,3 +443,52 @@ fn hostile_values_in_events_and_track_frames_are_refused() {
         .to_string();
     assert!(err.contains("tracks.velocity: track 0: inf"), "{err}");
 }
+
+#[test]
+fn lifecycle_events_with_hostile_text_or_numbers_are_refused_and_producers_can_fit_them() {
+    let event = |kind| StreamEvent {
+        stream_id: "or-1".into(),
+        kind: Some(kind),
+        ..Default::default()
+    };
+    let long = "x".repeat(5_000);
+    for (kind, field) in [
+        (
+            stream_event::Kind::Error(orstream_proto::StreamError {
+                message: "bad\0".into(),
+                fatal: false,
+            }),
+            "error.message",
+        ),
+        (
+            stream_event::Kind::Discontinuity(StreamDiscontinuity {
+                reason: long.clone(),
+                ..Default::default()
+            }),
+            "discontinuity.reason",
+        ),
+        (
+            stream_event::Kind::Started(orstream_proto::StreamStarted {
+                source_kind: "rtsp".into(),
+                width: 640,
+                height: 360,
+                fps: f64::NAN,
+            }),
+            "started.fps",
+        ),
+    ] {
+        let err = decode::<StreamEvent>(&encode(&event(kind.clone())))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{err} lacks {field}");
+        let mut fitted = kind;
+        orstream_proto::wire::fit_event_text(&mut fitted);
+        if field != "started.fps" {
+            decode::<StreamEvent>(&encode(&event(fitted))).expect("fitted text passes");
+        }
+    }
+    let fitted = orstream_proto::wire::fit_detail(&format!("é{long}\u{1b}"));
+    assert!(fitted.len() <= orstream_proto::wire::MAX_DETAIL_LEN);
+    assert!(fitted.starts_with('é') && !fitted.contains('\u{1b}'));
+    assert_eq!(orstream_proto::wire::fit_detail("a\nb\tc\0d"), "a\nb\tc d");
+}
