@@ -111,6 +111,19 @@ impl Bus {
         })
     }
 
+    /// A new (idempotent, non-transactional) producer whose messages never time out: one the
+    /// broker has not acknowledged stays queued, and is retried, as long as the broker is away.
+    /// For sources that must lose nothing and can wait (archives); the queue still bounds what
+    /// a caller can enqueue. On the in-process bus every producer is like this.
+    pub fn patient_producer(&self) -> Result<Producer, BusError> {
+        Ok(Producer {
+            inner: match &self.inner {
+                BusInner::Kafka(k) => ProducerInner::Kafka(k.patient_producer()?),
+                BusInner::Memory(m) => ProducerInner::Memory(m.producer()),
+            },
+        })
+    }
+
     /// A new transactional producer. Call [`TransactionalProducer::init`] before the first
     /// transaction; that fences any earlier producer with the same `transactional_id`.
     pub fn transactional_producer(

@@ -433,6 +433,18 @@ impl KafkaBus {
         Ok(KafkaProducer { core })
     }
 
+    /// `message.timeout.ms = 0`: librdkafka's "never": delivery is retried until it succeeds
+    /// or the producer is closed.
+    pub(crate) fn patient_producer(&self) -> Result<KafkaProducer, BusError> {
+        let name = format!("{} (patient)", self.config.client_id);
+        let core = ProducerCore::new(
+            &self.config,
+            name,
+            &[("message.timeout.ms", "0".to_owned())],
+        )?;
+        Ok(KafkaProducer { core })
+    }
+
     pub(crate) fn transactional_producer(
         &self,
         transactional_id: &str,

@@ -547,6 +547,44 @@ impl HealthReporter for NoHealth {
     fn set_ready(&self, _check: &str, _ready: bool) {}
 }
 
+/// Asks, now and then and off the service's own threads, whether the broker answers, and
+/// reports it as the [`checks::BROKER`] readiness check. A poll or a send cannot tell:
+/// librdkafka retries behind them, so a broker that is away looks like a quiet one.
+pub struct BrokerCheck {
+    /// The bus whose broker is asked.
+    pub bus: crate::Bus,
+    /// A topic that exists whenever the broker answers; its partitions are asked for.
+    pub topic: String,
+    /// Where the answer goes.
+    pub health: Arc<dyn HealthReporter>,
+    /// Time between two questions, and how long one may wait for its answer.
+    pub interval: Duration,
+}
+
+impl BrokerCheck {
+    /// Asks every `interval` until `stopped` says so (looked at every 50 ms); `answered` runs
+    /// after each answer (infer measures its consumer lag there, which asks the broker too).
+    pub fn run(self, stopped: impl Fn() -> bool, mut answered: impl FnMut()) {
+        const TICK: Duration = Duration::from_millis(50);
+        while !stopped() {
+            match self.bus.partitions(&self.topic, self.interval) {
+                Ok(_) => {
+                    self.health.set_ready(checks::BROKER, true);
+                    answered();
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the broker does not answer");
+                    self.health.set_ready(checks::BROKER, false);
+                }
+            }
+            let next = Instant::now() + self.interval;
+            while !stopped() && Instant::now() < next {
+                std::thread::sleep(TICK);
+            }
+        }
+    }
+}
+
 /// How long a call to a dependency may take before the dependency counts as not answering:
 /// readiness turns false within a second after this, while the call still waits.
 pub const DEPENDENCY_PATIENCE: Duration = Duration::from_secs(5);

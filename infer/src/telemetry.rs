@@ -14,13 +14,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use orstream_bus::metrics::{
-    self, Counter, HealthReporter, Histogram, KeyValue, LagGauge, attr, checks, value,
+    self, Counter, HealthReporter, Histogram, KeyValue, LagGauge, attr, value,
 };
 use orstream_bus::{Bus, Consumer, Headers, trace};
 use orstream_proto::FrameStatus;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::TICK;
 use crate::stats::Stats;
 
 /// How often the broker is checked and the consumer lag measured (and the bound on each).
@@ -275,24 +274,28 @@ pub(crate) struct BrokerCheck {
 impl BrokerCheck {
     /// Checks every [`BROKER_CHECK_INTERVAL`] until the stop token is cancelled.
     pub fn run(self) {
-        while !self.stop.is_cancelled() {
-            match self.bus.partitions(&self.topic, BROKER_CHECK_INTERVAL) {
-                Ok(_) => {
-                    self.health.set_ready(checks::BROKER, true);
-                    if let Err(error) = self.gauge.record(&self.consumer, BROKER_CHECK_INTERVAL) {
-                        tracing::debug!(%error, "consumer lag not measured");
-                    }
+        let Self {
+            bus,
+            topic,
+            gauge,
+            consumer,
+            health,
+            stop,
+        } = self;
+        let check = metrics::BrokerCheck {
+            bus,
+            topic,
+            health,
+            interval: BROKER_CHECK_INTERVAL,
+        };
+        check.run(
+            || stop.is_cancelled(),
+            || {
+                if let Err(error) = gauge.record(&consumer, BROKER_CHECK_INTERVAL) {
+                    tracing::debug!(%error, "consumer lag not measured");
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "the broker does not answer");
-                    self.health.set_ready(checks::BROKER, false);
-                }
-            }
-            let next = Instant::now() + BROKER_CHECK_INTERVAL;
-            while !self.stop.is_cancelled() && Instant::now() < next {
-                std::thread::sleep(TICK);
-            }
-        }
+            },
+        );
     }
 }
 

@@ -2,18 +2,22 @@
 //! topic, both keyed by stream_id, with the schema version header.
 //!
 //! Sends are enqueued without waiting for the broker; a per-stream checker thread waits for each
-//! delivery in order, so the number of messages in flight is bounded (a slow broker blocks the
-//! publisher, which in live mode makes the frame queue drop its oldest frames). A frame whose
-//! delivery fails leaves a hole in the epoch's seq on the topic; the checker records the first
-//! such failure and the stream starts a new epoch, so seq stays gap-free within every epoch.
+//! delivery in order, and at most [`MAX_IN_FLIGHT`] messages of a stream await theirs at once,
+//! so what a stream holds while the broker is slow or away is bounded. Then a live stream drops
+//! the frame it cannot send (counted) and goes on with the next; an archive stream waits, as
+//! long as the broker is away, on a producer whose messages never time out (nothing is lost),
+//! and keeps its heartbeat meanwhile (waiting on a dependency is not being stuck). A frame
+//! whose delivery fails leaves a hole in the epoch's seq on the topic; the checker records the
+//! first such failure and the stream starts a new epoch, so seq stays gap-free within every
+//! epoch.
 //!
 //! Each frame carries the W3C trace context of its capture span (`traceparent`, when tracing is
 //! on), so the services downstream continue the frame's trace. The checker counts the frames
 //! the broker acknowledged and reports the broker's readiness: ready after an acknowledged
 //! delivery, not ready after a failed one.
 
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,10 +31,14 @@ use crate::metrics::StreamMetrics;
 
 /// Messages of one stream that may wait for their acknowledgement at once.
 const MAX_IN_FLIGHT: usize = 256;
-/// How long the checker waits for one acknowledgement; librdkafka fails a message on its own
-/// after `message.timeout.ms` (5 minutes by default), so this only guards against a lost report.
+/// How long the checker waits for one acknowledgement of a live stream; librdkafka fails a
+/// message on its own after `message.timeout.ms` (5 minutes by default), so this only guards
+/// against a lost report. An archive stream's messages never time out: its checker waits until
+/// the producer reports (delivered, or dropped when the producer closes).
 const DELIVERY_WAIT: Duration = Duration::from_secs(600);
-/// How long a live frame may wait for room in the producer's queue before it is dropped.
+/// How often [`Publisher::finish`] looks whether the last deliveries are in.
+const FINISH_TICK: Duration = Duration::from_millis(20);
+/// How long a live frame may wait for room before it is dropped.
 const LIVE_QUEUE_WAIT: Duration = Duration::from_millis(100);
 /// How long an archive frame or an event waits for room per attempt.
 const ARCHIVE_QUEUE_WAIT: Duration = Duration::from_secs(1);
@@ -45,8 +53,50 @@ pub(crate) enum FrameOutcome {
         /// Size of the message.
         bytes: usize,
     },
-    /// The bus did not take it (live: its queue stayed full; archive: shutting down).
+    /// The bus did not take it (live: no room within a moment, the broker slow or away;
+    /// archive: shutting down).
     NotSent(BusError),
+}
+
+/// How many messages of a stream await their acknowledgement, and a wait for one to come back.
+#[derive(Default)]
+struct InFlight {
+    count: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl InFlight {
+    /// Takes a place among the [`MAX_IN_FLIGHT`], waiting at most `wait` for one to come free.
+    fn take(&self, wait: Duration) -> Result<(), BusError> {
+        let count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut count, _timeout) = self
+            .freed
+            .wait_timeout_while(count, wait, |count| *count >= MAX_IN_FLIGHT)
+            .unwrap_or_else(PoisonError::into_inner);
+        if *count >= MAX_IN_FLIGHT {
+            return Err(BusError::Timeout {
+                what: format!(
+                    "room to publish: {MAX_IN_FLIGHT} messages of the stream await the \
+                     broker's acknowledgement"
+                ),
+                timeout: wait,
+            });
+        }
+        *count += 1;
+        Ok(())
+    }
+
+    /// Takes a place whether or not one is free (events: rare, and never worth dropping).
+    fn take_anyway(&self) {
+        *self.count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+    }
+
+    /// Gives a place back: its message was acknowledged, failed, or never sent.
+    fn release(&self) {
+        let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        *count = count.saturating_sub(1);
+        self.freed.notify_one();
+    }
 }
 
 /// Which message a delivery belongs to, for the checker's report.
@@ -64,7 +114,9 @@ pub(crate) struct Publisher {
     key: Bytes,
     stream_id: String,
     max_message_bytes: usize,
-    in_flight: Option<SyncSender<(Sent, DeliveryHandle)>>,
+    policy: FullPolicy,
+    in_flight: Arc<InFlight>,
+    to_checker: Option<Sender<(Sent, DeliveryHandle)>>,
     checker: Option<JoinHandle<()>>,
     /// The first failed frame delivery of the current epoch: (epoch, reason).
     failure: Arc<Mutex<Option<(u64, String)>>>,
@@ -77,21 +129,32 @@ pub(crate) struct Reports {
 }
 
 impl Publisher {
+    /// `producer` must be a patient one (see [`orstream_bus::Bus::patient_producer`]) for an
+    /// archive stream: its frames wait for the broker however long it is away.
     pub(crate) fn new(
         producer: Arc<Producer>,
-        frames_topic: &str,
-        events_topic: &str,
+        topics: &Topics<'_>,
         stream_id: &str,
+        policy: FullPolicy,
         max_message_bytes: usize,
         reports: Reports,
     ) -> Self {
-        let (tx, rx) = mpsc::sync_channel(MAX_IN_FLIGHT);
+        let (tx, rx) = mpsc::channel();
         let failure = Arc::new(Mutex::new(None));
-        let checker_failure = Arc::clone(&failure);
-        let checker_stream = stream_id.to_owned();
+        let in_flight = Arc::new(InFlight::default());
+        let checker = Checker {
+            failure: Arc::clone(&failure),
+            in_flight: Arc::clone(&in_flight),
+            stream_id: stream_id.to_owned(),
+            delivery_wait: match policy {
+                FullPolicy::DropOldest => DELIVERY_WAIT,
+                FullPolicy::Block => Duration::MAX,
+            },
+            reports,
+        };
         let checker = std::thread::Builder::new()
             .name(format!("ingest-acks-{stream_id}"))
-            .spawn(move || check_deliveries(&rx, &checker_failure, &checker_stream, &reports))
+            .spawn(move || checker.run(&rx))
             .map_err(|error| {
                 tracing::error!(stream_id = %stream_id, %error,
                     "cannot start the delivery checker; deliveries are not checked");
@@ -99,12 +162,14 @@ impl Publisher {
             .ok();
         Self {
             producer,
-            frames_topic: frames_topic.to_owned(),
-            events_topic: events_topic.to_owned(),
+            frames_topic: topics.frames.to_owned(),
+            events_topic: topics.events.to_owned(),
             key: Bytes::copy_from_slice(stream_id.as_bytes()),
             stream_id: stream_id.to_owned(),
             max_message_bytes,
-            in_flight: checker.as_ref().map(|_| tx),
+            policy,
+            in_flight,
+            to_checker: checker.as_ref().map(|_| tx),
             checker,
             failure,
         }
@@ -117,14 +182,13 @@ impl Publisher {
     }
 
     /// Sends `frame` with the trace context of `span` (its capture span). Live: waits briefly
-    /// for room in the producer's queue, then gives up. Archive: waits for room as long as it
-    /// takes, unless `give_up_at` has passed.
+    /// for room, then gives up. Archive: waits for room as long as it takes, calling
+    /// `still_waiting` about once a second, and gives up when it answers false.
     pub(crate) fn send_frame(
         &self,
         frame: &Frame,
         span: &tracing::Span,
-        policy: FullPolicy,
-        give_up_at: impl Fn() -> bool,
+        still_waiting: impl Fn() -> bool,
     ) -> FrameOutcome {
         let payload = orstream_proto::encode(frame);
         if payload.len() > self.max_frame_bytes() {
@@ -140,26 +204,28 @@ impl Publisher {
             epoch: frame.session_epoch,
             seq: frame.seq,
         };
-        match policy {
-            FullPolicy::DropOldest => match self.producer.send(&record, LIVE_QUEUE_WAIT) {
-                Ok(handle) => {
-                    self.track(sent, handle);
-                    FrameOutcome::Sent
-                }
-                Err(error) => FrameOutcome::NotSent(error),
-            },
-            FullPolicy::Block => loop {
-                match self.producer.send(&record, ARCHIVE_QUEUE_WAIT) {
+        let wait = match self.policy {
+            FullPolicy::DropOldest => LIVE_QUEUE_WAIT,
+            FullPolicy::Block => ARCHIVE_QUEUE_WAIT,
+        };
+        loop {
+            let error = match self.in_flight.take(wait) {
+                Ok(()) => match self.producer.send(&record, wait) {
                     Ok(handle) => {
                         self.track(sent, handle);
                         return FrameOutcome::Sent;
                     }
-                    Err(error) if error.is_retriable() && !give_up_at() => {
-                        tracing::debug!(stream_id = %self.stream_id, %error, "bus busy, retrying");
+                    Err(error) => {
+                        self.in_flight.release();
+                        error
                     }
-                    Err(error) => return FrameOutcome::NotSent(error),
-                }
-            },
+                },
+                Err(error) => error,
+            };
+            if self.policy == FullPolicy::DropOldest || !error.is_retriable() || !still_waiting() {
+                return FrameOutcome::NotSent(error);
+            }
+            tracing::debug!(stream_id = %self.stream_id, %error, "the bus is busy or away; waiting");
         }
     }
 
@@ -181,7 +247,10 @@ impl Publisher {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match self.producer.send(&record, ARCHIVE_QUEUE_WAIT) {
-                Ok(handle) => return self.track(Sent::Event, handle),
+                Ok(handle) => {
+                    self.in_flight.take_anyway();
+                    return self.track(Sent::Event, handle);
+                }
                 Err(error) if error.is_retriable() && Instant::now() < deadline => {}
                 Err(error) => {
                     tracing::error!(stream_id = %self.stream_id, topic = %self.events_topic,
@@ -192,17 +261,14 @@ impl Publisher {
         }
     }
 
+    /// Hands a sent message's delivery to the checker, which gives its place back.
     fn track(&self, sent: Sent, handle: DeliveryHandle) {
-        match &self.in_flight {
-            // Blocks while MAX_IN_FLIGHT deliveries are unacknowledged: the bound on in-flight.
-            Some(tx) => {
-                if let Err(mpsc::SendError((_, handle))) = tx.send((sent, handle)) {
-                    let _unchecked = handle;
-                }
-            }
-            None => {
-                let _unchecked = handle;
-            }
+        let unchecked = match &self.to_checker {
+            Some(tx) => tx.send((sent, handle)).is_err(),
+            None => true,
+        };
+        if unchecked {
+            self.in_flight.release();
         }
     }
 
@@ -216,56 +282,85 @@ impl Publisher {
             .map(|(_, reason)| reason.clone())
     }
 
-    /// Waits until every message sent so far is acknowledged or failed.
-    pub(crate) fn finish(mut self) {
-        self.in_flight.take();
-        if let Some(checker) = self.checker.take()
-            && checker.join().is_err()
-        {
+    /// Waits until every message sent so far is acknowledged or failed, calling `still_waiting`
+    /// every few milliseconds meanwhile (an archive stream's last frames wait for the broker
+    /// however long it is away). When it answers false, stops waiting: what is still
+    /// unacknowledged is then the producer's to deliver, or to report lost when it closes.
+    pub(crate) fn finish(mut self, still_waiting: impl Fn() -> bool) {
+        self.to_checker.take();
+        let Some(checker) = self.checker.take() else {
+            return;
+        };
+        while !checker.is_finished() {
+            if !still_waiting() {
+                tracing::warn!(stream_id = %self.stream_id,
+                    "stopped waiting for the broker to acknowledge the stream's last messages");
+                return;
+            }
+            std::thread::sleep(FINISH_TICK);
+        }
+        if checker.join().is_err() {
             tracing::error!(stream_id = %self.stream_id, "the delivery checker panicked");
         }
     }
 }
 
-fn check_deliveries(
-    rx: &Receiver<(Sent, DeliveryHandle)>,
-    failure: &Mutex<Option<(u64, String)>>,
-    stream_id: &str,
-    reports: &Reports,
-) {
-    // The broker's readiness as last reported by this checker: reported on change only.
-    let mut broker_ok = None;
-    let mut report_broker = |ok: bool| {
-        if broker_ok != Some(ok) {
-            broker_ok = Some(ok);
-            reports.health.set_ready(checks::BROKER, ok);
-        }
-    };
-    for (sent, handle) in rx {
-        let error = match handle.wait(DELIVERY_WAIT) {
-            Ok(_) => {
-                if matches!(sent, Sent::Frame { .. }) {
-                    reports.metrics.published();
-                }
-                report_broker(true);
-                continue;
+/// The topics a stream publishes to.
+pub(crate) struct Topics<'a> {
+    pub(crate) frames: &'a str,
+    pub(crate) events: &'a str,
+}
+
+/// Waits for each delivery of a stream in order, and reports what became of it.
+struct Checker {
+    /// The first failed frame delivery of the current epoch: (epoch, reason).
+    failure: Arc<Mutex<Option<(u64, String)>>>,
+    in_flight: Arc<InFlight>,
+    stream_id: String,
+    delivery_wait: Duration,
+    reports: Reports,
+}
+
+impl Checker {
+    fn run(&self, rx: &Receiver<(Sent, DeliveryHandle)>) {
+        let stream_id = self.stream_id.as_str();
+        let reports = &self.reports;
+        // The broker's readiness as last reported by this checker: reported on change only.
+        let mut broker_ok = None;
+        let mut report_broker = |ok: bool| {
+            if broker_ok != Some(ok) {
+                broker_ok = Some(ok);
+                reports.health.set_ready(checks::BROKER, ok);
             }
-            Err(error) => error,
         };
-        report_broker(false);
-        match sent {
-            Sent::Frame { epoch, seq } => {
-                reports.metrics.dropped(value::PUBLISH_FAILED, 1);
-                tracing::error!(stream_id, epoch, seq, %error, "frame delivery failed");
-                let mut failure = failure.lock().unwrap_or_else(PoisonError::into_inner);
-                if failure.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                    *failure = Some((
-                        epoch,
-                        format!("delivery of frame seq {seq} failed: {error}"),
-                    ));
+        for (sent, handle) in rx {
+            let delivered = handle.wait(self.delivery_wait);
+            self.in_flight.release();
+            let error = match delivered {
+                Ok(_) => {
+                    if matches!(sent, Sent::Frame { .. }) {
+                        reports.metrics.published();
+                    }
+                    report_broker(true);
+                    continue;
                 }
+                Err(error) => error,
+            };
+            report_broker(false);
+            match sent {
+                Sent::Frame { epoch, seq } => {
+                    reports.metrics.dropped(value::PUBLISH_FAILED, 1);
+                    tracing::error!(stream_id, epoch, seq, %error, "frame delivery failed");
+                    let mut failure = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+                    if failure.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                        *failure = Some((
+                            epoch,
+                            format!("delivery of frame seq {seq} failed: {error}"),
+                        ));
+                    }
+                }
+                Sent::Event => tracing::error!(stream_id, %error, "stream event delivery failed"),
             }
-            Sent::Event => tracing::error!(stream_id, %error, "stream event delivery failed"),
         }
     }
 }

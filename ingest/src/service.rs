@@ -6,25 +6,29 @@
 //! `StreamEnded` and waits for its deliveries -> once every stream is done the producer is
 //! flushed (bounded by `flush_timeout`) and [`Ingest::run`] returns.
 //!
-//! Health ([`Ingest::with_health`]): the stream loops beat liveness; readiness has two checks,
-//! `broker` (the producer exists and the last delivery was acknowledged) and `running` (every
-//! stream's thread started; false again once the service is draining).
+//! Health ([`Ingest::with_health`]): the stream loops beat liveness, also while they wait for
+//! the broker; readiness has two checks, `broker` (the broker answered its last question,
+//! asked every 2 s, and the last delivery was acknowledged) and `running` (every stream's thread
+//! started; false again once the service is draining).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use orstream_bus::Bus;
-use orstream_bus::metrics::{HealthReporter, NoHealth, checks};
+use orstream_bus::metrics::{BrokerCheck, HealthReporter, NoHealth, checks};
 use orstream_proto::EndReason;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::IngestConfig;
+use crate::config::{FullPolicy, IngestConfig};
 use crate::error::IngestError;
 use crate::metrics::StreamMetrics;
 use crate::pipeline::init;
-use crate::publish::{Publisher, Reports};
+use crate::publish::{Publisher, Reports, Topics};
 use crate::stream::{Settings, StreamRunner, StreamStats};
 
+/// How often the broker is asked whether it answers (and how long an answer may take).
+const BROKER_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// How long topic creation may take.
 const TOPIC_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -83,6 +87,25 @@ impl Ingest {
         self
     }
 
+    /// Starts asking the broker every [`BROKER_CHECK_INTERVAL`] whether it answers (a send
+    /// does not tell: librdkafka queues and retries behind it), until `checking` turns false.
+    fn broker_check(&self, checking: &Arc<AtomicBool>) -> Option<std::thread::JoinHandle<()>> {
+        let check = BrokerCheck {
+            bus: self.bus.clone(),
+            topic: self.config.frames_topic.clone(),
+            health: Arc::clone(&self.health),
+            interval: BROKER_CHECK_INTERVAL,
+        };
+        let checking = Arc::clone(checking);
+        std::thread::Builder::new()
+            .name("ingest-broker-check".to_owned())
+            .spawn(move || check.run(|| !checking.load(Ordering::Relaxed), || {}))
+            .map_err(|error| {
+                tracing::error!(%error, "cannot start the broker check; readiness follows deliveries only");
+            })
+            .ok()
+    }
+
     /// Runs every stream until its source ends for good (a file's end, a fatal error) or
     /// `shutdown` is cancelled, then flushes the producer. Blocks the calling thread; GStreamer
     /// and one thread per stream do the work.
@@ -108,7 +131,25 @@ impl Ingest {
             what: "creating the producer".to_owned(),
             source,
         })?);
+        // Archive streams lose nothing: their frames wait for the broker however long it is
+        // away, on a producer whose messages never time out.
+        let patient = if config
+            .streams
+            .iter()
+            .any(|stream| stream.full_policy == FullPolicy::Block)
+        {
+            Some(Arc::new(self.bus.patient_producer().map_err(|source| {
+                IngestError::Bus {
+                    what: "creating the archive streams' producer".to_owned(),
+                    source,
+                }
+            })?))
+        } else {
+            None
+        };
         health.set_ready(checks::BROKER, true);
+        let checking = Arc::new(AtomicBool::new(true));
+        let broker_check = self.broker_check(&checking);
         let settings = Settings {
             drop_report_interval: config.drop_report_interval,
             drain_timeout: config.drain_timeout,
@@ -116,11 +157,18 @@ impl Ingest {
         let mut handles = Vec::with_capacity(config.streams.len());
         for stream in &config.streams {
             let metrics = StreamMetrics::new(stream.source.kind());
+            let stream_producer = match (&patient, stream.full_policy) {
+                (Some(patient), FullPolicy::Block) => patient,
+                _ => &producer,
+            };
             let publisher = Publisher::new(
-                Arc::clone(&producer),
-                &config.frames_topic,
-                &config.events_topic,
+                Arc::clone(stream_producer),
+                &Topics {
+                    frames: &config.frames_topic,
+                    events: &config.events_topic,
+                },
                 &stream.stream_id,
+                stream.full_policy,
                 config.max_message_bytes,
                 Reports {
                     metrics: metrics.clone(),
@@ -172,15 +220,21 @@ impl Ingest {
             });
         }
         health.set_ready(checks::RUNNING, false);
-        producer
-            .flush(config.flush_timeout)
-            .map_err(|source| IngestError::Bus {
-                what: format!(
-                    "flushing the producer ({} frames published)",
-                    stats.published()
-                ),
-                source,
-            })?;
+        checking.store(false, Ordering::Relaxed);
+        if let Some(Err(_)) = broker_check.map(std::thread::JoinHandle::join) {
+            tracing::error!("the broker check panicked");
+        }
+        for producer in std::iter::once(&producer).chain(&patient) {
+            producer
+                .flush(config.flush_timeout)
+                .map_err(|source| IngestError::Bus {
+                    what: format!(
+                        "flushing the producer ({} frames published)",
+                        stats.published()
+                    ),
+                    source,
+                })?;
+        }
         Ok(stats)
     }
 }

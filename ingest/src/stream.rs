@@ -327,7 +327,17 @@ impl StreamRunner {
         }));
         tracing::info!(stream_id = %self.config.stream_id, reason = ?reason,
             published = self.stats.published, dropped = self.drops.total, "stream ended");
-        self.publisher.finish();
+        // Until shutdown has waited out drain_timeout, the last frames wait for the broker.
+        let cancelled_at = std::cell::Cell::new(None);
+        self.publisher.finish(|| {
+            self.health.beat();
+            if !self.shutdown.is_cancelled() {
+                return true;
+            }
+            let since = cancelled_at.get().unwrap_or_else(Instant::now);
+            cancelled_at.set(Some(since));
+            since.elapsed() <= self.settings.drain_timeout
+        });
         self.stats.dropped = self.drops.total;
         self.stats.end = reason;
         self.stats.detail = detail;
@@ -413,11 +423,11 @@ impl StreamRunner {
                         self.announce(&frame, capture_ns);
                     }
                     let drain_deadline = stopping.map(|s| s + self.settings.drain_timeout);
-                    let outcome =
-                        self.publisher
-                            .send_frame(&message, &span, self.config.full_policy, || {
-                                drain_deadline.is_some_and(|d| Instant::now() > d)
-                            });
+                    // Waiting on the broker is not being stuck: alive meanwhile.
+                    let outcome = self.publisher.send_frame(&message, &span, || {
+                        self.health.beat();
+                        drain_deadline.is_none_or(|d| Instant::now() <= d)
+                    });
                     match outcome {
                         FrameOutcome::Sent => {
                             next_seq += 1;
