@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use orstream_bus::{Bus, KafkaConfig, Record};
 use orstream_infer::config::Mode;
-use orstream_infer::{InferConfig, Model, Worker, synthetic};
+use orstream_infer::{InferConfig, InferError, Model, Worker, synthetic};
 use orstream_proto::{FrameResult, FrameStatus, headers};
 use orstream_test_support::names::unique;
 use orstream_test_support::tally::{self, Tally};
@@ -95,6 +95,82 @@ fn lost_and_duplicated(results: &[FrameResult], streams: usize, per_stream: u64)
     let sent = tally::frames((0..streams).map(|s| format!("cam-{s}")), 1, per_stream);
     let Tally { lost, duplicated } = tally::tally(results, &sent);
     (lost, duplicated)
+}
+
+/// A second worker started on a transactional id that a live member of its group holds
+/// refuses to start (after waiting out the session timeout, in case the holder was a crashed
+/// predecessor whose membership had yet to run out), naming the id and the holder. Starting
+/// would have fenced the first worker; it never is, and goes on producing every result.
+#[test]
+fn a_second_worker_on_a_transactional_id_in_use_refuses_to_start() {
+    let _shared = share_machine();
+    let kafka = kafka::config();
+    let config = config(&kafka);
+    let bus = Bus::kafka(kafka).unwrap();
+    bus.create_topic(&config.frames_topic, 1, TIMEOUT).unwrap();
+    let first = Worker::new(
+        config.clone(),
+        bus.clone(),
+        Model::open(&config.model).unwrap(),
+    )
+    .unwrap();
+    let counters = first.counters();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let thread = std::thread::spawn(move || first.run(token));
+    wait::until(
+        "the first worker in its group",
+        Duration::from_secs(180),
+        || {
+            !bus.group_members(&config.group_id, TIMEOUT)
+                .unwrap()
+                .is_empty()
+        },
+    );
+
+    let second = Worker::new(
+        config.clone(),
+        bus.clone(),
+        Model::open(&config.model).unwrap(),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let error = second.run(CancellationToken::new()).unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        matches!(error, InferError::TransactionalIdHeld { .. }),
+        "{error}"
+    );
+    let text = error.to_string();
+    assert!(text.contains(&config.transactional_id), "{text}");
+    assert!(text.contains(&config.group_id), "{text}");
+    assert!(
+        waited >= config.kafka.session_timeout,
+        "refused after {waited:?}"
+    );
+
+    let (streams, per_stream) = (2, 10);
+    topic::publish(
+        &bus,
+        &frame_records(&config.frames_topic, streams, per_stream),
+    );
+    wait::showing(
+        "the first worker's results",
+        Duration::from_secs(180),
+        || {
+            let stats = counters.snapshot();
+            assert!(!thread.is_finished(), "the first worker stopped");
+            if stats.results() >= 20 {
+                Ok(())
+            } else {
+                Err(format!("{stats:?}"))
+            }
+        },
+    );
+    stop.cancel();
+    let stats = thread.join().unwrap().unwrap();
+    println!("second worker refused after {waited:?}: {error}");
+    assert_eq!(stats.aborts, 0, "{stats:?}");
 }
 
 fn run_worker_until(config: InferConfig, bus: &Bus, done: impl Fn(&orstream_infer::Stats) -> bool) {

@@ -142,11 +142,45 @@ impl Bus {
     pub fn consumer(&self, group: &str) -> Result<Consumer, BusError> {
         Ok(Consumer {
             inner: match &self.inner {
-                BusInner::Kafka(k) => ConsumerInner::Kafka(k.consumer(group)?),
-                BusInner::Memory(m) => ConsumerInner::Memory(m.consumer(group)),
+                BusInner::Kafka(k) => ConsumerInner::Kafka(k.consumer(group, None)?),
+                BusInner::Memory(m) => ConsumerInner::Memory(m.consumer(group, None)),
             },
         })
     }
+
+    /// A new consumer in `group` that reports `client_id` to the group instead of the bus's
+    /// (Kafka's `client.id`), so the other members can tell who is in the group
+    /// ([`Bus::group_members`]).
+    pub fn consumer_as(&self, group: &str, client_id: &str) -> Result<Consumer, BusError> {
+        Ok(Consumer {
+            inner: match &self.inner {
+                BusInner::Kafka(k) => ConsumerInner::Kafka(k.consumer(group, Some(client_id))?),
+                BusInner::Memory(m) => ConsumerInner::Memory(m.consumer(group, Some(client_id))),
+            },
+        })
+    }
+
+    /// The members of `group` now: those that joined and have neither left nor missed their
+    /// session timeout. Empty when the group has no members or does not exist.
+    pub fn group_members(
+        &self,
+        group: &str,
+        timeout: Duration,
+    ) -> Result<Vec<GroupMember>, BusError> {
+        match &self.inner {
+            BusInner::Kafka(k) => k.group_members(group, timeout),
+            BusInner::Memory(m) => Ok(m.group_members(group)),
+        }
+    }
+}
+
+/// One member of a consumer group, as the group lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    /// The client id it reported (the bus's, or the one given to [`Bus::consumer_as`]).
+    pub client_id: String,
+    /// The host it connects from, as the broker saw it (empty on the in-process bus).
+    pub host: String,
 }
 
 /// Where a sent message will land, once the broker has acknowledged it.

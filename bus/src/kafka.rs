@@ -464,7 +464,39 @@ impl KafkaBus {
         })
     }
 
-    pub(crate) fn consumer(&self, group: &str) -> Result<KafkaConsumer, BusError> {
+    /// The group's members, from the group coordinator (DescribeGroups).
+    pub(crate) fn group_members(
+        &self,
+        group: &str,
+        timeout: Duration,
+    ) -> Result<Vec<crate::GroupMember>, BusError> {
+        let list = self
+            .admin
+            .inner()
+            .fetch_group_list(Some(group), timeout)
+            .map_err(|e| BusError::Consumer {
+                group: group.to_owned(),
+                op: "describe group",
+                reason: e.to_string(),
+                kind: kafka_kind(&e),
+            })?;
+        Ok(list
+            .groups()
+            .iter()
+            .filter(|g| g.name() == group)
+            .flat_map(|g| g.members())
+            .map(|m| crate::GroupMember {
+                client_id: m.client_id().to_owned(),
+                host: m.client_host().to_owned(),
+            })
+            .collect())
+    }
+
+    pub(crate) fn consumer(
+        &self,
+        group: &str,
+        client_id: Option<&str>,
+    ) -> Result<KafkaConsumer, BusError> {
         let extra = [
             ("group.id", group.to_owned()),
             ("isolation.level", "read_committed".to_owned()),
@@ -484,6 +516,9 @@ impl KafkaBus {
         let mut cc = client_config(&self.config, &defaults);
         for (k, v) in extra {
             cc.set(k, v);
+        }
+        if let Some(client_id) = client_id {
+            cc.set("client.id", client_id);
         }
         let inner = cc
             .create_with_context(GroupContext {

@@ -52,7 +52,8 @@ pub mod metrics;
 pub mod trace;
 
 pub use client::{
-    Backend, Bus, Consumer, DeliveryHandle, GroupMetadata, Producer, TransactionalProducer,
+    Backend, Bus, Consumer, DeliveryHandle, GroupMember, GroupMetadata, Producer,
+    TransactionalProducer,
 };
 pub use config::KafkaConfig;
 pub use error::{BusError, ErrorKind};

@@ -127,6 +127,8 @@ struct Group {
 
 #[derive(Default)]
 struct Member {
+    /// What the member reports as its client id.
+    client_id: String,
     subscription: BTreeSet<String>,
     assignment: Vec<TopicPartition>,
     positions: HashMap<TopicPartition, i64>,
@@ -450,7 +452,8 @@ impl MemoryBus {
         }
     }
 
-    pub(crate) fn consumer(&self, group: &str) -> MemoryConsumer {
+    /// A consumer; it reports `client_id` to its group, or the bus's own, `orstream`.
+    pub(crate) fn consumer(&self, group: &str, client_id: Option<&str>) -> MemoryConsumer {
         let mut state = self.shared.lock();
         let member = state.next_member;
         state.next_member += 1;
@@ -458,8 +461,27 @@ impl MemoryBus {
             shared: Arc::clone(&self.shared),
             group: group.to_owned(),
             member,
+            client_id: client_id.unwrap_or("orstream").to_owned(),
             paused: AtomicBool::new(false),
         }
+    }
+
+    /// The members that joined `group` (subscribed) and have not left.
+    pub(crate) fn group_members(&self, group: &str) -> Vec<crate::GroupMember> {
+        let state = self.shared.lock();
+        state
+            .groups
+            .get(group)
+            .map(|g| {
+                g.members
+                    .values()
+                    .map(|m| crate::GroupMember {
+                        client_id: m.client_id.clone(),
+                        host: String::new(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -728,6 +750,7 @@ pub(crate) struct MemoryConsumer {
     shared: Arc<Shared>,
     group: String,
     member: u64,
+    client_id: String,
     /// Set by `pause`: polls deliver nothing until `resume`.
     paused: AtomicBool,
 }
@@ -743,8 +766,9 @@ impl MemoryConsumer {
         }
         let mut state = self.shared.lock();
         let group = state.groups.entry(self.group.clone()).or_default();
-        group.members.entry(self.member).or_default().subscription =
-            topics.iter().map(|t| (*t).to_owned()).collect();
+        let member = group.members.entry(self.member).or_default();
+        member.subscription = topics.iter().map(|t| (*t).to_owned()).collect();
+        member.client_id.clone_from(&self.client_id);
         state.rebalance(&self.group);
         drop(state);
         self.shared.changed.notify_all();
@@ -965,7 +989,7 @@ mod tests {
         tx.begin().unwrap();
         tx.send(&record("t", "k", "in-txn")).unwrap();
         bus.producer().send(&record("t", "k", "after")).unwrap();
-        let consumer = bus.consumer("g");
+        let consumer = bus.consumer("g", None);
         consumer.subscribe(&["t"]).unwrap();
         assert_eq!(consumer.poll(Duration::from_millis(20)).unwrap(), None);
         tx.commit().unwrap();
@@ -982,10 +1006,10 @@ mod tests {
     fn stale_group_generation_makes_the_transaction_abortable() {
         let bus = MemoryBus::default();
         bus.create_topic("in", 2).unwrap();
-        let a = bus.consumer("g");
+        let a = bus.consumer("g", None);
         a.subscribe(&["in"]).unwrap();
         let meta = a.group_metadata();
-        let b = bus.consumer("g");
+        let b = bus.consumer("g", None);
         b.subscribe(&["in"]).unwrap();
         let tx = bus.transactional_producer("tx");
         tx.init().unwrap();
@@ -1005,7 +1029,7 @@ mod tests {
     fn a_rebalance_between_send_offsets_and_commit_forbids_the_commit() {
         let bus = MemoryBus::default();
         bus.create_topic("in", 2).unwrap();
-        let a = bus.consumer("g");
+        let a = bus.consumer("g", None);
         a.subscribe(&["in"]).unwrap();
         let before = a.rebalances();
         let tx = bus.transactional_producer("tx");
@@ -1013,7 +1037,7 @@ mod tests {
         tx.begin().unwrap();
         let offsets = Offsets::from([(TopicPartition::new("in", 1), 3)]);
         tx.send_offsets(&offsets, &a.group_metadata()).unwrap();
-        let b = bus.consumer("g");
+        let b = bus.consumer("g", None);
         b.subscribe(&["in"]).unwrap();
         assert!(a.rebalances() > before);
         let err = tx.commit().unwrap_err();
@@ -1026,7 +1050,7 @@ mod tests {
     fn poll_wakes_when_a_message_arrives() {
         let bus = MemoryBus::default();
         bus.create_topic("t", 1).unwrap();
-        let consumer = bus.consumer("g");
+        let consumer = bus.consumer("g", None);
         consumer.subscribe(&["t"]).unwrap();
         let producer = bus.producer();
         let sender = std::thread::spawn(move || {
@@ -1043,7 +1067,7 @@ mod tests {
         let bus = MemoryBus::default();
         bus.create_topic("t", 1).unwrap();
         bus.producer().send(&record("t", "k", "0")).unwrap();
-        let consumer = bus.consumer("g");
+        let consumer = bus.consumer("g", None);
         consumer.subscribe(&["t"]).unwrap();
         consumer.seek(&TopicPartition::new("t", 0), 10).unwrap();
         assert_eq!(

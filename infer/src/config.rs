@@ -57,6 +57,7 @@ pub struct InferConfig {
     pub group_id: String,
     /// Transactional id of this worker process: unique among the workers, and the same after
     /// a restart, so the restarted process fences its predecessor and aborts what it left open.
+    /// A worker refuses to start while a live member of its group holds the same id.
     pub transactional_id: String,
     /// `exactly_once` (Kafka transactions) or `at_least_once` (no transactions).
     pub delivery: DeliveryGuarantee,

@@ -125,6 +125,25 @@ pub enum InferError {
         /// The window they fell in.
         window: std::time::Duration,
     },
+    /// A live member of the worker's group already uses its transactional id: starting would
+    /// fence it, and it would fence this one back.
+    #[error(
+        "transactional id {transactional_id} is in use by a live member of group {group} \
+         (client {client_id} on host {host}), still there after {waited:?}; give each worker \
+         its own transactional_id"
+    )]
+    TransactionalIdHeld {
+        /// The id.
+        transactional_id: String,
+        /// The consumer group both would join.
+        group: String,
+        /// The holder's client id, as the group lists it.
+        client_id: String,
+        /// The holder's host, as the broker saw it.
+        host: String,
+        /// How long this worker waited for the holder to leave.
+        waited: std::time::Duration,
+    },
     /// The drain after a stop request did not finish in time.
     #[error(
         "drain did not finish within {timeout:?} (still running: {}); uncommitted work is \

@@ -44,7 +44,8 @@ use crate::telemetry::Instruments;
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on transaction steps (init, offsets, commit, abort) and flushes.
 const BUS_TIMEOUT: Duration = Duration::from_secs(30);
-/// Tries to recreate a transactional producer before the worker gives up.
+/// Tries to recreate a transactional producer, failing other than by the broker's absence,
+/// before the worker gives up.
 const RECREATE_TRIES: u32 = 10;
 /// The pauses between those tries: up to 200 ms doubling to 3.2 s, jittered so the replicas of
 /// a group that lost the broker together do not come back together.
@@ -468,11 +469,15 @@ impl OutputStage {
     }
 
     /// Replaces the producer: the new one's `init` fences the old one and resolves whatever
-    /// transaction it left open.
+    /// transaction it left open. While the broker is away (`init` times out, or the
+    /// coordinator cannot be reached) it keeps trying, as long as the outage lasts; the
+    /// broker check reports it meanwhile. Any other error ends the worker after
+    /// [`RECREATE_TRIES`] tries.
     fn recreate(&mut self) -> Result<(), InferError> {
         self.open = None;
-        let mut last = None;
-        for attempt in 0..RECREATE_TRIES {
+        let mut failures = 0;
+        let mut attempt = 0u32;
+        loop {
             match Self::make_producer(&self.settings, &self.bus) {
                 Ok(producer) => {
                     self.producer = producer;
@@ -482,16 +487,19 @@ impl OutputStage {
                     return Ok(());
                 }
                 Err(err) => {
-                    tracing::warn!(%err, attempt, "recreating the transactional producer");
-                    last = Some(err);
+                    let broker_away = matches!(&err, InferError::Bus(e) if e.is_retriable());
+                    if !broker_away {
+                        failures += 1;
+                        if failures >= RECREATE_TRIES {
+                            return Err(err);
+                        }
+                    }
+                    tracing::warn!(%err, attempt, broker_away, "recreating the transactional producer");
                     std::thread::sleep(RECREATE_BACKOFF.delay(attempt));
+                    attempt = attempt.saturating_add(1);
                 }
             }
         }
-        Err(last.unwrap_or_else(|| InferError::Stage {
-            stage: "produce".to_owned(),
-            reason: "cannot recreate the producer".to_owned(),
-        }))
     }
 
     /// Commits the open work: offsets and transaction, or flush then offsets.

@@ -60,6 +60,9 @@ use replica::{ReplicaLinks, Replicas};
 
 /// Bound on admin calls at start (partitions, topic creation) and on a rewind's seeks.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Between the bus's client id and the transactional id in the client id a worker's consumer
+/// reports under exactly-once (`orstream/transactional-id=orstream-infer-0`).
+const TRANSACTIONAL_ID_MARK: &str = "/transactional-id=";
 
 /// The inference worker. See the crate documentation for the whole picture.
 pub struct Worker {
@@ -113,7 +116,7 @@ impl Worker {
     pub fn run(self, shutdown: CancellationToken) -> Result<Stats, InferError> {
         let instruments = self.start_telemetry();
         let mut stages = Stages::new(shutdown.child_token());
-        if !self.wait_for_topics(&shutdown)? {
+        if !self.wait_for_topics(&shutdown)? || !self.transactional_id_free(&shutdown)? {
             self.health.set_ready(checks::RUNNING, false);
             return Ok(self.counters.snapshot());
         }
@@ -127,7 +130,10 @@ impl Worker {
             Err(err) => return Err(stages.abandon(links.batch, err)),
         };
         self.report_model_warm(warm_latency);
-        let consumer = Arc::new(self.bus.consumer(&self.config.group_id)?);
+        let consumer = Arc::new(
+            self.bus
+                .consumer_as(&self.config.group_id, &self.member_client_id())?,
+        );
         let rewind = Arc::new(RewindControl::default());
         let output = match self.output(&consumer, &rewind, &instruments) {
             Ok(output) => output,
@@ -182,6 +188,57 @@ impl Worker {
         self.health.set_ready(checks::PARTITIONS_ASSIGNED, false);
         self.health.set_ready(checks::BROKER, false);
         instruments
+    }
+
+    /// The client id the worker's consumer reports to its group: the bus's, marked with the
+    /// transactional id under exactly-once, so a second worker can see the id is taken.
+    fn member_client_id(&self) -> String {
+        let client_id = &self.config.kafka.client_id;
+        match self.config.delivery {
+            DeliveryGuarantee::ExactlyOnce => format!(
+                "{client_id}{TRANSACTIONAL_ID_MARK}{}",
+                self.config.transactional_id
+            ),
+            DeliveryGuarantee::AtLeastOnce => client_id.clone(),
+        }
+    }
+
+    /// Under exactly-once, before anything fences anyone: whether a member of the group
+    /// already holds this worker's transactional id. A holder that is still listed after the
+    /// session timeout (and 5 s) heartbeats, so it is alive: the worker refuses to start.
+    /// One that is gone by then was a crashed predecessor whose membership ran out. False
+    /// when shutdown came first. Two workers starting at the same moment both see none;
+    /// repeated fencing stops one of them later ([`InferError::TransactionalIdInUse`]).
+    fn transactional_id_free(&self, shutdown: &CancellationToken) -> Result<bool, InferError> {
+        if self.config.delivery != DeliveryGuarantee::ExactlyOnce {
+            return Ok(true);
+        }
+        let mark = format!("{TRANSACTIONAL_ID_MARK}{}", self.config.transactional_id);
+        let group = &self.config.group_id;
+        let patience = self.config.kafka.session_timeout + Duration::from_secs(5);
+        let started = Instant::now();
+        loop {
+            let members = self.bus.group_members(group, Duration::from_secs(10))?;
+            let Some(holder) = members.into_iter().find(|m| m.client_id.ends_with(&mark)) else {
+                return Ok(true);
+            };
+            if started.elapsed() >= patience {
+                return Err(InferError::TransactionalIdHeld {
+                    transactional_id: self.config.transactional_id.clone(),
+                    group: group.clone(),
+                    client_id: holder.client_id,
+                    host: holder.host,
+                    waited: started.elapsed(),
+                });
+            }
+            tracing::warn!(client_id = %holder.client_id, host = %holder.host, %group,
+                "a member of the group holds this worker's transactional id; waiting up to \
+                 the session timeout for it to leave");
+            if !orstream_shell::pause_while(Duration::from_secs(1), shutdown, || self.health.beat())
+            {
+                return Ok(false);
+            }
+        }
     }
 
     /// Waits, for as long as it takes, for the broker to answer and the frames topic to

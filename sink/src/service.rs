@@ -67,6 +67,9 @@ struct Running {
     publisher: Publisher,
     /// When the idle loop next checks the database and the broker.
     next_check: Instant,
+    /// Whether the broker answered the last check: the outbox round waits for it, rather
+    /// than waiting out the publish timeout on every send while the broker is away.
+    broker_answers: bool,
     /// Batches given up in a row because their dead letters could not be written.
     dead_letter_failures: Streak,
 }
@@ -132,7 +135,7 @@ impl Sink {
         if run.intake.take_reassigned() {
             run.publisher.added();
         }
-        if run.publisher.is_due() {
+        if run.publisher.is_due() && run.broker_answers {
             self.publish(run);
         }
         if Instant::now() >= run.next_check {
@@ -165,6 +168,7 @@ impl Sink {
             cache: Cache::default(),
             publisher: Publisher::new(),
             next_check: Instant::now(),
+            broker_answers: true,
             dead_letter_failures: Streak::default(),
         })
     }
@@ -364,6 +368,7 @@ impl Sink {
         let topic = topics::dlq(&self.config.results_topic);
         match self.bus.partitions(&topic, BROKER_CHECK_TIMEOUT) {
             Ok(_) => {
+                run.broker_answers = true;
                 health.set_ready(checks::BROKER, true);
                 if let Err(error) = self.lag.record(run.intake.consumer(), BROKER_CHECK_TIMEOUT) {
                     tracing::debug!(%error, "consumer lag not measured");
@@ -371,6 +376,7 @@ impl Sink {
             }
             Err(error) => {
                 tracing::warn!(%error, "health check: the broker does not answer");
+                run.broker_answers = false;
                 health.set_ready(checks::BROKER, false);
             }
         }

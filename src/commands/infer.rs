@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use orstream_bus::Bus;
 use orstream_infer::config::{DeliveryGuarantee, Mode};
-use orstream_infer::{InferConfig, Model, Worker};
+use orstream_infer::{InferConfig, InferError, Model, Worker};
 
 use orstream_shell::exit::ExitReason;
 
@@ -127,9 +127,21 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(health) = crate::telemetry::health() {
         worker = worker.with_health(std::sync::Arc::new(health));
     }
-    let stats = worker
-        .run(orstream_shell::signals::root())
-        .with_context(|| format!("inference worker of group {group}"))?;
+    let stats = match worker.run(orstream_shell::signals::root()) {
+        Ok(stats) => stats,
+        Err(error) => {
+            // Two workers on one transactional id is a configuration mistake: a supervisor
+            // restarting either would only repeat it.
+            let reason = match error {
+                InferError::TransactionalIdHeld { .. }
+                | InferError::TransactionalIdInUse { .. } => ExitReason::Config,
+                _ => ExitReason::Failure,
+            };
+            return Err(anyhow::Error::from(error)
+                .context(format!("inference worker of group {group}"))
+                .context(reason));
+        }
+    };
     tracing::info!(?stats, "stopped");
     eprintln!(
         "orstream infer: {} results committed ({} ok, {} skipped, {} errors), {} dead letters, \

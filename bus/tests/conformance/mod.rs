@@ -60,6 +60,11 @@ macro_rules! conformance_tests {
         fn end_offset_is_where_the_next_message_goes() {
             crate::conformance::end_offset_is_where_the_next_message_goes(&$factory());
         }
+
+        #[test]
+        fn a_group_lists_its_members() {
+            crate::conformance::a_group_lists_its_members(&$factory());
+        }
     };
 }
 pub(crate) use conformance_tests;
@@ -608,4 +613,35 @@ pub fn end_offset_is_where_the_next_message_goes(bus: &Bus) {
     assert_eq!(sent.last(), Some(&(written, 2)));
     assert_eq!(consumer.end_offset(&full, PATIENCE).unwrap(), 3);
     assert_eq!(consumer.end_offset(&empty, PATIENCE).unwrap(), 0);
+}
+
+/// A member that joined shows in `group_members` with the client id it was given, until it
+/// leaves; a group nobody joined has no members.
+pub fn a_group_lists_its_members(bus: &Bus) {
+    let topic = new_topic(bus, "members", 1);
+    let group = unique("members-group");
+    assert_eq!(bus.group_members(&group, PATIENCE).unwrap(), Vec::new());
+    let client_id = unique("worker-a");
+    let consumer = bus.consumer_as(&group, &client_id).unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let start = Instant::now();
+    while consumer.assignment().unwrap().is_empty() {
+        assert!(poll_once(&consumer).is_none());
+        assert!(start.elapsed() < PATIENCE, "never assigned");
+    }
+    let members = bus.group_members(&group, PATIENCE).unwrap();
+    assert_eq!(
+        members
+            .iter()
+            .map(|m| m.client_id.as_str())
+            .collect::<Vec<_>>(),
+        vec![client_id.as_str()],
+        "{members:?}"
+    );
+    drop(consumer);
+    let start = Instant::now();
+    while !bus.group_members(&group, PATIENCE).unwrap().is_empty() {
+        assert!(start.elapsed() < PATIENCE, "the member never left");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
