@@ -298,6 +298,8 @@ fn publish(producer: &Producer, topic: &str, script: &Script, seqs: std::ops::Ra
 enum Away {
     /// PostgreSQL paused (SIGSTOP), results arriving meanwhile.
     DatabasePaused,
+    /// PostgreSQL stopped (its connections closed), results arriving meanwhile.
+    DatabaseStopped,
     /// The broker stopped, results sent once it is back.
     BrokerStopped,
 }
@@ -318,9 +320,10 @@ fn away_under_the_sink(away: Away, lasting: Duration) {
 
     let (outage, what, back) = match away {
         Away::DatabasePaused => (Outage::pause("postgres"), "PostgreSQL paused", "resume"),
+        Away::DatabaseStopped => (Outage::stop("postgres"), "PostgreSQL stopped", "restart"),
         Away::BrokerStopped => (Outage::stop("kafka"), "broker stopped", "restart"),
     };
-    if away == Away::DatabasePaused {
+    if away != Away::BrokerStopped {
         publish(&bus.producer().unwrap(), &sink.results, &script, 40..80);
     }
     let watched = watch_one(&sink.service, &outage, lasting);
@@ -370,6 +373,11 @@ fn postgres_paused_for_thirty_seconds() {
 #[ignore = "long: ten minutes; run with --ignored"]
 fn postgres_paused_for_ten_minutes() {
     away_under_the_sink(Away::DatabasePaused, Duration::from_secs(600));
+}
+
+#[test]
+fn postgres_stopped_for_thirty_seconds() {
+    away_under_the_sink(Away::DatabaseStopped, Duration::from_secs(30));
 }
 
 #[test]
