@@ -140,8 +140,9 @@ impl Layers {
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
         let table = match file {
-            Some((path, text)) => toml::from_str(text)
-                .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?,
+            Some((path, text)) => toml::from_str(text).map_err(|e| {
+                ConfigError::new(path.display().to_string(), syntax_error(text, &e))
+            })?,
             None => toml::Table::new(),
         };
         let mut layers = Self {
@@ -312,6 +313,21 @@ fn secret(text: &str) -> String {
 struct Lenient(Value);
 
 type Error = toml::de::Error;
+
+/// A TOML syntax error as its place (line and column) and what is wrong there, without the
+/// line itself, which may hold a password.
+fn syntax_error(text: &str, error: &Error) -> String {
+    let message = error.message().trim_end();
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("TOML syntax error at line {line}, column {column}: {message}")
+        }
+        None => format!("TOML syntax error: {message}"),
+    }
+}
 
 impl Lenient {
     fn text(&self) -> Option<&str> {
@@ -700,6 +716,17 @@ mod tests {
 
         let syntax = Layers::from_sources("sink", file("port = "), vars(&[])).unwrap_err();
         assert_eq!(syntax.origin, "sink.toml");
+
+        // The line in error may hold a secret: its place is given, never its text.
+        let secret = Layers::from_sources(
+            "sink",
+            file("port = 1\nstore = \"postgres://u:hunter2@h/db\n"),
+            vars(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!secret.contains("hunter2"), "{secret}");
+        assert!(secret.contains("line 2"), "{secret}");
     }
 
     #[test]

@@ -155,8 +155,11 @@ impl Sink {
         self.create_topics(shutdown)?;
         let intake = Intake::subscribe(&self.bus, &self.config, self.backoff)?;
         let producer = self.bus.producer()?;
+        // The store's address stays out of the info log (it names the database host); the
+        // debug log has it, its secrets redacted.
+        tracing::debug!(store = %self.store.url(), "the record store");
         tracing::info!(
-            store = %self.store.url(),
+            store = ?self.store.backend(),
             group = %self.config.group_id,
             results = %self.config.results_topic,
             streams = %self.config.streams_topic,

@@ -257,23 +257,47 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// `url` with any password replaced by `***`, for messages and logs.
+/// `url` with any password replaced by `***`, for messages and logs: the one in its user
+/// information (`user:PASSWORD@host`) and the value of every query parameter that holds a
+/// secret (`?password=`, `sslpassword=`, any key naming a password, secret or token).
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (head, query) = match url.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (url, None),
     };
-    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else {
-                url.to_owned()
+    let mut out = match head.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) if userinfo.contains(':') => {
+                    let user = userinfo.split(':').next().unwrap_or_default();
+                    format!("{scheme}://{user}:***@{host}{path}")
+                }
+                _ => head.to_owned(),
             }
         }
-        None => url.to_owned(),
+        None => head.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if is_secret_key(key) => format!("{key}=***"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
+}
+
+/// Whether a URL query key names a secret.
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "passwd", "secret", "token"]
+        .iter()
+        .any(|word| key.contains(word))
 }
 
 impl Store {
@@ -761,6 +785,14 @@ mod tests {
         );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://record.db"), "sqlite://record.db");
+        assert_eq!(
+            redact("postgres://u@h/db?password=hunter2&sslmode=verify-full&sslpassword=k3y"),
+            "postgres://u@h/db?password=***&sslmode=verify-full&sslpassword=***"
+        );
+        assert_eq!(
+            redact("postgres://u:p@h/db?options=-c%20x%3D1&api_token=t"),
+            "postgres://u:***@h/db?options=-c%20x%3D1&api_token=***"
+        );
     }
 
     #[test]
