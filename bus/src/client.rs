@@ -83,9 +83,35 @@ impl Bus {
         partitions: u32,
         timeout: Duration,
     ) -> Result<(), BusError> {
+        self.create_topic_retained(topic, partitions, None, timeout)
+    }
+
+    /// Like [`Bus::create_topic`], keeping messages for `retention` (Kafka's `retention.ms`;
+    /// `None`: the broker's default). Set at creation only: an existing topic keeps its own.
+    pub fn create_topic_retained(
+        &self,
+        topic: &str,
+        partitions: u32,
+        retention: Option<Duration>,
+        timeout: Duration,
+    ) -> Result<(), BusError> {
         match &self.inner {
-            BusInner::Kafka(k) => k.create_topic(topic, partitions, timeout),
-            BusInner::Memory(m) => m.create_topic(topic, partitions),
+            BusInner::Kafka(k) => k.create_topic(topic, partitions, retention, timeout),
+            BusInner::Memory(m) => m.create_topic(topic, partitions, retention),
+        }
+    }
+
+    /// How long `topic` keeps its messages, as its own setting says (`None`: it has none and
+    /// follows the broker's default). The in-process bus keeps every message for its life and
+    /// reports the retention the topic was created with.
+    pub fn topic_retention(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Option<Duration>, BusError> {
+        match &self.inner {
+            BusInner::Kafka(k) => k.topic_retention(topic, timeout),
+            BusInner::Memory(m) => m.topic_retention(topic),
         }
     }
 

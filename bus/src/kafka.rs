@@ -19,7 +19,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, ConfigSource, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
@@ -317,10 +319,42 @@ impl KafkaBus {
         Ok(Self { config, admin })
     }
 
+    /// The topic's own `retention.ms`, if it has one (not the broker's default).
+    pub(crate) fn topic_retention(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Option<Duration>, BusError> {
+        validate_topic_name(topic)?;
+        let error = |reason: String, kind| BusError::Admin {
+            topic: topic.to_owned(),
+            op: "describe configs",
+            reason,
+            kind,
+        };
+        let options = AdminOptions::new().request_timeout(Some(timeout));
+        let results = futures::executor::block_on(
+            self.admin
+                .describe_configs([&ResourceSpecifier::Topic(topic)], &options),
+        )
+        .map_err(|e| error(e.to_string(), kafka_kind(&e)))?;
+        let resource = results
+            .into_iter()
+            .next()
+            .ok_or_else(|| error("no answer".to_owned(), ErrorKind::Retriable))?
+            .map_err(|code| error(code.to_string(), code_kind(code)))?;
+        Ok(resource
+            .get("retention.ms")
+            .filter(|entry| matches!(entry.source, ConfigSource::DynamicTopic))
+            .and_then(|entry| entry.value.as_deref()?.parse::<u64>().ok())
+            .map(Duration::from_millis))
+    }
+
     pub(crate) fn create_topic(
         &self,
         topic: &str,
         partitions: u32,
+        retention: Option<Duration>,
         timeout: Duration,
     ) -> Result<(), BusError> {
         validate_topic_name(topic)?;
@@ -342,8 +376,12 @@ impl KafkaBus {
         let max_bytes = self.config.message_max_bytes.to_string();
         // -1: the broker's default.replication.factor, so the same code suits one node and a
         // production cluster.
-        let new_topic = NewTopic::new(topic, count, TopicReplication::Fixed(-1))
+        let retention_ms = retention.map(millis);
+        let mut new_topic = NewTopic::new(topic, count, TopicReplication::Fixed(-1))
             .set("max.message.bytes", &max_bytes);
+        if let Some(ms) = &retention_ms {
+            new_topic = new_topic.set("retention.ms", ms);
+        }
         let started = Instant::now();
         let options = AdminOptions::new()
             .operation_timeout(Some(timeout))

@@ -71,6 +71,8 @@ struct State {
 
 struct Topic {
     partitions: Vec<Partition>,
+    /// The retention it was created with (reported, not applied: nothing expires here).
+    retention: Option<Duration>,
     /// Where the next unkeyed message goes.
     next_round_robin: usize,
 }
@@ -386,7 +388,28 @@ impl State {
 }
 
 impl MemoryBus {
-    pub(crate) fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), BusError> {
+    /// The retention `topic` was created with.
+    pub(crate) fn topic_retention(&self, topic: &str) -> Result<Option<Duration>, BusError> {
+        validate_topic_name(topic)?;
+        let state = self.shared.lock();
+        state
+            .topics
+            .get(topic)
+            .map(|t| t.retention)
+            .ok_or_else(|| BusError::Admin {
+                topic: topic.to_owned(),
+                op: "describe configs",
+                reason: "no such topic".to_owned(),
+                kind: ErrorKind::Fatal,
+            })
+    }
+
+    pub(crate) fn create_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+        retention: Option<Duration>,
+    ) -> Result<(), BusError> {
         validate_topic_name(topic)?;
         if partitions == 0 || partitions > i32::MAX as u32 {
             return Err(BusError::Admin {
@@ -406,6 +429,7 @@ impl MemoryBus {
             topic.to_owned(),
             Topic {
                 partitions: (0..count).map(|_| Partition::default()).collect(),
+                retention,
                 next_round_robin: 0,
             },
         );
@@ -983,7 +1007,7 @@ mod tests {
     #[test]
     fn an_open_transaction_holds_back_later_messages_until_it_ends() {
         let bus = MemoryBus::default();
-        bus.create_topic("t", 1).unwrap();
+        bus.create_topic("t", 1, None).unwrap();
         let tx = bus.transactional_producer("tx");
         tx.init().unwrap();
         tx.begin().unwrap();
@@ -1005,7 +1029,7 @@ mod tests {
     #[test]
     fn stale_group_generation_makes_the_transaction_abortable() {
         let bus = MemoryBus::default();
-        bus.create_topic("in", 2).unwrap();
+        bus.create_topic("in", 2, None).unwrap();
         let a = bus.consumer("g", None);
         a.subscribe(&["in"]).unwrap();
         let meta = a.group_metadata();
@@ -1028,7 +1052,7 @@ mod tests {
     #[test]
     fn a_rebalance_between_send_offsets_and_commit_forbids_the_commit() {
         let bus = MemoryBus::default();
-        bus.create_topic("in", 2).unwrap();
+        bus.create_topic("in", 2, None).unwrap();
         let a = bus.consumer("g", None);
         a.subscribe(&["in"]).unwrap();
         let before = a.rebalances();
@@ -1049,7 +1073,7 @@ mod tests {
     #[test]
     fn poll_wakes_when_a_message_arrives() {
         let bus = MemoryBus::default();
-        bus.create_topic("t", 1).unwrap();
+        bus.create_topic("t", 1, None).unwrap();
         let consumer = bus.consumer("g", None);
         consumer.subscribe(&["t"]).unwrap();
         let producer = bus.producer();
@@ -1065,7 +1089,7 @@ mod tests {
     #[test]
     fn seek_beyond_the_end_restarts_from_the_beginning() {
         let bus = MemoryBus::default();
-        bus.create_topic("t", 1).unwrap();
+        bus.create_topic("t", 1, None).unwrap();
         bus.producer().send(&record("t", "k", "0")).unwrap();
         let consumer = bus.consumer("g", None);
         consumer.subscribe(&["t"]).unwrap();

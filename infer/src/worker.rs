@@ -275,7 +275,12 @@ impl Worker {
         let partitions = self.bus.partitions(&config.frames_topic, ADMIN_TIMEOUT)?;
         let count = u32::try_from(partitions.len()).unwrap_or(1).max(1);
         for topic in [&config.results_topic, &config.dlq_topic] {
-            self.bus.create_topic(topic, count, ADMIN_TIMEOUT)?;
+            self.bus.create_topic_retained(
+                topic,
+                count,
+                Some(orstream_proto::topics::RETENTION),
+                ADMIN_TIMEOUT,
+            )?;
         }
         Ok(())
     }

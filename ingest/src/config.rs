@@ -47,6 +47,13 @@ pub struct IngestConfig {
     /// bounds how many inference workers can share the frames.
     #[serde(default = "default_topic_partitions")]
     pub topic_partitions: u32,
+    /// How long the frames topic this service creates keeps its frames (Kafka's
+    /// `retention.ms`): an hour by default. Frames are raw video of the operating room and
+    /// worth nothing once inferred; an inference outage longer than this loses the frames of
+    /// its start. Set at creation only: an existing topic keeps its own retention. The events
+    /// topic keeps its events a week.
+    #[serde(default = "default_frames_retention", with = "humantime_serde")]
+    pub frames_retention: Duration,
     /// Largest message the bus accepts, in bytes (Kafka's `message.max.bytes`). A frame whose
     /// message would be larger is dropped, counted and reported as a stream error instead of
     /// being refused by the broker.
@@ -75,6 +82,7 @@ impl Default for IngestConfig {
             events_topic: default_events_topic(),
             create_topics: true,
             topic_partitions: default_topic_partitions(),
+            frames_retention: default_frames_retention(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             drop_report_interval: default_drop_report_interval(),
             drain_timeout: default_drain_timeout(),
@@ -92,6 +100,9 @@ fn default_events_topic() -> String {
 }
 fn default_true() -> bool {
     true
+}
+fn default_frames_retention() -> Duration {
+    orstream_proto::topics::FRAMES_RETENTION
 }
 fn default_topic_partitions() -> u32 {
     6
@@ -590,6 +601,12 @@ impl IngestConfig {
         if self.topic_partitions == 0 {
             problems.push("topic_partitions: must be at least 1".to_owned());
         }
+        if self.frames_retention < Duration::from_secs(60) {
+            problems.push(format!(
+                "frames_retention: {:?} is shorter than a minute; inference could not keep up",
+                self.frames_retention
+            ));
+        }
         if self.max_message_bytes <= MESSAGE_OVERHEAD * 2 {
             problems.push(format!(
                 "max_message_bytes: {} leaves no room for a frame (at least {} needed)",
@@ -820,6 +837,7 @@ mod tests {
         dup.stall_timeout = Duration::from_secs(1);
         let config = IngestConfig {
             topic_partitions: 0,
+            frames_retention: Duration::from_secs(1),
             events_topic: "or.frames.v1".into(),
             streams: vec![bad, dup.clone(), dup],
             ..IngestConfig::default()
@@ -830,6 +848,7 @@ mod tests {
         let all = problems.join("\n");
         for key in [
             "topic_partitions",
+            "frames_retention",
             "events_topic",
             "streams[0].stream_id",
             "streams[0].output.width",

@@ -118,9 +118,18 @@ impl Ingest {
         health.set_ready(checks::BROKER, false);
         health.set_ready(checks::RUNNING, false);
         if config.create_topics {
-            for topic in [&config.frames_topic, &config.events_topic] {
+            let retained = [
+                (&config.frames_topic, config.frames_retention),
+                (&config.events_topic, orstream_proto::topics::RETENTION),
+            ];
+            for (topic, retention) in retained {
                 self.bus
-                    .create_topic(topic, config.topic_partitions, TOPIC_TIMEOUT)
+                    .create_topic_retained(
+                        topic,
+                        config.topic_partitions,
+                        Some(retention),
+                        TOPIC_TIMEOUT,
+                    )
                     .map_err(|source| IngestError::Bus {
                         what: format!("creating topic {topic}"),
                         source,

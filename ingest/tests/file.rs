@@ -1,5 +1,6 @@
 //! File sources end to end through Kafka: archive mode delivers every frame of a generated
-//! clip in order; a looped file stays one epoch with increasing capture times.
+//! clip in order; a looped file stays one epoch with increasing capture times; the topics
+//! ingest creates keep frames an hour and events a week.
 //!
 //! Needs the Kafka broker (`scripts/kafka.sh start`); fails when it is down.
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 use common::{Observed, check_identity, make_clip, topics};
 use orstream_ingest::{
     FileSourceConfig, FullPolicy, Ingest, IngestConfig, SourceConfig, StreamConfig,
+    TestSourceConfig,
 };
 use orstream_proto::{EndReason, stream_event::Kind};
 use orstream_test_support::kafka;
@@ -154,4 +156,29 @@ fn a_looped_file_plays_on_in_one_epoch() {
         seen.describe_events()
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The topics ingest creates keep frames for `frames_retention` (an hour by default: raw video,
+/// worth nothing once inferred) and events a week.
+#[test]
+fn the_topics_ingest_creates_keep_frames_an_hour_and_events_a_week() {
+    let bus = kafka::bus();
+    let base = unique("test.ingest.retention");
+    let (frames_topic, events_topic) = (format!("{base}.frames"), format!("{base}.streams"));
+    let stream = StreamConfig::new(
+        "bars",
+        SourceConfig::Test(TestSourceConfig {
+            num_buffers: Some(3),
+            is_live: false,
+        }),
+    );
+    let ingest = Ingest::new(config(&frames_topic, &events_topic, stream), bus.clone()).unwrap();
+    let stats = ingest.run(CancellationToken::new()).unwrap();
+    assert_eq!(stats.streams[0].published, 3, "{stats:?}");
+    let retention = |topic: &str| bus.topic_retention(topic, Duration::from_secs(30)).unwrap();
+    assert_eq!(retention(&frames_topic), Some(Duration::from_secs(3600)));
+    assert_eq!(
+        retention(&events_topic),
+        Some(Duration::from_secs(7 * 24 * 3600))
+    );
 }

@@ -185,6 +185,17 @@ pub mod topics {
     /// Tool track assignments per frame, keyed by stream_id.
     pub const TRACKS: &str = "or.tracks.v1";
 
+    /// How long a topic the services create keeps its messages, unless it holds frames: a
+    /// week, long enough to replay results into a rebuilt record or to look into a dead
+    /// letter after a long weekend, short enough that the bus is not a second, unmanaged
+    /// copy of the record (the database is the record, with its own deletion).
+    pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+    /// How long the frames topic keeps its frames by default (ingest's `frames_retention`):
+    /// an hour. Frames are raw operating-room video, the most sensitive data in the system,
+    /// and are worth nothing once inferred; an hour covers an inference outage of that long.
+    pub const FRAMES_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
+
     /// The dead-letter topic for messages that could not be processed from `topic`.
     pub fn dlq(topic: &str) -> String {
         format!("{topic}.dlq")

@@ -193,8 +193,12 @@ impl Sink {
                 self.backoff,
                 shutdown,
                 || {
-                    self.bus
-                        .create_topic(&topic, self.config.topic_partitions, BUS_TIMEOUT)
+                    self.bus.create_topic_retained(
+                        &topic,
+                        self.config.topic_partitions,
+                        Some(topics::RETENTION),
+                        BUS_TIMEOUT,
+                    )
                 },
                 BusError::is_retriable,
                 |e, _| {

@@ -62,6 +62,11 @@ macro_rules! conformance_tests {
         }
 
         #[test]
+        fn a_topic_keeps_the_retention_it_was_created_with() {
+            crate::conformance::a_topic_keeps_the_retention_it_was_created_with(&$factory());
+        }
+
+        #[test]
         fn a_group_lists_its_members() {
             crate::conformance::a_group_lists_its_members(&$factory());
         }
@@ -644,4 +649,15 @@ pub fn a_group_lists_its_members(bus: &Bus) {
         assert!(start.elapsed() < PATIENCE, "the member never left");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A topic created with a retention reports it; one created without has none of its own.
+pub fn a_topic_keeps_the_retention_it_was_created_with(bus: &Bus) {
+    let hour = Duration::from_secs(3600);
+    let short = unique("retained");
+    bus.create_topic_retained(&short, 1, Some(hour), PATIENCE)
+        .unwrap();
+    assert_eq!(bus.topic_retention(&short, PATIENCE).unwrap(), Some(hour));
+    let plain = new_topic(bus, "plain", 1);
+    assert_eq!(bus.topic_retention(&plain, PATIENCE).unwrap(), None);
 }
