@@ -116,6 +116,29 @@ pub fn render_cases(cases: &[CaseSummary], format: Format) -> String {
     )
 }
 
+/// The audit of deletions.
+pub fn render_audit(rows: &[crate::store::AuditRow], format: Format) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                time::utc(r.at_ns),
+                r.actor.clone(),
+                r.action.clone(),
+                r.case_id.clone(),
+                r.rows_deleted.to_string(),
+                r.detail.clone(),
+            ]
+        })
+        .collect();
+    render_rows(
+        &["at (UTC)", "by", "action", "case", "rows", "per table"],
+        &cells,
+        format,
+        || json(&rows),
+    )
+}
+
 /// A case's timeline: intervals and gaps interleaved by start.
 pub fn render_timeline(timeline: &Timeline, format: Format) -> String {
     let mut items: Vec<(i64, Vec<String>)> = timeline

@@ -11,7 +11,7 @@ use orstream_record::schema::{
     AnomalyRow, CaseRow, EventRow, FrameRow, GapRow, StreamEventRow, StreamRow, TrackPointRow,
     TrackRow,
 };
-use orstream_record::store::{OffsetWrite, Outbox, OutboxTopic, StateWrite, WriteBatch};
+use orstream_record::store::{Deleter, OffsetWrite, Outbox, OutboxTopic, StateWrite, WriteBatch};
 use orstream_record::{BackendKind, StoreError};
 use orstream_sink::derive::StreamState;
 
@@ -192,10 +192,11 @@ fn migrations_are_idempotent(kind: BackendKind) {
     let rows = s
         .query("SELECT version, name FROM schema_migrations", &[])
         .unwrap();
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), 4);
     assert_eq!(rows[0][1].text(), "record");
     assert_eq!(rows[1][1].text(), "tracks");
     assert_eq!(rows[2][1].text(), "outbox_source");
+    assert_eq!(rows[3][1].text(), "audit");
     assert_eq!(s.backend(), kind);
 }
 
@@ -392,7 +393,105 @@ fn each_sink_publishes_the_outbox_of_its_own_partitions(kind: BackendKind) {
     assert_eq!(ids(&s.outbox(10).unwrap()), ["e1", "e3"]);
 }
 
+/// Rows of `case` in every table that has a `case_id`.
+fn rows_of(s: &mut orstream_record::Store, case: &str) -> i64 {
+    [
+        "cases",
+        "streams",
+        "stream_events",
+        "events",
+        "gaps",
+        "frames",
+        "tracks",
+        "track_points",
+        "event_outbox",
+    ]
+    .iter()
+    .map(|table| {
+        s.query(
+            &format!("SELECT COUNT(*) FROM {table} WHERE case_id = $1"),
+            &[case.into()],
+        )
+        .unwrap()[0][0]
+            .int()
+    })
+    .sum()
+}
+
+/// Deleting a case removes its rows from every table and its derivation state, in one
+/// transaction, and leaves the other cases whole; the audit row it appends cannot be changed
+/// or deleted; a purge deletes only the cases quiet since its cutoff.
+fn a_case_is_deleted_whole_and_its_deletion_stays_on_record(kind: BackendKind) {
+    let isolated = store(kind);
+    let mut s = isolated.open().unwrap();
+    s.write(&batch(None, 10, 50)).unwrap();
+    let mut state = StreamState::new("cam-1");
+    state.case_id = "case-1".into();
+    let mut other = StreamState::new("cam-2");
+    other.case_id = "case-2".into();
+    s.write(&WriteBatch {
+        cases: vec![CaseRow {
+            case_id: "case-2".into(),
+            started_ns: 5_000_000,
+        }],
+        states: [&state, &other]
+            .iter()
+            .map(|st| StateWrite {
+                stream_id: st.stream_id.clone(),
+                expected_version: 0,
+                json: serde_json::to_string(st).unwrap(),
+            })
+            .collect(),
+        ..WriteBatch::default()
+    })
+    .unwrap();
+    let before = rows_of(&mut s, "case-1");
+    assert!(before > 50, "{before}");
+
+    let by = Deleter {
+        actor: "dr-records",
+        action: "delete",
+    };
+    let deletion = s.delete_case::<StreamState>("case-1", &by).unwrap();
+    assert_eq!(deletion.total(), u64::try_from(before).unwrap() + 1);
+    assert_eq!(deletion.rows.get("frames"), Some(&50));
+    assert_eq!(deletion.rows.get("derivation_state"), Some(&1));
+    assert_eq!(rows_of(&mut s, "case-1"), 0);
+    assert_eq!(rows_of(&mut s, "case-2"), 1);
+    assert_eq!(s.load_state::<StreamState>("cam-1").unwrap(), None);
+    assert!(s.load_state::<StreamState>("cam-2").unwrap().is_some());
+
+    let audit = s.audit().unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (
+            audit[0].actor.as_str(),
+            audit[0].action.as_str(),
+            audit[0].case_id.as_str()
+        ),
+        ("dr-records", "delete", "case-1")
+    );
+    assert_eq!(
+        audit[0].rows_deleted,
+        i64::try_from(deletion.total()).unwrap()
+    );
+    assert!(audit[0].detail.contains("frames=50"), "{}", audit[0].detail);
+    for statement in [
+        "DELETE FROM record_audit",
+        "UPDATE record_audit SET actor = 'nobody'",
+    ] {
+        let error = s.query(statement, &[]).unwrap_err().to_string();
+        assert!(error.contains("append-only"), "{statement}: {error}");
+    }
+    assert_eq!(s.audit().unwrap(), audit);
+
+    // case-2 started at 5 ms after the epoch: quiet since long before now, unlike nothing.
+    assert!(s.cases_quiet_since(1_000).unwrap().is_empty());
+    assert_eq!(s.cases_quiet_since(i64::MAX).unwrap(), vec!["case-2"]);
+}
+
 on_both_backends!(
+    a_case_is_deleted_whole_and_its_deletion_stays_on_record,
     each_sink_publishes_the_outbox_of_its_own_partitions,
     migrations_are_idempotent,
     a_batch_is_written_whole_and_read_back,
@@ -458,7 +557,7 @@ fn a_version_1_record_is_upgraded_in_place() {
         .iter()
         .map(|r| r[0].int())
         .collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     let ids = s.query("SELECT track_ids FROM events", &[]).unwrap();
     assert_eq!(ids[0][0].text(), "", "old intervals have no tracks");
     let outbox = s.outbox(10).unwrap();

@@ -1,11 +1,14 @@
 //! `orstream record`: the surgical record, read back (cases, timelines, usage, tool tracks and
-//! their motion, pictures, and the accounting of every frame).
+//! their motion, pictures, and the accounting of every frame), and deleted: one case, or every
+//! case quiet for longer than a given time, each deletion leaving a row in an append-only
+//! audit.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use orstream_record::query::{self, Timeline};
+use orstream_record::store::{Deleter, Deletion};
 use orstream_record::text::{self, Format};
 use orstream_record::{Store, svg};
 use orstream_sink::derive::StreamState;
@@ -73,6 +76,34 @@ enum View {
         /// Where to write the SVG (standard output when absent).
         #[arg(long, short)]
         out: Option<PathBuf>,
+    },
+    /// Deletes everything the record holds of a case, in one transaction, and leaves a row in
+    /// the audit (who, when, what, how many rows) that no deletion can remove.
+    Delete {
+        /// The case id.
+        case: String,
+        /// Who deletes, for the audit.
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+    },
+    /// Deletes every case quiet for longer than `--older-than` (no frame captured and no
+    /// stream event since: closed, as far as the record knows), each in its own transaction
+    /// with its own audit row.
+    Purge {
+        /// How long a case must have been quiet, e.g. `30d`, `12h`.
+        #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Who deletes, for the audit.
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+        /// List the cases that would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The audit of deletions, oldest first.
+    Audit {
+        #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+        format: FormatArg,
     },
 }
 
@@ -153,6 +184,20 @@ pub fn run(args: Args) -> Result<()> {
                 format.into(),
             )
         }
+        View::Delete { case, by } => {
+            let deleter = Deleter {
+                actor: &by,
+                action: "delete",
+            };
+            let deletion = store.delete_case::<StreamState>(&case, &deleter)?;
+            describe_deletion(&deletion)
+        }
+        View::Purge {
+            older_than,
+            by,
+            dry_run,
+        } => purge(&mut store, older_than, &by, dry_run)?,
+        View::Audit { format } => text::render_audit(&store.audit()?, format.into()),
         View::Picture { case, out } => {
             let svg = svg::svg(&timeline(&mut store, &case)?);
             if let Some(path) = out {
@@ -168,6 +213,61 @@ pub fn run(args: Args) -> Result<()> {
         .lock()
         .write_all(text.as_bytes())
         .context("writing to standard output")
+}
+
+/// One line per deletion: the case, the rows removed in all, and per table.
+fn describe_deletion(deletion: &Deletion) -> String {
+    let tables: Vec<String> = deletion
+        .rows
+        .iter()
+        .map(|(table, n)| format!("{table} {n}"))
+        .collect();
+    format!(
+        "deleted case {}: {} rows ({})\n",
+        deletion.case_id,
+        deletion.total(),
+        if tables.is_empty() {
+            "it had none".to_owned()
+        } else {
+            tables.join(", ")
+        }
+    )
+}
+
+/// Deletes (or, dry, lists) every case quiet for longer than `older_than`.
+fn purge(
+    store: &mut Store,
+    older_than: std::time::Duration,
+    by: &str,
+    dry_run: bool,
+) -> Result<String> {
+    let now_ns = orstream_shell::clock::now_ns();
+    let cutoff = now_ns.saturating_sub(i64::try_from(older_than.as_nanos()).unwrap_or(i64::MAX));
+    let cases = store.cases_quiet_since(cutoff)?;
+    let age = humantime_serde::re::humantime::format_duration(older_than);
+    if dry_run {
+        let mut out = format!("{} cases quiet for more than {age}\n", cases.len());
+        for case in &cases {
+            out.push_str(case);
+            out.push('\n');
+        }
+        return Ok(out);
+    }
+    let action = format!("purge --older-than {age}");
+    let deleter = Deleter {
+        actor: by,
+        action: &action,
+    };
+    let mut out = String::new();
+    for case in &cases {
+        let deletion = store.delete_case::<StreamState>(case, &deleter)?;
+        out.push_str(&describe_deletion(&deletion));
+    }
+    out.push_str(&format!(
+        "purged {} cases quiet for more than {age}\n",
+        cases.len()
+    ));
+    Ok(out)
 }
 
 fn timeline(store: &mut Store, case: &str) -> Result<Timeline> {

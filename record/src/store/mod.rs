@@ -99,7 +99,70 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0003_outbox_source.sql"),
         sqlite: include_str!("../../migrations/sqlite/0003_outbox_source.sql"),
     },
+    Migration {
+        version: 4,
+        name: "audit",
+        postgres: include_str!("../../migrations/postgres/0004_audit.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0004_audit.sql"),
+    },
 ];
+
+/// The tables that hold a case's rows, each by its `case_id` column, in the order a deletion
+/// empties them.
+const CASE_TABLES: &[&str] = &[
+    "track_points",
+    "tracks",
+    "events",
+    "gaps",
+    "frames",
+    "stream_events",
+    "streams",
+    "event_outbox",
+    "cases",
+];
+
+/// What one deletion of a case removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    /// The case.
+    pub case_id: String,
+    /// Rows removed per table (the derivation states of its streams as `derivation_state`);
+    /// tables it had no rows in are left out.
+    pub rows: BTreeMap<String, u64>,
+}
+
+impl Deletion {
+    /// Rows removed over every table.
+    pub fn total(&self) -> u64 {
+        self.rows.values().sum()
+    }
+}
+
+/// Who deletes, and why: what the audit row keeps besides the counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleter<'a> {
+    /// Who asked (a person or a job).
+    pub actor: &'a str,
+    /// The command, e.g. `delete` or `purge --older-than 30d`.
+    pub action: &'a str,
+}
+
+/// One row of the append-only audit of deletions.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRow {
+    /// When, Unix nanoseconds.
+    pub at_ns: i64,
+    /// Who asked.
+    pub actor: String,
+    /// The command.
+    pub action: String,
+    /// The case deleted.
+    pub case_id: String,
+    /// Rows removed over every table.
+    pub rows_deleted: i64,
+    /// Rows removed per table, as `table=count` pairs.
+    pub detail: String,
+}
 
 /// A consumer offset to store: the next offset to read of a partition, compare-and-set
 /// against the one the sink last read from the store (`None`: the store had none).
@@ -444,6 +507,115 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Deletes everything the record holds of `case_id`, in one transaction: its rows in every
+    /// table that has a `case_id`, its outbox entries not yet published, and the derivation
+    /// states whose latest results belong to it; and in the same transaction appends an
+    /// audit row saying who, when, what and how many rows. A case with no rows still gets its
+    /// audit row (the request is on record). Anomalies (keyed by their source message, not
+    /// by case) stay.
+    pub fn delete_case<S: DerivationState>(
+        &mut self,
+        case_id: &str,
+        by: &Deleter<'_>,
+    ) -> Result<Deletion, StoreError> {
+        let mut deletion = Deletion {
+            case_id: case_id.to_owned(),
+            rows: BTreeMap::new(),
+        };
+        let at_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        self.with(|c| {
+            c.transaction(&mut |sql| {
+                deletion.rows.clear();
+                for table in CASE_TABLES {
+                    let removed = sql.execute(
+                        &format!("DELETE FROM {table} WHERE case_id = $1"),
+                        &[case_id.into()],
+                    )?;
+                    if removed > 0 {
+                        deletion.rows.insert((*table).to_owned(), removed);
+                    }
+                }
+                let states = sql.query("SELECT stream_id, state FROM derivation_state", &[])?;
+                let mut removed = 0;
+                for row in states {
+                    let (stream_id, json) = (row[0].text(), row[1].text());
+                    let state: S = serde_json::from_str(json).map_err(|e| StoreError::State {
+                        stream_id: stream_id.to_owned(),
+                        reason: e.to_string(),
+                    })?;
+                    if state.case_id() == case_id {
+                        removed += sql.execute(
+                            "DELETE FROM derivation_state WHERE stream_id = $1",
+                            &[stream_id.into()],
+                        )?;
+                    }
+                }
+                if removed > 0 {
+                    deletion.rows.insert("derivation_state".to_owned(), removed);
+                }
+                let detail: Vec<String> = deletion
+                    .rows
+                    .iter()
+                    .map(|(table, n)| format!("{table}={n}"))
+                    .collect();
+                sql.execute(
+                    "INSERT INTO record_audit (at_ns, actor, action, case_id, rows_deleted, \
+                     detail) VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        at_ns.into(),
+                        by.actor.into(),
+                        by.action.into(),
+                        case_id.into(),
+                        i64::try_from(deletion.total()).unwrap_or(i64::MAX).into(),
+                        detail.join(" ").into(),
+                    ],
+                )?;
+                Ok(())
+            })
+        })?;
+        Ok(deletion)
+    }
+
+    /// The cases whose last sign of life (a frame's capture, a stream event) is before
+    /// `cutoff_ns`, oldest first: closed for at least that long, as far as the record knows.
+    pub fn cases_quiet_since(&mut self, cutoff_ns: i64) -> Result<Vec<String>, StoreError> {
+        let rows = self.query(
+            "SELECT c.case_id FROM cases c \
+             LEFT JOIN (SELECT case_id, MAX(last_frame_ns) AS last_ns FROM streams \
+                        GROUP BY case_id) s ON s.case_id = c.case_id \
+             LEFT JOIN (SELECT case_id, MAX(time_ns) AS last_ns FROM stream_events \
+                        GROUP BY case_id) e ON e.case_id = c.case_id \
+             WHERE COALESCE(s.last_ns, c.started_ns) < $1 \
+               AND COALESCE(e.last_ns, c.started_ns) < $1 \
+               AND c.started_ns < $1 \
+             ORDER BY c.started_ns, c.case_id",
+            &[cutoff_ns.into()],
+        )?;
+        Ok(rows.into_iter().map(|r| r[0].text().to_owned()).collect())
+    }
+
+    /// The audit of deletions, oldest first.
+    pub fn audit(&mut self) -> Result<Vec<AuditRow>, StoreError> {
+        let rows = self.query(
+            "SELECT at_ns, actor, action, case_id, rows_deleted, detail FROM record_audit \
+             ORDER BY position",
+            &[],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditRow {
+                at_ns: r[0].int(),
+                actor: r[1].text().to_owned(),
+                action: r[2].text().to_owned(),
+                case_id: r[3].text().to_owned(),
+                rows_deleted: r[4].int(),
+                detail: r[5].text().to_owned(),
+            })
+            .collect())
     }
 
     /// The stored start of a case (capture time of its first frame), if any.

@@ -1,0 +1,131 @@
+//! `orstream record delete`, `purge` and `audit` as an operator runs them, on a SQLite record:
+//! a deleted case is gone from the views, the other case stays, and the audit lists who deleted
+//! what and how many rows.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests state expectations this way
+
+use std::process::Command;
+
+use orstream_record::Store;
+use orstream_record::schema::{CaseRow, FrameRow, StreamRow};
+use orstream_record::store::WriteBatch;
+
+/// `orstream record --store <store> <args>`: its standard output, or the failure.
+fn record(store: &str, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_orstream"))
+        .args(["record", "--store", store])
+        .args(args)
+        .env_remove("ORSTREAM_SINK_STORE")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "orstream record {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A case of `frames` frames on one stream, captured at `started_ns` onwards.
+fn case(case_id: &str, started_ns: i64, frames: u64) -> WriteBatch {
+    let stream_id = format!("{case_id}-cam");
+    WriteBatch {
+        cases: vec![CaseRow {
+            case_id: case_id.into(),
+            started_ns,
+        }],
+        streams: vec![StreamRow {
+            case_id: case_id.into(),
+            stream_id: stream_id.clone(),
+            first_frame_ns: started_ns,
+            last_frame_ns: started_ns + i64::try_from(frames).unwrap(),
+            results: frames,
+        }],
+        frames: (0..frames)
+            .map(|seq| FrameRow {
+                stream_id: stream_id.clone(),
+                session_epoch: 1,
+                seq,
+                case_id: case_id.into(),
+                capture_ns: started_ns + i64::try_from(seq).unwrap(),
+                status: "OK".into(),
+                model_version: "1".into(),
+                instances: "[]".into(),
+            })
+            .collect(),
+        ..WriteBatch::default()
+    }
+}
+
+#[test]
+fn delete_purge_and_audit_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("record.db").display());
+    let now_ns = orstream_shell::clock::now_ns();
+    {
+        let mut s = Store::open(&store).unwrap();
+        s.write(&case("case-old", 1_000_000_000, 20)).unwrap();
+        s.write(&case("case-doomed", now_ns - 1_000_000_000, 10))
+            .unwrap();
+        s.write(&case("case-kept", now_ns, 5)).unwrap();
+    }
+
+    let deleted = record(&store, &["delete", "case-doomed", "--by", "dr-records"]);
+    assert!(
+        deleted.contains("deleted case case-doomed: 12 rows"),
+        "{deleted}"
+    );
+    let cases = record(&store, &["cases", "--format", "csv"]);
+    assert!(!cases.contains("case-doomed"), "{cases}");
+    assert!(
+        cases.contains("case-kept") && cases.contains("case-old"),
+        "{cases}"
+    );
+
+    let dry = record(&store, &["purge", "--older-than", "30d", "--dry-run"]);
+    assert!(dry.contains("1 cases") && dry.contains("case-old"), "{dry}");
+    assert!(record(&store, &["cases"]).contains("case-old"));
+    let purged = record(&store, &["purge", "--older-than", "30d", "--by", "nightly"]);
+    assert!(
+        purged.contains("deleted case case-old: 22 rows"),
+        "{purged}"
+    );
+    let cases = record(&store, &["cases", "--format", "csv"]);
+    assert!(
+        !cases.contains("case-old") && cases.contains("case-kept"),
+        "{cases}"
+    );
+
+    let audit: serde_json::Value =
+        serde_json::from_str(&record(&store, &["audit", "--format", "json"])).unwrap();
+    let rows: Vec<(String, String, String, i64)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["actor"].as_str().unwrap().to_owned(),
+                r["action"].as_str().unwrap().to_owned(),
+                r["case_id"].as_str().unwrap().to_owned(),
+                r["rows_deleted"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                "dr-records".into(),
+                "delete".into(),
+                "case-doomed".into(),
+                12
+            ),
+            (
+                "nightly".into(),
+                "purge --older-than 30days".into(),
+                "case-old".into(),
+                22
+            ),
+        ]
+    );
+}
