@@ -1,6 +1,7 @@
 //! `orstream record delete`, `purge` and `audit` as an operator runs them, on a SQLite record:
 //! a deleted case is gone from the views, the other case stays, and the audit lists who deleted
-//! what and how many rows.
+//! what and how many rows. The record's URL can come from a file, and `--help` never shows
+//! the one in the environment.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests state expectations this way
 
@@ -128,4 +129,33 @@ fn delete_purge_and_audit_from_the_command_line() {
             ),
         ]
     );
+}
+
+#[test]
+fn the_store_url_comes_from_a_file_and_help_never_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("record.db").display());
+    Store::open(&store)
+        .unwrap()
+        .write(&case("case-filed", 1_000, 3))
+        .unwrap();
+    let file = dir.path().join("store-url");
+    std::fs::write(&file, format!("{store}\n")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_orstream"))
+        .args(["record", "cases", "--format", "csv"])
+        .env("ORSTREAM_SINK_STORE_FILE", &file)
+        .env_remove("ORSTREAM_SINK_STORE")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("case-filed"), "{stdout}{output:?}");
+
+    let help = Command::new(env!("CARGO_BIN_EXE_orstream"))
+        .args(["record", "--help"])
+        .env("ORSTREAM_SINK_STORE", "postgres://u:hunter2@db/record")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("--store-file"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
 }

@@ -16,13 +16,19 @@ use orstream_sink::derive::StreamState;
 /// Options of `orstream record`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The record: sqlite://PATH or postgres://user:password@host:port/database.
+    /// The record: sqlite://PATH or postgres://user:password@host:port/database. Its value in
+    /// the environment is never shown (it may hold a password).
     #[arg(
         long,
         env = "ORSTREAM_SINK_STORE",
+        hide_env_values = true,
         default_value = "sqlite://orstream-record.db"
     )]
     store: String,
+    /// A file holding the record's URL (its final line end dropped), so a password never
+    /// sits on the command line or in the environment; takes the place of --store.
+    #[arg(long, env = "ORSTREAM_SINK_STORE_FILE")]
+    store_file: Option<PathBuf>,
     #[command(subcommand)]
     view: View,
 }
@@ -126,7 +132,13 @@ impl From<FormatArg> for Format {
 }
 
 /// Prints the view asked for.
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
+    if let Some(file) = &args.store_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the record's URL from {}", file.display()))?;
+        let url = text.strip_suffix('\n').unwrap_or(&text);
+        args.store = url.strip_suffix('\r').unwrap_or(url).to_owned();
+    }
     if let Some(path) = args
         .store
         .strip_prefix("sqlite://")
