@@ -166,22 +166,25 @@ impl Bus {
 
     /// A new consumer in `group`; it joins the group on [`Consumer::subscribe`].
     pub fn consumer(&self, group: &str) -> Result<Consumer, BusError> {
-        Ok(Consumer {
-            inner: match &self.inner {
-                BusInner::Kafka(k) => ConsumerInner::Kafka(k.consumer(group, None)?),
-                BusInner::Memory(m) => ConsumerInner::Memory(m.consumer(group, None)),
-            },
-        })
+        self.consumer_reporting(group, None)
     }
 
     /// A new consumer in `group` that reports `client_id` to the group instead of the bus's
     /// (Kafka's `client.id`), so the other members can tell who is in the group
     /// ([`Bus::group_members`]).
     pub fn consumer_as(&self, group: &str, client_id: &str) -> Result<Consumer, BusError> {
+        self.consumer_reporting(group, Some(client_id))
+    }
+
+    fn consumer_reporting(
+        &self,
+        group: &str,
+        client_id: Option<&str>,
+    ) -> Result<Consumer, BusError> {
         Ok(Consumer {
             inner: match &self.inner {
-                BusInner::Kafka(k) => ConsumerInner::Kafka(k.consumer(group, Some(client_id))?),
-                BusInner::Memory(m) => ConsumerInner::Memory(m.consumer(group, Some(client_id))),
+                BusInner::Kafka(k) => ConsumerInner::Kafka(k.consumer(group, client_id)?),
+                BusInner::Memory(m) => ConsumerInner::Memory(m.consumer(group, client_id)),
             },
         })
     }

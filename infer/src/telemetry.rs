@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 use orstream_bus::metrics::{
     self, Counter, HealthReporter, Histogram, KeyValue, LagGauge, attr, value,
 };
-use orstream_bus::{Bus, Consumer, Headers, trace};
+use orstream_bus::{Consumer, Headers, trace};
 use orstream_proto::FrameStatus;
 use tokio_util::sync::CancellationToken;
 
 use crate::stats::Stats;
 
 /// How often the broker is checked and the consumer lag measured (and the bound on each).
-const BROKER_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const BROKER_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The worker's instruments, built once.
 pub(crate) struct Instruments {
@@ -262,12 +262,10 @@ pub(crate) fn batch_span<'a>(
 /// Now and then, off the poll thread (both ask the broker): whether the broker answers (a
 /// poll does not say: librdkafka retries behind it), and the consumer lag.
 pub(crate) struct BrokerCheck {
-    pub bus: Bus,
-    /// The frames topic, whose partitions are asked for.
-    pub topic: String,
+    /// Asks for the frames topic's partitions every [`BROKER_CHECK_INTERVAL`].
+    pub check: metrics::BrokerCheck,
     pub gauge: LagGauge,
     pub consumer: Arc<Consumer>,
-    pub health: Arc<dyn HealthReporter>,
     pub stop: CancellationToken,
 }
 
@@ -275,19 +273,11 @@ impl BrokerCheck {
     /// Checks every [`BROKER_CHECK_INTERVAL`] until the stop token is cancelled.
     pub fn run(self) {
         let Self {
-            bus,
-            topic,
+            check,
             gauge,
             consumer,
-            health,
             stop,
         } = self;
-        let check = metrics::BrokerCheck {
-            bus,
-            topic,
-            health,
-            interval: BROKER_CHECK_INTERVAL,
-        };
         check.run(
             || stop.is_cancelled(),
             || {

@@ -39,7 +39,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, bounded};
-use orstream_bus::metrics::{HealthReporter, LagGauge, NoHealth, checks};
+use orstream_bus::metrics::{self, HealthReporter, LagGauge, NoHealth, checks};
 use orstream_bus::{Backend, Bus, BusError, Consumer};
 use orstream_shell::retry::{Backoff, retry};
 use tokio_util::sync::CancellationToken;
@@ -52,7 +52,7 @@ use crate::preprocess::PixelFormat;
 use crate::produce::{Answer, OutputSettings, OutputStage, RewindControl};
 use crate::runner::Model;
 use crate::stats::{Counters, Stats};
-use crate::telemetry::{BrokerCheck, Instruments};
+use crate::telemetry::{BROKER_CHECK_INTERVAL, BrokerCheck, Instruments};
 
 use batch::{BatchLinks, BatchStage};
 use poll::{DecodeLinks, DecodePool, Newest, PollContext, PollLinks};
@@ -377,11 +377,14 @@ impl Worker {
 
     fn broker_check(&self, consumer: Arc<Consumer>, stop: CancellationToken) -> BrokerCheck {
         BrokerCheck {
-            bus: self.bus.clone(),
-            topic: self.config.frames_topic.clone(),
+            check: metrics::BrokerCheck {
+                bus: self.bus.clone(),
+                topic: self.config.frames_topic.clone(),
+                health: self.health.clone(),
+                interval: BROKER_CHECK_INTERVAL,
+            },
             gauge: LagGauge::new(&self.config.group_id),
             consumer,
-            health: self.health.clone(),
             stop,
         }
     }

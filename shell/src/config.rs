@@ -165,7 +165,7 @@ impl Layers {
                 continue;
             }
             let (rest, value) = match rest.strip_suffix(FILE_SUFFIX) {
-                Some(rest) => (rest, secret(&read(Path::new(&value))?)),
+                Some(rest) => (rest, read_secret(Path::new(&value))?),
                 None => (rest, value),
             };
             layers.set_variable(&name, rest, value)?;
@@ -302,10 +302,12 @@ fn read(path: &Path) -> Result<String, ConfigError> {
         .map_err(|e| ConfigError::new(path.display().to_string(), format!("cannot read: {e}")))
 }
 
-/// A secret file's content without its final line end (editors and `echo` add one).
-fn secret(text: &str) -> String {
-    let text = text.strip_suffix('\n').unwrap_or(text);
-    text.strip_suffix('\r').unwrap_or(text).to_owned()
+/// A secret file's content without its final line end (editors and `echo` add one): the
+/// `_FILE` rule, for a command that takes a secret from a file outside the layers too.
+pub fn read_secret(path: &Path) -> Result<String, ConfigError> {
+    let text = read(path)?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
 }
 
 /// Reads a TOML value as the type asked for, where a variable gave a string: the same value a

@@ -134,10 +134,8 @@ impl From<FormatArg> for Format {
 /// Prints the view asked for.
 pub fn run(mut args: Args) -> Result<()> {
     if let Some(file) = &args.store_file {
-        let text = std::fs::read_to_string(file)
+        args.store = orstream_shell::config::read_secret(file)
             .with_context(|| format!("reading the record's URL from {}", file.display()))?;
-        let url = text.strip_suffix('\n').unwrap_or(&text);
-        args.store = url.strip_suffix('\r').unwrap_or(url).to_owned();
     }
     if let Some(path) = args
         .store

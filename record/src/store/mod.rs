@@ -539,18 +539,13 @@ impl Store {
                         deletion.rows.insert((*table).to_owned(), removed);
                     }
                 }
-                let states = sql.query("SELECT stream_id, state FROM derivation_state", &[])?;
                 let mut removed = 0;
-                for row in states {
-                    let (stream_id, json) = (row[0].text(), row[1].text());
-                    let state: S = serde_json::from_str(json).map_err(|e| StoreError::State {
-                        stream_id: stream_id.to_owned(),
-                        reason: e.to_string(),
-                    })?;
-                    if state.case_id() == case_id {
+                for values in sql.query(&StateRow::select(""), &[])? {
+                    let row = StateRow::from_values(values);
+                    if parse_state::<S>(&row)?.case_id() == case_id {
                         removed += sql.execute(
                             "DELETE FROM derivation_state WHERE stream_id = $1",
-                            &[stream_id.into()],
+                            &[row.stream_id.as_str().into()],
                         )?;
                     }
                 }
