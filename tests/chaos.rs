@@ -28,11 +28,14 @@ use orstream_test_support::names::unique;
 use orstream_test_support::script::Script;
 use orstream_test_support::store::{IsolatedStore, isolated};
 use orstream_test_support::topic::{decode_all, read_until_quiet, result_record};
-use orstream_test_support::wait::wait_for;
+use orstream_test_support::wait::{showing, wait_for};
 use orstream_test_support::{kafka, process};
 
 /// How long any one step may take.
 const STEP: Duration = Duration::from_secs(120);
+
+/// Lines of each service's log a failed case shows (the last ones).
+const LOG_TAIL: usize = 60;
 
 /// The sink's consumer leaves its group when it has not polled for this long: a pause longer
 /// than it makes the sink re-join after the resume.
@@ -151,6 +154,18 @@ fn orstream(args: &[&str], log: &Path) -> Child {
     .unwrap()
 }
 
+/// The last `lines` lines of `log`, saying how many came before.
+fn tail(log: &str, lines: usize) -> String {
+    let all: Vec<&str> = log.lines().collect();
+    let skipped = all.len().saturating_sub(lines);
+    let shown = all[skipped..].join("\n");
+    if skipped == 0 {
+        shown
+    } else {
+        format!("[… {skipped} earlier lines]\n{shown}")
+    }
+}
+
 /// `(ready, alive)` from `/readyz` and `/healthz`; None while the endpoint does not answer.
 fn health(addr: SocketAddr) -> (Option<bool>, Option<bool>) {
     let status = |path| get(addr, path).map(|(status, _)| status == 200);
@@ -200,6 +215,13 @@ impl Service {
         self.child.try_wait().unwrap().is_some()
     }
 
+    /// Fails the case at once, with the service's exit status, when it has exited.
+    fn still_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("{} exited with {status}", self.name);
+        }
+    }
+
     /// Resident memory now, in MiB (0 once the process is gone).
     fn rss_mib(&self) -> f64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -226,7 +248,7 @@ impl Drop for Service {
     /// A failed case shows the service's log, and leaves no process running.
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- {} log ---\n{}", self.name, self.log());
+            eprintln!("--- {} log ---\n{}", self.name, tail(&self.log(), LOG_TAIL));
         }
         let _killed = self.child.kill();
         let _reaped = self.child.wait();
@@ -645,9 +667,9 @@ fn broker_stopped_under_the_pipeline(outage: Duration) {
     const FRAMES: i64 = 300;
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let bus = Bus::kafka(kafka::config()).unwrap();
-    let sink = SinkUnderTest::start(&bus);
+    let mut sink = SinkUnderTest::start(&bus);
     let ingest = IngestUnderTest::start(&bus, &archive_camera(FRAMES.unsigned_abs()));
-    let infer = Service::start("infer", |listen| {
+    let mut infer = Service::start("infer", |listen| {
         format!(
             "frames_topic = \"{}\"\nresults_topic = \"{}\"\ndlq_topic = \"{}\"\n\
              group_id = \"{}\"\ntransactional_id = \"{}\"\nmode = \"archive\"\ndrain_timeout = \"4s\"\n\
@@ -676,8 +698,31 @@ fn broker_stopped_under_the_pipeline(outage: Duration) {
         service.wait_ready(&format!("{} ready again after the restart", service.name));
         ready_after.push(restarted.elapsed().as_secs_f64());
     }
-    wait_for("every frame recorded", STEP, || {
-        (sink.stored().0 >= FRAMES).then_some(())
+    let waiting = Instant::now();
+    showing("every frame recorded", STEP, || {
+        for service in [&mut infer, &mut sink.service] {
+            service.still_running();
+        }
+        let stored = sink.stored().0;
+        if stored >= FRAMES {
+            return Ok(());
+        }
+        // Where the frames are, once the wait is all but over (it costs a scrape per service).
+        if waiting.elapsed() < STEP.saturating_sub(Duration::from_secs(1)) {
+            return Err(String::new());
+        }
+        let state = |service: &Service, metric: &str| {
+            let (ready, _) = health(service.listen);
+            let count =
+                get(service.listen, "/metrics").and_then(|(_, body)| scraped(&body, metric));
+            format!("{} ready {ready:?}, {metric} {count:?}", service.name)
+        };
+        Err(format!(
+            "{stored} of {FRAMES} rows stored; {}; {}; {}",
+            state(&ingest.service, "orstream_ingest_frames_published_total"),
+            state(&infer, "orstream_infer_results_total"),
+            state(&sink.service, "orstream_sink_results_stored_total"),
+        ))
     });
     let (_, ended) = ingest.finish(&bus, true);
     let (stored, duplicated) = sink.stored();

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use orstream_bus::metrics::checks;
 use orstream_bus::{Consumer, ErrorKind, Message, TopicPartition};
+use orstream_shell::retry::{Backoff, Streak};
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{NotRun, Staged, skipped};
@@ -39,6 +40,12 @@ use crate::telemetry::{Instruments, frame_span, result_traceparent};
 
 /// Tries at seeking a partition back during a rewind before giving up on it.
 const SEEK_TRIES: u32 = 20;
+/// The pauses between tries at a rewind whose offsets could not be read: up to 200 ms
+/// doubling to 5 s.
+const REWIND_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(200),
+    max: Duration::from_secs(5),
+};
 
 /// A message on its way to a decode thread.
 pub(super) struct Polled {
@@ -125,11 +132,12 @@ pub(super) fn poll_loop(ctx: &PollContext) -> Result<(), InferError> {
         holding_credit: false,
         served: 0,
         want_rewind: false,
+        rewind_failures: Streak::default(),
+        rewind_due: None,
     };
     while !ctx.stop.is_cancelled() {
         ctx.instruments.beat();
-        poller.serve_rewind()?;
-        if poller.want_rewind {
+        if poller.serve_rewind()?.is_break() || poller.want_rewind {
             poller.idle()?;
             continue;
         }
@@ -155,19 +163,45 @@ struct Poller<'a> {
     /// Set when this loop wants a rewind: nothing is read until the output stage asked for it
     /// and it is done, or a message read meanwhile could be committed past the one dropped.
     want_rewind: bool,
+    /// Consecutive failures of the rewind asked for, and when to try it again.
+    rewind_failures: Streak,
+    rewind_due: Option<Instant>,
 }
 
 impl Poller<'_> {
-    /// Does a rewind the output stage asked for, starting a new epoch.
-    fn serve_rewind(&mut self) -> Result<(), InferError> {
+    /// Does a rewind the output stage asked for, starting a new epoch. Breaks while one is
+    /// asked for and not done: the group's offsets could not be read (the broker away, or its
+    /// coordinator not loaded yet after a restart). The consumer is then paused, so the loop
+    /// keeps polling it (membership) without reading, and the rewind is tried again after a
+    /// pause: reading on from where it is would skip the work being redone.
+    fn serve_rewind(&mut self) -> Result<ControlFlow<()>, InferError> {
         let (consumer, rewind) = (&self.ctx.consumer, &self.ctx.rewind);
         let requested = rewind.requested.load(Ordering::Acquire);
         if requested > self.served {
+            if self.rewind_due.is_some_and(|due| Instant::now() < due) {
+                return Ok(ControlFlow::Break(()));
+            }
             // Seek unpaused: a resume then starts from the sought offsets for sure.
             if consumer.is_paused() {
                 consumer.resume()?;
             }
-            rewind_to_committed(consumer, &self.ctx.topic)?;
+            match rewind_to_committed(consumer, &self.ctx.topic) {
+                Ok(()) => {}
+                Err(InferError::Bus(err)) if err.kind() != ErrorKind::Fatal => {
+                    let pause = self.rewind_failures.failed(REWIND_BACKOFF);
+                    tracing::warn!(
+                        %err,
+                        failures = self.rewind_failures.failures(),
+                        "rewinding to the committed offsets failed; trying again"
+                    );
+                    consumer.pause()?;
+                    self.rewind_due = Some(Instant::now() + pause);
+                    return Ok(ControlFlow::Break(()));
+                }
+                Err(err) => return Err(err),
+            }
+            self.rewind_failures.reset();
+            self.rewind_due = None;
             self.epoch += 1;
             self.seen_rebalances = consumer.rebalances();
             rewind.served_epoch.store(self.epoch, Ordering::Release);
@@ -175,7 +209,7 @@ impl Poller<'_> {
             self.served = requested;
             self.want_rewind = false;
         }
-        Ok(())
+        Ok(ControlFlow::Continue(()))
     }
 
     /// Waits for the rewind this loop wants, reading nothing.
