@@ -24,6 +24,9 @@ use orstream_shell::retry::{Backoff, Streak, pause};
 /// How long bus admin and seek calls may take.
 pub(crate) const BUS_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Seeks to the store's offsets failing this long are said at warn (and again as often).
+const SEEK_WARN_AFTER: Duration = Duration::from_secs(10);
+
 /// The sink's consumer and what it must do before its messages can be used.
 pub(crate) struct Intake {
     consumer: Consumer,
@@ -34,6 +37,9 @@ pub(crate) struct Intake {
     pending_seek: BTreeSet<TopicPartition>,
     /// Consecutive failures to load the offsets, for the backoff.
     offset_failures: Streak,
+    /// Since when seeks of pending partitions fail, and when that was last said at warn.
+    seek_failing_since: Option<Instant>,
+    seek_warned: Option<Instant>,
     max_messages: usize,
     max_wait: Duration,
     backoff: Backoff,
@@ -57,6 +63,8 @@ impl Intake {
             reassigned: false,
             pending_seek: BTreeSet::new(),
             offset_failures: Streak::default(),
+            seek_failing_since: None,
+            seek_warned: None,
             max_messages: config.batch_max_messages,
             max_wait: config.batch_max_wait,
             backoff,
@@ -226,9 +234,30 @@ impl Intake {
                     self.pending_seek.remove(&tp);
                 }
                 // Right after an assignment the fetcher may not have started; try again after
-                // the next poll.
-                Err(e) => tracing::debug!(error = %e, "seek; will retry"),
+                // the next poll. Still failing after a while: said at warn, now and then.
+                Err(e) => {
+                    let since = *self.seek_failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= SEEK_WARN_AFTER
+                        && self
+                            .seek_warned
+                            .is_none_or(|at| at.elapsed() >= SEEK_WARN_AFTER)
+                    {
+                        self.seek_warned = Some(Instant::now());
+                        tracing::warn!(
+                            error = %e,
+                            partition = %tp,
+                            failing_for = ?since.elapsed(),
+                            "moving to the store's offset keeps failing; the partition's \
+                             messages are dropped until it succeeds"
+                        );
+                    } else {
+                        tracing::debug!(error = %e, "seek; will retry");
+                    }
+                }
             }
+        }
+        if self.pending_seek.is_empty() {
+            self.seek_failing_since = None;
         }
         Ok(())
     }
