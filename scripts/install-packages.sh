@@ -7,7 +7,7 @@ PKGS=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-libav gstreamer1.0-tools libgstrtspserver-1.0-dev
   protobuf-compiler
-  libcurl4-openssl-dev libssl-dev libsasl2-dev libzstd-dev zlib1g-dev
+  libcurl4-openssl-dev libssl-dev libsasl2-dev libzstd-dev zlib1g-dev openssl
   postgresql postgresql-contrib
   openjdk-17-jre-headless maven
   python3-venv procps

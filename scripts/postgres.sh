@@ -3,9 +3,15 @@
 #   scripts/postgres.sh start   initdb (once), start, wait until ready, create role + databases
 #   scripts/postgres.sh stop
 #   scripts/postgres.sh status  exit 0 when this checkout's server runs and accepts connections
-#   scripts/postgres.sh url     print the test database URL
+#   scripts/postgres.sh url     print the test database URL (no TLS)
+#   scripts/postgres.sh tls-url print it with sslmode=verify-full and the stack's CA
 #   scripts/postgres.sh dir     print where the cluster (data, logs) lives
 # Role/password orstream/orstream; databases `orstream` and `orstream_test`.
+# TLS: the server takes TLS connections (and plaintext ones, for the tests that use them) with
+# a certificate for localhost and 127.0.0.1 signed by the stack's CA (scripts/tls.sh). It asks
+# clients for a certificate signed by that CA and checks any they send. The role
+# `orstream_cert` logs in by certificate only (a client certificate whose common name is
+# orstream_cert, `scripts/tls.sh client orstream_cert`), over TLS only.
 # Port: 55432 (away from a system cluster on 5432) when free at the first start, else a free
 # one; kept in .stack/ports (see `claim_port` in lib.sh); $ORSTREAM_POSTGRES_PORT overrides it.
 #
@@ -43,8 +49,12 @@ start() {
     [ "$(running_port)" = "$PORT" ] \
       || die "this checkout's PostgreSQL runs on port $(running_port), not $PORT; scripts/postgres.sh stop first"
     wait_ready
-    ensure_databases
-    return
+    if serves_tls; then
+      ensure_databases
+      return
+    fi
+    log "restarting PostgreSQL to turn TLS on"
+    pg "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
   fi
   port_busy "$PORT" && die "127.0.0.1:$PORT is in use by a server this checkout did not start \
 (another checkout's stack?); stop it, or set ORSTREAM_POSTGRES_PORT, or remove $STATE/ports/POSTGRES_PORT \
@@ -64,13 +74,33 @@ to have a free port chosen"
   fi
   [ -s "$PASSFILE" ] || die "$DATA was made without a superuser password (an older layout); \
 remove $DIR and start again"
+  server_tls
   log "starting PostgreSQL on 127.0.0.1:$PORT (cluster in $DIR)"
   pg "$BIN/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $PORT -c unix_socket_directories='' -c max_connections=200 -c fsync=on" \
+    -o "-c listen_addresses=127.0.0.1 -p $PORT -c unix_socket_directories='' -c max_connections=200 -c fsync=on \
+-c ssl=on -c ssl_cert_file=$DIR/tls/server.crt -c ssl_key_file=$DIR/tls/server.key -c ssl_ca_file=$DIR/tls/ca.crt" \
     start >/dev/null || die "PostgreSQL did not start, see $DIR/server.log"
   wait_ready
   ensure_databases
 }
+
+# The server's certificate and key, and the CA it checks client certificates against, copied
+# beside the cluster (the server runs as `postgres`, which must own its key); the certificate
+# login of `orstream_cert` in pg_hba.conf, ahead of every other line.
+server_tls() {
+  local tls; tls="$("$ROOT/scripts/tls.sh" ensure)"
+  mkdir -p "$DIR/tls"
+  cp "$tls/server.crt" "$tls/server.key" "$tls/ca.crt" "$DIR/tls/"
+  chmod 600 "$DIR/tls/server.key"
+  [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$DIR/tls"
+  local hba="$DATA/pg_hba.conf" line="hostssl all orstream_cert 127.0.0.1/32 cert"
+  if ! grep -qxF "$line" "$hba"; then
+    pg sh -c "{ echo '$line'; cat '$hba'; } > '$hba.new' && mv '$hba.new' '$hba'"
+  fi
+}
+
+# Whether the running server takes TLS connections (a server an older script started does not).
+serves_tls() { [ "$(psql_admin -tAc 'SHOW ssl' 2>/dev/null)" = on ]; }
 
 wait_ready() {
   for _ in $(seq 1 60); do ready && return; sleep 0.5; done
@@ -85,6 +115,9 @@ psql_admin() {
 ensure_databases() {
   psql_admin -tAc "SELECT 1 FROM pg_roles WHERE rolname='orstream'" | grep -q 1 \
     || psql_admin -c "CREATE ROLE orstream LOGIN PASSWORD 'orstream' CREATEDB"
+  # Certificate login only (pg_hba.conf); a member of orstream, so it works on its schemas.
+  psql_admin -tAc "SELECT 1 FROM pg_roles WHERE rolname='orstream_cert'" | grep -q 1 \
+    || psql_admin -c "CREATE ROLE orstream_cert LOGIN IN ROLE orstream"
   for db in orstream orstream_test; do
     psql_admin -tAc "SELECT 1 FROM pg_database WHERE datname='$db'" | grep -q 1 \
       || psql_admin -c "CREATE DATABASE $db OWNER orstream"
@@ -112,6 +145,7 @@ case "${1:-}" in
   pause) signal_all STOP ;;
   resume) signal_all CONT ;;
   url) echo "postgres://orstream:orstream@127.0.0.1:$PORT/orstream_test" ;;
+  tls-url) echo "postgres://orstream:orstream@localhost:$PORT/orstream_test?sslmode=verify-full&sslrootcert=$("$ROOT/scripts/tls.sh" dir)/ca.crt" ;;
   dir) echo "$DIR" ;;
-  *) die "usage: scripts/postgres.sh start|stop|status|pause|resume|url|dir" ;;
+  *) die "usage: scripts/postgres.sh start|stop|status|pause|resume|url|tls-url|dir" ;;
 esac

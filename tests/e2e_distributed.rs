@@ -4,7 +4,8 @@
 //!
 //! The processes run the commands of the README's "Distributed run" section, read from
 //! README.md itself, so the README cannot drift from what works. The test changes only what
-//! keeps runs apart: `$B` and `$PG` become the broker and a fresh PostgreSQL schema, the case id
+//! keeps runs apart: `$B` and `$PG` become the broker and a fresh PostgreSQL schema (reached over
+//! TLS with `sslmode=verify-full` against the stack's CA, by the sink and `record`), the case id
 //! a unique one, and each service gets a `--config` (the README's file, if it names one, plus
 //! this run's own topics, consumer groups and transactional id, and the embedded demo's libtorch
 //! thread count, which is the README file's on a machine with two or three cores). Both runs
@@ -34,6 +35,7 @@ use orstream_record::BackendKind;
 use orstream_record::query::{Timeline, TimelineEvent, TimelineGap, TimelineTrack};
 use orstream_test_support::names::unique;
 use orstream_test_support::store::isolated;
+use orstream_test_support::tls::stack_ca;
 use orstream_test_support::{kafka, process, wait};
 use tokio_util::sync::CancellationToken;
 
@@ -405,7 +407,12 @@ fn three_processes_over_kafka_and_postgres_record_what_the_embedded_demo_records
     let run = Run {
         case_id: format!("{id}-case"),
         bootstrap: kafka.bootstrap_servers.clone(),
-        store: store.url().to_owned(),
+        // Over TLS, the server's certificate checked against the stack's CA and its name.
+        store: format!(
+            "{}&sslmode=verify-full&sslrootcert={}",
+            store.url(),
+            stack_ca().display()
+        ),
         dir: std::env::temp_dir().join(&id),
         id,
     };

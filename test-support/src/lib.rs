@@ -14,6 +14,7 @@
 //! - [`process`]: signals to a spawned `orstream` process and its SIGTERM drain.
 //! - [`metrics`]: `GET` on a service's endpoint and Prometheus text scraping.
 //! - [`tally`]: lost and duplicated frames in a set of results.
+//! - [`tls`]: the stack's CA and client certificates, and CAs nobody trusts.
 //!
 //! It depends on the bus, the contract and the record only (never on a service crate), so every
 //! service crate's tests can use it; the unit tests (in `src/`) of those three crates cannot,
@@ -29,5 +30,6 @@ pub mod process;
 pub mod script;
 pub mod store;
 pub mod tally;
+pub mod tls;
 pub mod topic;
 pub mod wait;

@@ -13,6 +13,7 @@
 //! is written once with `$N` placeholders (translated to `?N` for SQLite) and in the subset
 //! both dialects share. Integers are BIGINT, floats double precision, times nanoseconds.
 
+mod pg_tls;
 mod postgres;
 mod sqlite;
 

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
+use postgres::{Client, Config, GenericClient, Row, Statement};
 
+use super::pg_tls::TlsSettings;
 use super::{BackendKind, Connection, Sql, Value};
 use crate::error::StoreError;
 
@@ -30,14 +31,36 @@ pub(super) struct PgConnection {
     cache: HashMap<String, Statement>,
 }
 
+/// TLS failures that are the configuration's, not the network's: trying again fails the same
+/// way (a server certificate no trusted CA signed, or naming another host; a server without
+/// TLS where TLS is required).
+const TLS_REFUSALS: [&str; 3] = [
+    "certificate verify failed",
+    "server does not support TLS",
+    "no hostname provided for TLS",
+];
+
 fn error(op: &str, e: &postgres::Error) -> StoreError {
     // Connection loss, server shutdown, resource exhaustion, timeouts and serialization
     // failures pass;
-    // anything else (a bad statement, a constraint) will fail the same way again.
-    let retriable = e.is_closed()
-        || e.code().is_none_or(|code| {
-            let c = code.code();
-            c.starts_with("08")
+    // anything else (a bad statement, a constraint, a TLS refusal) will fail the same way again.
+    // The whole chain: tokio-postgres's own text names only the step ("error performing TLS
+    // handshake"), its source says what went wrong ("certificate verify failed").
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    let refused = TLS_REFUSALS.iter().any(|r| text.contains(r));
+    let retriable = !refused
+        && (e.is_closed()
+            || e.code().is_none_or(|code| {
+                let c = code.code();
+                c.starts_with("08")
                 || c.starts_with("53")
                 || c.starts_with("57P")
                 || c == "40001"
@@ -45,25 +68,30 @@ fn error(op: &str, e: &postgres::Error) -> StoreError {
                 // statement_timeout / lock_timeout: the server was slow, not the statement wrong
                 || c == "57014"
                 || c == "55P03"
-        });
+            }));
     StoreError::Database {
         backend: BACKEND,
         op: op.to_owned(),
-        reason: e
-            .as_db_error()
-            .map_or_else(|| e.to_string(), ToString::to_string),
+        reason: e.as_db_error().map_or(text, ToString::to_string),
         retriable,
     }
 }
 
 impl PgConnection {
     pub(super) fn connect(url: &str) -> Result<Self, StoreError> {
-        let mut config = Config::from_str(url).map_err(|e| StoreError::Database {
+        let settings_error = |op: &str, reason: String| StoreError::Database {
             backend: BACKEND,
-            op: "parse URL".to_owned(),
-            reason: e.to_string(),
+            op: op.to_owned(),
+            reason,
             retriable: false,
-        })?;
+        };
+        let (tls, url) = TlsSettings::take(url).map_err(|e| settings_error("parse URL", e))?;
+        let mut config =
+            Config::from_str(&url).map_err(|e| settings_error("parse URL", e.to_string()))?;
+        config.ssl_mode(tls.mode.ssl_mode());
+        let connector = tls
+            .connector()
+            .map_err(|e| settings_error("TLS settings", e))?;
         if config.get_connect_timeout().is_none() {
             // A server that is down must show as "not ready" quickly, not after the OS's
             // TCP timeout.
@@ -99,7 +127,9 @@ impl PgConnection {
         if config.get_application_name().is_none() {
             config.application_name("orstream-sink");
         }
-        let client = config.connect(NoTls).map_err(|e| error("connect", &e))?;
+        let client = config
+            .connect(connector)
+            .map_err(|e| error("connect", &e))?;
         Ok(Self {
             client,
             cache: HashMap::new(),
