@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::BusError;
+use crate::security::{KafkaSecurity, SECURITY_KEYS};
 
 /// How the bus reaches and talks to Kafka.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +50,8 @@ pub struct KafkaConfig {
     /// `"security.protocol" = "SASL_SSL"`). A key that one of the typed fields above sets, or
     /// that the bus manages for its guarantees, is an error.
     pub librdkafka: BTreeMap<String, String>,
+    /// Encryption and authentication (`[kafka.security]`): TLS, mutual TLS or SASL over TLS.
+    pub security: KafkaSecurity,
 }
 
 impl Default for KafkaConfig {
@@ -63,6 +66,7 @@ impl Default for KafkaConfig {
             message_max_bytes: 8 * 1024 * 1024,
             close_timeout: Duration::from_secs(10),
             librdkafka: BTreeMap::new(),
+            security: KafkaSecurity::default(),
         }
     }
 }
@@ -188,6 +192,10 @@ impl KafkaConfig {
                 problems.push(format!(
                     "librdkafka.\"{key}\": clashes with the typed field `{field}`; set that instead"
                 ));
+            } else if SECURITY_KEYS.contains(&key.as_str()) {
+                problems.push(format!(
+                    "librdkafka.\"{key}\": set through [kafka.security] instead"
+                ));
             } else if MANAGED_KEYS.contains(&key.as_str()) {
                 problems.push(format!(
                     "librdkafka.\"{key}\": is managed by the bus (exactly-once depends on it)"
@@ -197,6 +205,7 @@ impl KafkaConfig {
             }
         }
         problems.extend(self.incremental_rebalancing());
+        problems.extend(self.security.problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -244,6 +253,7 @@ impl KafkaConfig {
             // serialise a whole stage.
             ("allow.auto.create.topics".to_owned(), "false".to_owned()),
         ];
+        props.extend(self.security.properties());
         props.extend(self.librdkafka.iter().map(|(k, v)| (k.clone(), v.clone())));
         props
     }

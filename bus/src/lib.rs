@@ -49,6 +49,7 @@ mod kafka;
 mod memory;
 mod message;
 pub mod metrics;
+pub mod security;
 pub mod trace;
 
 pub use client::{
@@ -61,3 +62,4 @@ pub use message::{
     Delivery, Headers, Message, Offsets, Record, TopicPartition, partition_for_key,
     validate_topic_name,
 };
+pub use security::{KafkaSecurity, Secret};
