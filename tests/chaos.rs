@@ -14,8 +14,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests state expectations this way
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,10 @@ use orstream_bus::{Bus, Producer};
 use orstream_proto::stream_event::Kind;
 use orstream_proto::{EndReason, Frame, StreamEnded, StreamEvent};
 use orstream_record::BackendKind;
-use orstream_test_support::metrics::{free_port, get, scraped};
+use orstream_test_support::metrics::{get, scraped};
 use orstream_test_support::names::unique;
 use orstream_test_support::script::Script;
+use orstream_test_support::service::{Service, health};
 use orstream_test_support::store::{IsolatedStore, isolated};
 use orstream_test_support::topic::{decode_all, read_until_quiet, result_record};
 use orstream_test_support::wait::{showing, wait_for};
@@ -33,9 +34,6 @@ use orstream_test_support::{kafka, process};
 
 /// How long any one step may take.
 const STEP: Duration = Duration::from_secs(120);
-
-/// Lines of each service's log a failed case shows (the last ones).
-const LOG_TAIL: usize = 60;
 
 /// The sink's consumer leaves its group when it has not polled for this long: a pause longer
 /// than it makes the sink re-join after the resume.
@@ -142,117 +140,14 @@ fn watch_one(service: &Service, outage: &Outage, lasting: Duration) -> Watched {
     watch(&[service], outage, lasting).remove(0)
 }
 
-/// `orstream <args>` with stderr in `log`, none of the caller's `ORSTREAM_*` variables.
-fn orstream(args: &[&str], log: &Path) -> Child {
-    process::command(
+/// `orstream <name> --config <file>`, the file holding `config(listen)`.
+fn service(name: &'static str, config: impl FnOnce(SocketAddr) -> String) -> Service {
+    Service::start(
         env!("CARGO_BIN_EXE_orstream"),
-        args,
         env!("CARGO_MANIFEST_DIR"),
-        log,
+        name,
+        config,
     )
-    .spawn()
-    .unwrap()
-}
-
-/// The last `lines` lines of `log`, saying how many came before.
-fn tail(log: &str, lines: usize) -> String {
-    let all: Vec<&str> = log.lines().collect();
-    let skipped = all.len().saturating_sub(lines);
-    let shown = all[skipped..].join("\n");
-    if skipped == 0 {
-        shown
-    } else {
-        format!("[… {skipped} earlier lines]\n{shown}")
-    }
-}
-
-/// `(ready, alive)` from `/readyz` and `/healthz`; None while the endpoint does not answer.
-fn health(addr: SocketAddr) -> (Option<bool>, Option<bool>) {
-    let status = |path| get(addr, path).map(|(status, _)| status == 200);
-    (status("/readyz"), status("/healthz"))
-}
-
-/// An `orstream <service> --config <file>` process with its health endpoint; its log is shown
-/// when a case fails, and it is killed on the way out.
-struct Service {
-    name: &'static str,
-    listen: SocketAddr,
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Service {
-    /// Starts `orstream <name>` with the configuration `config(listen)` gives for its health
-    /// endpoint's address.
-    fn start(name: &'static str, config: impl FnOnce(SocketAddr) -> String) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let listen = free_port();
-        let path = dir.path().join(format!("{name}.toml"));
-        std::fs::write(&path, config(listen)).unwrap();
-        let log = dir.path().join(format!("{name}.log"));
-        let child = orstream(&[name, "--config", path.to_str().unwrap()], &log);
-        Self {
-            name,
-            listen,
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn wait_ready(&self, what: &str) {
-        wait_for(what, STEP, || {
-            (health(self.listen).0 == Some(true)).then_some(())
-        });
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn has_exited(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_some()
-    }
-
-    /// Fails the case at once, with the service's exit status, when it has exited.
-    fn still_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("{} exited with {status}", self.name);
-        }
-    }
-
-    /// Resident memory now, in MiB (0 once the process is gone).
-    fn rss_mib(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kib| kib / 1024.0)
-    }
-
-    /// SIGTERM; the service must exit 0.
-    fn stop(mut self) {
-        let status = process::terminate(&mut self.child, self.name, STEP);
-        assert!(
-            status.success(),
-            "{} exited with {status}:\n{}",
-            self.name,
-            self.log()
-        );
-    }
-}
-
-impl Drop for Service {
-    /// A failed case shows the service's log, and leaves no process running.
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- {} log ---\n{}", self.name, tail(&self.log(), LOG_TAIL));
-        }
-        let _killed = self.child.kill();
-        let _reaped = self.child.wait();
-    }
 }
 
 /// A sink process on its own PostgreSQL database and topics.
@@ -271,7 +166,7 @@ impl SinkUnderTest {
             bus.create_topic(topic, 1, STEP).unwrap();
         }
         let group = unique("test-chaos-sink");
-        let service = Service::start("sink", |listen| {
+        let service = service("sink", |listen| {
             format!(
                 "store = \"{}\"\ngroup_id = \"{group}\"\nresults_topic = \"{results}\"\n\
                  streams_topic = \"{streams}\"\npublish_events = false\n\
@@ -428,7 +323,7 @@ impl IngestUnderTest {
         for topic in [&frames_topic, &events_topic] {
             bus.create_topic(topic, 1, STEP).unwrap();
         }
-        let service = Service::start("ingest", |listen| {
+        let service = service("ingest", |listen| {
             format!(
                 "frames_topic = \"{frames_topic}\"\nevents_topic = \"{events_topic}\"\n\
                  create_topics = false\ndrain_timeout = \"5s\"\nflush_timeout = \"30s\"\n\
@@ -669,7 +564,7 @@ fn broker_stopped_under_the_pipeline(outage: Duration) {
     let bus = Bus::kafka(kafka::config()).unwrap();
     let mut sink = SinkUnderTest::start(&bus);
     let ingest = IngestUnderTest::start(&bus, &archive_camera(FRAMES.unsigned_abs()));
-    let mut infer = Service::start("infer", |listen| {
+    let mut infer = service("infer", |listen| {
         format!(
             "frames_topic = \"{}\"\nresults_topic = \"{}\"\ndlq_topic = \"{}\"\n\
              group_id = \"{}\"\ntransactional_id = \"{}\"\nmode = \"archive\"\ndrain_timeout = \"4s\"\n\

@@ -4,6 +4,7 @@
 //!
 //! - [`kafka`]: the broker the project's scripts start, probed so that a test that needs it
 //!   fails with the way out instead of passing silently.
+//! - [`otlp`]: a fake OTLP/HTTP collector that keeps what it receives.
 //! - [`names`]: topic, group, schema and file names no other test or run uses.
 //! - [`store`]: a PostgreSQL schema or SQLite file of the record that no other test sees.
 //! - [`script`]: deterministic results and stream events of a case that exercise every
@@ -12,6 +13,7 @@
 //!   back with a fresh group and decoding what was read (on either bus).
 //! - [`wait`]: polling a condition until it holds, failing after a deadline.
 //! - [`process`]: signals to a spawned `orstream` process and its SIGTERM drain.
+//! - [`service`]: an `orstream <service>` process with its health endpoint and log.
 //! - [`metrics`]: `GET` on a service's endpoint and Prometheus text scraping.
 //! - [`tally`]: lost and duplicated frames in a set of results.
 //! - [`tls`]: the stack's CA and client certificates, and CAs nobody trusts.
@@ -26,8 +28,10 @@
 pub mod kafka;
 pub mod metrics;
 pub mod names;
+pub mod otlp;
 pub mod process;
 pub mod script;
+pub mod service;
 pub mod store;
 pub mod tally;
 pub mod tls;
