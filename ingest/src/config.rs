@@ -301,6 +301,28 @@ pub struct RtspSourceConfig {
     /// Jitter buffer latency: how long packets are held to be reordered.
     #[serde(default = "default_rtsp_latency", with = "humantime_serde")]
     pub latency: Duration,
+    /// The camera's user, given apart from the location (rtspsrc `user-id`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// A file holding the camera's password (its final line end dropped), read at each
+    /// connection, so the password is in no configuration, variable or command line and a
+    /// rotated one is taken at the next reconnect (rtspsrc `user-pw`).
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
+}
+
+impl RtspSourceConfig {
+    /// The password of `password_file`, if one is given.
+    pub(crate) fn password(&self) -> std::io::Result<Option<String>> {
+        self.password_file
+            .as_ref()
+            .map(|path| {
+                let text = std::fs::read_to_string(path)?;
+                let text = text.strip_suffix('\n').unwrap_or(&text);
+                Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
+            })
+            .transpose()
+    }
 }
 
 fn default_rtsp_latency() -> Duration {
@@ -313,6 +335,8 @@ impl Default for RtspSourceConfig {
             location: String::new(),
             protocols: RtspProtocols::default(),
             latency: default_rtsp_latency(),
+            user: None,
+            password_file: None,
         }
     }
 }
@@ -528,6 +552,17 @@ impl StreamConfig {
                 }
                 if rtsp.latency.as_millis() > u128::from(u32::MAX) {
                     problem("source.latency", "is too long".to_owned());
+                }
+                if rtsp.password_file.is_some() && rtsp.user.is_none() {
+                    problem("source.password_file", "set without source.user".to_owned());
+                }
+                if let Some(path) = &rtsp.password_file
+                    && let Err(e) = rtsp.password()
+                {
+                    problem(
+                        "source.password_file",
+                        format!("{} cannot be read: {e}", path.display()),
+                    );
                 }
             }
             SourceConfig::File(file) => {
@@ -757,6 +792,7 @@ mod tests {
                 location: "rtsp://cam/1".into(),
                 protocols: RtspProtocols::Udp,
                 latency: Duration::from_millis(100),
+                ..RtspSourceConfig::default()
             })
         );
         assert_eq!(lap.output.max_fps, Some(10));
@@ -816,6 +852,41 @@ mod tests {
         )
         .expect_err("typo must be rejected");
         assert!(err.to_string().contains("num_bufers"), "{err}");
+    }
+
+    #[test]
+    fn a_camera_password_comes_from_a_file_and_a_missing_one_is_named() {
+        let dir = std::env::temp_dir().join(format!("orstream-cam-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cam-or3");
+        std::fs::write(&file, "p@ss word\n").unwrap();
+        let config: RtspSourceConfig = toml::from_str(&format!(
+            "location = \"rtsp://cam-or3.lan/stream1\"\nuser = \"orcam\"\n\
+             password_file = \"{}\"",
+            file.display()
+        ))
+        .unwrap();
+        assert_eq!(config.password().unwrap().as_deref(), Some("p@ss word"));
+        let stream = StreamConfig::new("cam", SourceConfig::Rtsp(config.clone()));
+        stream.validate().unwrap();
+
+        let missing = RtspSourceConfig {
+            password_file: Some(dir.join("absent")),
+            user: None,
+            ..config
+        };
+        let Err(IngestError::InvalidConfig { problems, .. }) =
+            StreamConfig::new("cam", SourceConfig::Rtsp(missing)).validate()
+        else {
+            panic!("expected InvalidConfig");
+        };
+        let all = problems.join("\n");
+        assert!(
+            all.contains("source.password_file: set without source.user"),
+            "{all}"
+        );
+        assert!(all.contains("absent cannot be read"), "{all}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -126,6 +126,17 @@ fn v4l2_source(stream_id: &str, config: &V4l2SourceConfig) -> Result<gst::Elemen
 fn rtsp_source(stream_id: &str, config: &RtspSourceConfig) -> Result<gst::Element, IngestError> {
     let source = make_element(stream_id, "rtspsrc", SOURCE_NAME)?;
     source.set_property("location", config.location.as_str());
+    if let Some(user) = &config.user {
+        source.set_property("user-id", user.as_str());
+    }
+    // Read at each (re)connection: a rotated password is taken at the next one.
+    let password = config.password().map_err(|e| IngestError::Build {
+        stream_id: stream_id.to_owned(),
+        cause: format!("the camera's password file cannot be read: {e}"),
+    })?;
+    if let Some(password) = password {
+        source.set_property("user-pw", password.as_str());
+    }
     source.set_property_from_str(
         "protocols",
         match config.protocols {

@@ -279,3 +279,35 @@ fn assert_no_location(seen: &Observed, url: &str) {
         );
     }
 }
+
+#[test]
+fn a_camera_that_asks_for_a_login_gets_the_password_from_a_file() {
+    let bus = kafka::bus();
+    let password = "cam-pw-7f3a9c";
+    let server = RtspServer::with_login("orcam", password);
+    let password_file =
+        std::env::temp_dir().join(orstream_test_support::names::unique("cam-password"));
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let (frames_topic, events_topic) = topics(&bus, "rtsp-login");
+    let mut stream = camera("cam-login", &server.url());
+    let SourceConfig::Rtsp(rtsp) = &mut stream.source else {
+        unreachable!()
+    };
+    rtsp.user = Some("orcam".into());
+    let password_path = password_file.clone();
+    rtsp.password_file = Some(password_file);
+    let running = start(&bus, &frames_topic, &events_topic, vec![stream]);
+    let mut seen = Observed::new(&bus, &frames_topic, &events_topic);
+    seen.until(WAIT, "20 frames", |s| s.frames.len() >= 20);
+    let stats = running.stop();
+    seen.drain(Duration::from_secs(3));
+    std::fs::remove_file(&password_path).unwrap();
+    assert_eq!(stats.streams[0].end, EndReason::Shutdown);
+    check_identity(&seen.frames_of("cam-login"));
+    for raw in &seen.raw_events {
+        assert!(
+            !String::from_utf8_lossy(raw).contains(password),
+            "an event carries the password"
+        );
+    }
+}

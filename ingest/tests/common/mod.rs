@@ -229,6 +229,16 @@ pub struct RtspServer {
 
 impl RtspServer {
     pub fn start() -> Self {
+        Self::serve(None)
+    }
+
+    /// A server that serves only a client logging in with `user` and `password` (basic
+    /// authentication).
+    pub fn with_login(user: &str, password: &str) -> Self {
+        Self::serve(Some((user, password)))
+    }
+
+    fn serve(login: Option<(&str, &str)>) -> Self {
         orstream_ingest::init().unwrap();
         let context = glib::MainContext::new();
         let main_loop = glib::MainLoop::new(Some(&context), false);
@@ -244,6 +254,20 @@ impl RtspServer {
                rtph264pay name=pay0 pt=96 config-interval=1 )",
         );
         factory.set_shared(false);
+        if let Some((user, password)) = login {
+            let auth = rtsp::RTSPAuth::new();
+            let token = rtsp::RTSPToken::builder()
+                .field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE, "camera-user")
+                .build();
+            auth.add_basic(rtsp::RTSPAuth::make_basic(user, password).as_str(), &token);
+            server.set_auth(Some(&auth));
+            factory.add_role_from_structure(
+                &gst::Structure::builder("camera-user")
+                    .field(rtsp::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
+                    .field(rtsp::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
+                    .build(),
+            );
+        }
         let media = Arc::new(Mutex::new(Vec::new()));
         let configured = Arc::clone(&media);
         factory.connect_media_configure(move |_, m| {
