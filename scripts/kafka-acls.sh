@@ -64,7 +64,8 @@ if [ -z "$bootstrap" ]; then
   "$ROOT/scripts/kafka.sh" status || die "this checkout's Kafka is not running; scripts/kafka.sh start"
   bootstrap="$("$ROOT/scripts/kafka.sh" bootstrap)"
 fi
-LIBS="$("$ROOT/scripts/kafka.sh" libs)"
+# Kafka's jars: this stack's, or $ORSTREAM_KAFKA_LIBS (a Kafka installation's libs/).
+LIBS="${ORSTREAM_KAFKA_LIBS:-$("$ROOT/scripts/kafka.sh" libs)}"
 JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 
 # AclCommand: the ACLs of principal $1 with the operations $4... (as the tool spells them:

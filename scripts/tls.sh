@@ -7,12 +7,15 @@
 #   scripts/tls.sh dir               print the directory (.stack/tls)
 #   scripts/tls.sh client NAME       make (once) a client certificate whose subject's common
 #                                    name is NAME: client-NAME.crt and client-NAME.key
+#   scripts/tls.sh server NAME HOST...  make (once) server-NAME.crt/.key for those host names
+#                                    and addresses (another host than localhost: compose's)
 #   scripts/tls.sh ca DIR            a new CA of its own in DIR (ca.crt, ca.key): one nobody
 #                                    trusts, to check that a server it did not sign is refused
+# $ORSTREAM_TLS_DIR puts all of it in another directory (scripts/compose-secrets.sh).
 # Keys are RSA 2048, certificates valid ten years; none of it is for production, where the
 # hospital's own CA signs the certificates.
 source "$(dirname "$0")/lib.sh"
-TLS="$STATE/tls"
+TLS="${ORSTREAM_TLS_DIR:-$STATE/tls}"
 DAYS=3650
 
 # A CA (ca.crt, ca.key) in $1 unless there is one.
@@ -49,6 +52,21 @@ extendedKeyUsage=serverAuth
 subjectAltName=DNS:localhost,IP:127.0.0.1"
 }
 
+server() {
+  local name="$1" san="" host
+  shift
+  [[ "$name" =~ ^[A-Za-z0-9_.-]+$ ]] || die "a server name is letters, digits, '_', '.' or '-': $name"
+  [ $# -gt 0 ] || die "usage: scripts/tls.sh server NAME HOST..."
+  for host in "$@"; do
+    if [[ "$host" =~ ^[0-9.]+$ ]]; then san+="IP:$host,"; else san+="DNS:$host,"; fi
+  done
+  make_ca "$TLS"
+  sign "$name" "server-$name" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=${san%,}"
+}
+
 client() {
   [[ "$1" =~ ^[A-Za-z0-9_.-]+$ ]] || die "a client name is letters, digits, '_', '.' or '-': $1"
   ensure
@@ -61,6 +79,7 @@ case "${1:-}" in
   ensure) ensure; echo "$TLS" ;;
   dir) echo "$TLS" ;;
   client) [ -n "${2:-}" ] || die "usage: scripts/tls.sh client NAME"; client "$2"; echo "$TLS" ;;
+  server) [ -n "${2:-}" ] || die "usage: scripts/tls.sh server NAME HOST..."; shift; server "$@"; echo "$TLS" ;;
   ca) [ -n "${2:-}" ] || die "usage: scripts/tls.sh ca DIR"; make_ca "$2" ;;
-  *) die "usage: scripts/tls.sh ensure|dir|client NAME|ca DIR" ;;
+  *) die "usage: scripts/tls.sh ensure|dir|server NAME HOST...|client NAME|ca DIR" ;;
 esac

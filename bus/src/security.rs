@@ -10,7 +10,8 @@
 //!
 //! SASL without TLS is not offered: the password and every frame would cross the network in
 //! clear. The password and the key's password are [`Secret`]s: never shown by `Debug`, and
-//! best given from a file (`ORSTREAM_<SERVICE>_KAFKA__SECURITY__PASSWORD_FILE`).
+//! best given from a file (`password_file`, or the configuration's `_FILE` rule:
+//! `ORSTREAM_<SERVICE>_KAFKA__SECURITY__PASSWORD_FILE`).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -109,6 +110,9 @@ pub struct KafkaSecurity {
     pub username: Option<String>,
     /// Its password (`sasl.password`).
     pub password: Option<Secret>,
+    /// A file holding the password instead (its final line end dropped), read whenever a
+    /// client is made: the password is then in no configuration file and no variable.
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for KafkaSecurity {
@@ -123,6 +127,7 @@ impl Default for KafkaSecurity {
             sasl_mechanism: SaslMechanism::ScramSha512,
             username: None,
             password: None,
+            password_file: None,
         }
     }
 }
@@ -193,17 +198,35 @@ impl KafkaSecurity {
             if self.username.as_deref().is_none_or(|u| u.trim().is_empty()) {
                 problems.push("security.username: required with protocol = \"sasl_ssl\"".into());
             }
-            if self.password.as_ref().is_none_or(|p| p.expose().is_empty()) {
-                problems.push(
+            match (&self.password, &self.password_file) {
+                (Some(_), Some(_)) => problems
+                    .push("security.password and security.password_file: set one of them".into()),
+                (None, None) => problems.push(
                     "security.password: required with protocol = \"sasl_ssl\" (or \
-                     security.password from a file: the _FILE rule)"
+                     security.password_file)"
                         .into(),
-                );
+                ),
+                (Some(password), None) if password.expose().is_empty() => {
+                    problems.push("security.password: empty".into());
+                }
+                (None, Some(path)) => match read_password(path) {
+                    Ok(password) if password.expose().is_empty() => problems.push(format!(
+                        "security.password_file: {} is empty",
+                        path.display()
+                    )),
+                    Ok(_) => {}
+                    Err(e) => problems.push(format!(
+                        "security.password_file: {} cannot be read: {e}",
+                        path.display()
+                    )),
+                },
+                _ => {}
             }
         } else {
             for (key, set) in [
                 ("username", self.username.is_some()),
                 ("password", self.password.is_some()),
+                ("password_file", self.password_file.is_some()),
             ] {
                 if set {
                     problems.push(format!(
@@ -243,7 +266,12 @@ impl KafkaSecurity {
                 if let Some(user) = &self.username {
                     set("sasl.username", user);
                 }
-                if let Some(password) = &self.password {
+                // An unreadable file is reported by `problems` before any client is made.
+                let from_file = self
+                    .password_file
+                    .as_deref()
+                    .and_then(|path| read_password(path).ok());
+                if let Some(password) = self.password.as_ref().or(from_file.as_ref()) {
                     set("sasl.password", password.expose());
                 }
             }
@@ -270,6 +298,13 @@ impl KafkaSecurity {
         }
         props
     }
+}
+
+/// The password in `path`, its final line end dropped.
+fn read_password(path: &std::path::Path) -> std::io::Result<Secret> {
+    let text = std::fs::read_to_string(path)?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(Secret::new(text.strip_suffix('\r').unwrap_or(text)))
 }
 
 #[cfg(test)]
@@ -345,6 +380,28 @@ mod tests {
             ..sasl()
         };
         assert!(nul.problems().join("\n").contains("NUL"));
+    }
+
+    #[test]
+    fn the_password_comes_from_a_file() {
+        let path = std::env::temp_dir().join(format!("orstream-kafka-pw-{}", std::process::id()));
+        std::fs::write(&path, "from-file-pw\n").unwrap();
+        let security = KafkaSecurity {
+            password: None,
+            password_file: Some(path.clone()),
+            ..sasl()
+        };
+        assert!(security.problems().is_empty(), "{:?}", security.problems());
+        let props = security.properties();
+        assert!(props.contains(&("sasl.password".to_owned(), "from-file-pw".to_owned())));
+        let both = KafkaSecurity {
+            password_file: Some(path.clone()),
+            ..sasl()
+        };
+        assert!(both.problems()[0].contains("set one of them"));
+        std::fs::remove_file(&path).unwrap();
+        let problems = security.problems().join("\n");
+        assert!(problems.contains("cannot be read"), "{problems}");
     }
 
     #[test]

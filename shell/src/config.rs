@@ -7,7 +7,8 @@
 //! `ORSTREAM_SINK_KAFKA__BOOTSTRAP_SERVERS`; `log_filter` in infer's `[telemetry]` table is
 //! `ORSTREAM_INFER_TELEMETRY__LOG_FILTER` ([`variable`] spells it). A key whose value is a
 //! secret (a password, a connection string with one) can be read from a file instead:
-//! `ORSTREAM_SINK_STORE_FILE=/run/secrets/store` reads the file and drops its final line end.
+//! `ORSTREAM_SINK_STORE_FILE=/run/secrets/store` reads the file and drops its final line end; an
+//! empty `_FILE` value unsets the key, as an empty value does.
 //! `ORSTREAM_<SERVICE>_CONFIG` names the file itself and is not a key.
 //!
 //! The environment gives strings; each is read as the type its key wants (`500` for a number,
@@ -165,6 +166,8 @@ impl Layers {
                 continue;
             }
             let (rest, value) = match rest.strip_suffix(FILE_SUFFIX) {
+                // No file: the key is unset, as an empty value unsets it.
+                Some(rest) if value.is_empty() => (rest, value),
                 Some(rest) => (rest, read_secret(Path::new(&value))?),
                 None => (rest, value),
             };
@@ -646,6 +649,15 @@ mod tests {
             missing.to_string().contains("/nonexistent/secret"),
             "{missing}"
         );
+
+        // An empty path unsets the key, as an empty value does.
+        let unset = Layers::from_sources(
+            "sink",
+            file("password = \"from-the-file\""),
+            vars(&[("ORSTREAM_SINK_PASSWORD_FILE", "")]),
+        );
+        let service: Service = unset.unwrap().extract().unwrap();
+        assert_eq!(service.password, None);
 
         let twice = Layers::from_sources(
             "sink",
