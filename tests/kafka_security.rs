@@ -13,8 +13,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests state expectations this way
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use orstream_bus::security::Protocol;
@@ -23,7 +21,8 @@ use orstream_record::BackendKind;
 use orstream_test_support::kafka;
 use orstream_test_support::metrics::get;
 use orstream_test_support::names::unique_identifier;
-use orstream_test_support::otlp::fake_collector;
+use orstream_test_support::otlp::{contains, fake_collector};
+use orstream_test_support::scripts::run as script;
 use orstream_test_support::service::Service;
 use orstream_test_support::store::{IsolatedStore, isolated};
 use orstream_test_support::tls::{client_certificate, stack_ca};
@@ -34,21 +33,6 @@ const STEP: Duration = Duration::from_secs(120);
 
 /// Frames of the clip.
 const FRAMES: i64 = 60;
-
-/// Runs `scripts/<script> <args>`; what it printed.
-fn script(name: &str, args: &[&str]) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scripts")
-        .join(name);
-    let output = Command::new(&path).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{} {args:?}: {}",
-        path.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
 
 /// This run's names, under ACLs that grant each service principal what it needs on them.
 struct Secured {
@@ -267,7 +251,7 @@ fn the_pipeline_runs_over_sasl_ssl_each_service_as_its_own_principal() {
         scraped >= 2 && traces > 0,
         "nothing to search: {scraped} scrapes, {traces} trace exports"
     );
-    let holds = |needle: &[u8]| said.windows(needle.len()).any(|w| w == needle);
+    let holds = |needle: &[u8]| contains(&said, needle);
     // The search sees what the services said: the run's topic names are there.
     assert!(
         holds(secured.topics.as_bytes()),

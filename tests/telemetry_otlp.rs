@@ -12,11 +12,7 @@ use orstream::telemetry::{self, TelemetryConfig, checks};
 use orstream_bus::Headers;
 use orstream_bus::metrics;
 use orstream_bus::trace;
-use orstream_test_support::otlp::fake_collector;
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
+use orstream_test_support::otlp::{contains, fake_collector};
 
 fn hex_to_bytes(hex: &str) -> Vec<u8> {
     (0..hex.len())

@@ -16,6 +16,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use orstream_shell::config::{ConfigError, read_secret};
 use serde::{Deserialize, Serialize};
 
 /// A value that must not show in logs or errors: `Debug` and `Display` print `***`.
@@ -215,10 +216,7 @@ impl KafkaSecurity {
                         path.display()
                     )),
                     Ok(_) => {}
-                    Err(e) => problems.push(format!(
-                        "security.password_file: {} cannot be read: {e}",
-                        path.display()
-                    )),
+                    Err(e) => problems.push(format!("security.password_file: {e}")),
                 },
                 _ => {}
             }
@@ -300,11 +298,9 @@ impl KafkaSecurity {
     }
 }
 
-/// The password in `path`, its final line end dropped.
-fn read_password(path: &std::path::Path) -> std::io::Result<Secret> {
-    let text = std::fs::read_to_string(path)?;
-    let text = text.strip_suffix('\n').unwrap_or(&text);
-    Ok(Secret::new(text.strip_suffix('\r').unwrap_or(text)))
+/// The password in `path`, its final line end dropped (the configuration's `_FILE` rule).
+fn read_password(path: &std::path::Path) -> Result<Secret, ConfigError> {
+    read_secret(path).map(Secret::new)
 }
 
 #[cfg(test)]
@@ -401,7 +397,7 @@ mod tests {
         assert!(both.problems()[0].contains("set one of them"));
         std::fs::remove_file(&path).unwrap();
         let problems = security.problems().join("\n");
-        assert!(problems.contains("cannot be read"), "{problems}");
+        assert!(problems.contains("cannot read"), "{problems}");
     }
 
     #[test]

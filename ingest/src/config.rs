@@ -312,15 +312,11 @@ pub struct RtspSourceConfig {
 }
 
 impl RtspSourceConfig {
-    /// The password of `password_file`, if one is given.
-    pub(crate) fn password(&self) -> std::io::Result<Option<String>> {
+    /// The password of `password_file`, if one is given (the configuration's `_FILE` rule).
+    pub(crate) fn password(&self) -> Result<Option<String>, orstream_shell::config::ConfigError> {
         self.password_file
-            .as_ref()
-            .map(|path| {
-                let text = std::fs::read_to_string(path)?;
-                let text = text.strip_suffix('\n').unwrap_or(&text);
-                Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
-            })
+            .as_deref()
+            .map(orstream_shell::config::read_secret)
             .transpose()
     }
 }
@@ -556,13 +552,8 @@ impl StreamConfig {
                 if rtsp.password_file.is_some() && rtsp.user.is_none() {
                     problem("source.password_file", "set without source.user".to_owned());
                 }
-                if let Some(path) = &rtsp.password_file
-                    && let Err(e) = rtsp.password()
-                {
-                    problem(
-                        "source.password_file",
-                        format!("{} cannot be read: {e}", path.display()),
-                    );
+                if let Err(e) = rtsp.password() {
+                    problem("source.password_file", e.to_string());
                 }
             }
             SourceConfig::File(file) => {
@@ -885,7 +876,7 @@ mod tests {
             all.contains("source.password_file: set without source.user"),
             "{all}"
         );
-        assert!(all.contains("absent cannot be read"), "{all}");
+        assert!(all.contains("absent: cannot read"), "{all}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -132,7 +132,7 @@ fn rtsp_source(stream_id: &str, config: &RtspSourceConfig) -> Result<gst::Elemen
     // Read at each (re)connection: a rotated password is taken at the next one.
     let password = config.password().map_err(|e| IngestError::Build {
         stream_id: stream_id.to_owned(),
-        cause: format!("the camera's password file cannot be read: {e}"),
+        cause: format!("the camera's password file: {e}"),
     })?;
     if let Some(password) = password {
         source.set_property("user-pw", password.as_str());

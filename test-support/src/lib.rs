@@ -13,6 +13,7 @@
 //!   back with a fresh group and decoding what was read (on either bus).
 //! - [`wait`]: polling a condition until it holds, failing after a deadline.
 //! - [`process`]: signals to a spawned `orstream` process and its SIGTERM drain.
+//! - [`scripts`]: the project's `scripts/*.sh`, run for what they print.
 //! - [`service`]: an `orstream <service>` process with its health endpoint and log.
 //! - [`metrics`]: `GET` on a service's endpoint and Prometheus text scraping.
 //! - [`tally`]: lost and duplicated frames in a set of results.
@@ -31,6 +32,7 @@ pub mod names;
 pub mod otlp;
 pub mod process;
 pub mod script;
+pub mod scripts;
 pub mod service;
 pub mod store;
 pub mod tally;

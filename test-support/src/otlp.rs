@@ -40,3 +40,9 @@ pub fn fake_collector() -> (SocketAddr, mpsc::Receiver<Received>) {
     });
     (addr, rx)
 }
+
+/// Whether `needle` occurs in `haystack` (an exported body, a log): OTLP bodies are protobuf,
+/// where text fields stand as they are.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

@@ -2,19 +2,10 @@
 //! the broker's TLS listeners present, client certificates, and CAs nobody trusts.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Runs `scripts/tls.sh <args>` and returns what it printed (a directory).
 fn tls_script(args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/tls.sh");
-    let output = Command::new(&script).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{} {args:?} failed: {}",
-        script.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    crate::scripts::run("tls.sh", args)
 }
 
 /// The stack's CA certificate (made if missing).
