@@ -312,12 +312,33 @@ pub struct RtspSourceConfig {
 }
 
 impl RtspSourceConfig {
-    /// The password of `password_file`, if one is given (the configuration's `_FILE` rule).
-    pub(crate) fn password(&self) -> Result<Option<String>, orstream_shell::config::ConfigError> {
-        self.password_file
-            .as_deref()
-            .map(orstream_shell::config::read_secret)
-            .transpose()
+    /// The password of `password_file`, if one is given (the configuration's `_FILE` rule):
+    /// at most [`MAX_CREDENTIAL_LEN`] bytes, without control characters.
+    pub(crate) fn password(&self) -> Result<Option<String>, String> {
+        let Some(path) = self.password_file.as_deref() else {
+            return Ok(None);
+        };
+        let password = orstream_shell::config::read_secret(path).map_err(|e| e.to_string())?;
+        credential_problem(&password).map_or(Ok(Some(password)), |problem| {
+            Err(format!("{}: the password {problem}", path.display()))
+        })
+    }
+}
+
+/// The longest camera user or password taken.
+pub const MAX_CREDENTIAL_LEN: usize = 1024;
+
+/// What is wrong with a camera user or password, if anything: empty, too long, or holding a
+/// control character (GStreamer takes it as a C string).
+fn credential_problem(value: &str) -> Option<String> {
+    if value.is_empty() {
+        Some("is empty".to_owned())
+    } else if value.len() > MAX_CREDENTIAL_LEN {
+        Some(format!("is longer than {MAX_CREDENTIAL_LEN} bytes"))
+    } else if value.chars().any(char::is_control) {
+        Some("holds a control character".to_owned())
+    } else {
+        None
     }
 }
 
@@ -553,7 +574,10 @@ impl StreamConfig {
                     problem("source.password_file", "set without source.user".to_owned());
                 }
                 if let Err(e) = rtsp.password() {
-                    problem("source.password_file", e.to_string());
+                    problem("source.password_file", e);
+                }
+                if let Some(user_problem) = rtsp.user.as_deref().and_then(credential_problem) {
+                    problem("source.user", user_problem);
                 }
             }
             SourceConfig::File(file) => {
@@ -877,6 +901,32 @@ mod tests {
             "{all}"
         );
         assert!(all.contains("absent: cannot read"), "{all}");
+
+        std::fs::write(&file, "p\u{0}w\n").unwrap();
+        let hostile = RtspSourceConfig {
+            user: Some("or\ncam".into()),
+            password_file: Some(file.clone()),
+            ..RtspSourceConfig::default()
+        };
+        let Err(IngestError::InvalidConfig { problems, .. }) = StreamConfig::new(
+            "cam",
+            SourceConfig::Rtsp(RtspSourceConfig {
+                location: "rtsp://cam-or3.lan/stream1".into(),
+                ..hostile
+            }),
+        )
+        .validate() else {
+            panic!("expected InvalidConfig");
+        };
+        let all = problems.join("\n");
+        assert!(
+            all.contains("source.user: holds a control character"),
+            "{all}"
+        );
+        assert!(
+            all.contains("the password holds a control character"),
+            "{all}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
