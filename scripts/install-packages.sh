@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the build and the tests need. Quiet when all are present.
+# Installs the Debian packages the build and the tests need (prometheus for promtool, which
+# scripts/promtool-check.sh runs). Quiet when all are present.
 source "$(dirname "$0")/lib.sh"
 PKGS=(
   build-essential pkg-config cmake curl
@@ -11,6 +12,7 @@ PKGS=(
   postgresql postgresql-contrib
   openjdk-17-jre-headless maven
   python3-venv procps
+  prometheus
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -2,6 +2,7 @@
 //!
 //! - [`demo`]: the embedded demo — sources through the in-process bus, every frame accounted.
 //! - [`commands`]: the service subcommands (`ingest`, `infer`, `sink`, ...).
+//! - [`load`]: `orstream load`, the load generator and latency probe for a deployment.
 //! - [`telemetry`]: logs, traces, metrics and health endpoints; where settings come from.
 //!
 //! Signals, exit codes, retries and configuration layers are `orstream_shell`'s.
@@ -10,4 +11,5 @@
 
 pub mod commands;
 pub mod demo;
+pub mod load;
 pub mod telemetry;

@@ -33,6 +33,8 @@ enum Command {
     Sink(orstream::commands::sink::Args),
     /// Read the surgical record: cases, timelines, usage, pictures.
     Record(orstream::commands::record::Args),
+    /// Play cameras into a running deployment and measure its latency and exactness.
+    Load(orstream::commands::load::Args),
 }
 
 impl Command {
@@ -45,6 +47,7 @@ impl Command {
             Self::Infer(args) => ("infer", args.config.as_deref()),
             Self::Sink(args) => ("sink", args.config.as_deref()),
             Self::Record(_) => ("record", None),
+            Self::Load(args) => ("load", args.config.as_deref()),
         }
     }
 }
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Infer(args) => orstream::commands::infer::run(args).map(|()| true),
         Command::Sink(args) => orstream::commands::sink::run(args, health).map(|()| true),
         Command::Record(args) => orstream::commands::record::run(args).map(|()| true),
+        Command::Load(args) => orstream::commands::load::run(args),
     };
     // Flush spans and metrics before the process ends.
     drop(guard);

@@ -206,3 +206,66 @@ fn every_service_configuration_of_the_plaintext_stack_parses_and_validates() {
         }
     }
 }
+
+/// The metric names (as Prometheus shows them) a monitoring file uses: every `orstream_...`
+/// word, histogram suffixes taken off.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for (at, _) in text.match_indices("orstream_") {
+        if at > 0
+            && text[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            continue;
+        }
+        let name: String = text[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name)
+            .to_owned();
+        names.insert(base);
+    }
+    names
+}
+
+#[test]
+fn the_dashboard_and_the_rules_use_only_the_metrics_listed_for_them() {
+    let listed: std::collections::BTreeSet<String> =
+        include_str!("../deploy/monitoring/metrics-used.txt")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+    for (file, text) in [
+        (
+            "deploy/grafana/dashboards/orstream-pipeline.json",
+            include_str!("../deploy/grafana/dashboards/orstream-pipeline.json"),
+        ),
+        (
+            "deploy/prometheus/rules.yml",
+            include_str!("../deploy/prometheus/rules.yml"),
+        ),
+    ] {
+        let used = metric_names(text);
+        assert!(!used.is_empty(), "{file} uses no orstream metric");
+        let unlisted: Vec<_> = used.difference(&listed).collect();
+        assert!(
+            unlisted.is_empty(),
+            "{file} uses metrics missing from deploy/monitoring/metrics-used.txt: {unlisted:?}"
+        );
+    }
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
+    // Fails, never skips, where promtool is missing: scripts/install-packages.sh installs it.
+    let out = orstream_test_support::scripts::run("promtool-check.sh", &[]);
+    println!("{out}");
+}

@@ -322,6 +322,15 @@ impl Producer {
             ProducerInner::Memory(_) => Ok(()),
         }
     }
+
+    /// Learns where `topic`'s partitions are now, so the first sends to it do not wait for
+    /// that (a latency measurement's first messages, a camera's first frames).
+    pub fn prepare(&self, topic: &str, timeout: Duration) -> Result<(), BusError> {
+        match &self.inner {
+            ProducerInner::Kafka(p) => p.prepare(topic, timeout),
+            ProducerInner::Memory(_) => Ok(()),
+        }
+    }
 }
 
 /// A transactional producer: messages and consumer offsets become visible to read_committed

@@ -590,6 +590,11 @@ fn client_config(config: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConfi
     cc
 }
 
+/// The producers' default `linger.ms` (the pass-through map may set another).
+const LINGER_MS: &str = "1";
+/// How often a commit looks whether the transaction's messages are all acknowledged.
+const DELIVERY_LOOK: Duration = Duration::from_micros(250);
+
 /// What plain and transactional producers share.
 struct ProducerCore {
     inner: ThreadedProducer<DeliveryContext>,
@@ -599,7 +604,10 @@ struct ProducerCore {
 
 impl ProducerCore {
     fn new(config: &KafkaConfig, name: String, extra: &[(&str, String)]) -> Result<Self, BusError> {
-        let defaults = [("partitioner", "murmur2_random")];
+        // librdkafka waits up to 5 ms for a batch to fill; at video rates the batches fill
+        // anyway while earlier requests are in flight, and every result's visibility would pay
+        // the wait (a transaction's commit flushes, but sends made before it still linger).
+        let defaults = [("partitioner", "murmur2_random"), ("linger.ms", LINGER_MS)];
         let mut cc = client_config(config, &defaults);
         cc.set("enable.idempotence", "true")
             .set("acks", "all")
@@ -701,6 +709,21 @@ impl KafkaProducer {
     pub(crate) fn flush(&self, timeout: Duration) -> Result<(), BusError> {
         self.core.flush(timeout)
     }
+
+    pub(crate) fn prepare(&self, topic: &str, timeout: Duration) -> Result<(), BusError> {
+        validate_topic_name(topic)?;
+        self.core
+            .inner
+            .client()
+            .fetch_metadata(Some(topic), timeout)
+            .map(|_| ())
+            .map_err(|e| BusError::Produce {
+                topic: topic.to_owned(),
+                partition: None,
+                reason: format!("reading its metadata: {e}"),
+                kind: kafka_kind(&e),
+            })
+    }
 }
 
 /// A transactional Kafka producer.
@@ -778,6 +801,15 @@ impl KafkaTxProducer {
     }
 
     pub(crate) fn commit(&self, timeout: Duration) -> Result<(), BusError> {
+        // rdkafka's commit flushes first, and its flush, while a message is unacknowledged,
+        // polls in steps of 100 ms that the acknowledgement does not cut short (the producer's
+        // own thread takes the delivery reports): a transaction with a message still in flight
+        // took 100 ms more than its round trips. Waiting here for the acknowledgements first,
+        // in short looks, leaves that flush nothing to wait for.
+        let deadline = Instant::now() + timeout;
+        while self.core.inner.in_flight_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(DELIVERY_LOOK);
+        }
         let result = self.core.inner.commit_transaction(timeout);
         let result = result.map_err(|e| self.final_step_error("commit", &e));
         if !matches!(&result, Err(e) if e.kind() == ErrorKind::Abortable) {

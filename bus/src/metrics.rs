@@ -261,6 +261,17 @@ pub const TRANSACTION_DURATION: HistogramSpec = HistogramSpec {
     boundaries: LATENCY_BOUNDARIES,
 };
 
+/// Time the commit step of infer's transaction takes: the consumed offsets added and the
+/// transaction ended (at-least-once: the flush and the offset commit). What a result's
+/// visibility waits for after it is produced, and what a commit policy trades against.
+/// Attributes: `orstream.transaction.outcome`.
+pub const COMMIT_DURATION: HistogramSpec = HistogramSpec {
+    name: "orstream.transaction.commit.duration",
+    unit: SECONDS,
+    description: "Duration of a transaction's commit step (offsets added and transaction ended).",
+    boundaries: LATENCY_BOUNDARIES,
+};
+
 /// Messages sent to a dead-letter topic. Attributes: `orstream.reason`,
 /// `messaging.destination.name` (the source topic).
 pub const DEAD_LETTERS: CounterSpec = CounterSpec {
@@ -416,6 +427,7 @@ pub const ALL_NAMES: &[&str] = &[
     CONSUMER_LAG.name,
     TRANSACTIONS.name,
     TRANSACTION_DURATION.name,
+    COMMIT_DURATION.name,
     DEAD_LETTERS.name,
     INGEST_FRAMES_CAPTURED.name,
     INGEST_FRAMES_PUBLISHED.name,
@@ -557,24 +569,28 @@ pub struct BrokerCheck {
     pub topic: String,
     /// Where the answer goes.
     pub health: Arc<dyn HealthReporter>,
-    /// Time between two questions, and how long one may wait for its answer.
+    /// Time between two questions.
     pub interval: Duration,
+    /// How long one question may wait for its answer.
+    pub timeout: Duration,
 }
 
 impl BrokerCheck {
     /// Asks every `interval` until `stopped` says so (looked at every 50 ms); `answered` runs
-    /// after each answer (infer measures its consumer lag there, which asks the broker too).
-    pub fn run(self, stopped: impl Fn() -> bool, mut answered: impl FnMut()) {
+    /// after each question with whether the broker answered (the services measure their
+    /// consumer lag there, which asks the broker too, off their message loops).
+    pub fn run(self, stopped: impl Fn() -> bool, mut answered: impl FnMut(bool)) {
         const TICK: Duration = Duration::from_millis(50);
         while !stopped() {
-            match self.bus.partitions(&self.topic, self.interval) {
+            match self.bus.partitions(&self.topic, self.timeout) {
                 Ok(_) => {
                     self.health.set_ready(checks::BROKER, true);
-                    answered();
+                    answered(true);
                 }
                 Err(error) => {
                     tracing::warn!(%error, "the broker does not answer");
                     self.health.set_ready(checks::BROKER, false);
+                    answered(false);
                 }
             }
             let next = Instant::now() + self.interval;

@@ -31,6 +31,20 @@ pub enum DeliveryGuarantee {
     AtLeastOnce,
 }
 
+/// When the output stage commits (see `produce` for the reasoning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitPolicy {
+    /// Commit as soon as no further result is due soon: at once when nothing else is in
+    /// flight, else once no result came for `commit_linger`; a transaction stays open at most
+    /// `commit_interval`. Results become visible one commit after they are produced, and
+    /// under load each commit takes every result produced while the previous one ran.
+    Adaptive,
+    /// Commit every `commit_interval`, whatever the load (Kafka Streams' way): fewer,
+    /// larger transactions, and up to that interval more latency for read_committed readers.
+    Interval,
+}
+
 /// What to favour when frames arrive faster than the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -61,10 +75,18 @@ pub struct InferConfig {
     pub transactional_id: String,
     /// `exactly_once` (Kafka transactions) or `at_least_once` (no transactions).
     pub delivery: DeliveryGuarantee,
-    /// How often results and offsets are committed. Longer means fewer transactions and more
-    /// latency for read_committed readers.
+    /// When results and offsets are committed: `adaptive` (as soon as no more results are
+    /// due soon) or `interval` (every `commit_interval`).
+    pub commit_policy: CommitPolicy,
+    /// `interval`: how often results and offsets are committed. `adaptive`: the longest a
+    /// transaction stays open while results keep coming. Longer means fewer transactions and
+    /// more latency for read_committed readers.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// `adaptive`: while other frames are in flight, how long the output stage waits for the
+    /// next result before it commits those it has.
+    #[serde(with = "humantime_serde")]
+    pub commit_linger: Duration,
     /// `live` (freshness first) or `archive` (every frame runs).
     pub mode: Mode,
     /// Live mode: a frame's deadline is its capture time plus this.
@@ -100,7 +122,9 @@ impl Default for InferConfig {
             group_id: "orstream-infer".to_owned(),
             transactional_id: "orstream-infer-0".to_owned(),
             delivery: DeliveryGuarantee::ExactlyOnce,
+            commit_policy: CommitPolicy::Adaptive,
             commit_interval: Duration::from_millis(100),
+            commit_linger: Duration::from_millis(2),
             mode: Mode::Live,
             latency_budget: Duration::from_secs(1),
             max_pending_per_stream: 2,
@@ -297,6 +321,12 @@ impl InferConfig {
         }
         if self.commit_interval.is_zero() {
             problems.push("commit_interval: must be more than 0".to_owned());
+        }
+        if self.commit_linger > self.commit_interval {
+            problems.push(format!(
+                "commit_linger: {:?} must not be longer than commit_interval ({:?})",
+                self.commit_linger, self.commit_interval
+            ));
         }
         if self.delivery == DeliveryGuarantee::ExactlyOnce
             && self.commit_interval >= self.kafka.transaction_timeout

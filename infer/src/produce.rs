@@ -35,7 +35,7 @@ use orstream_proto::{FrameResult, SCHEMA_VERSION, headers};
 use orstream_shell::retry::Backoff;
 
 use crate::clock::TICK;
-use crate::config::DeliveryGuarantee;
+use crate::config::{CommitPolicy, DeliveryGuarantee};
 use crate::error::InferError;
 use crate::stats::{Counters, Stats};
 use crate::telemetry::Instruments;
@@ -107,6 +107,9 @@ pub(crate) struct RewindControl {
     pub served: AtomicU64,
     /// The epoch the poll loop moved to at the last rewind it did.
     pub served_epoch: AtomicU64,
+    /// Intake tickets the poll loop has given out: while the output stage has emitted fewer,
+    /// frames are in flight (the adaptive commit policy waits a little for them).
+    pub issued: AtomicU64,
 }
 
 /// Topics and timing of the output stage.
@@ -117,7 +120,9 @@ pub(crate) struct OutputSettings {
     pub results_topic: String,
     pub dlq_topic: String,
     pub transactional_id: String,
+    pub commit_policy: CommitPolicy,
     pub commit_interval: Duration,
+    pub commit_linger: Duration,
     /// Dead-letter payloads are cut to this many bytes so they fit the broker's limit.
     pub max_dlq_payload: usize,
 }
@@ -134,6 +139,8 @@ struct Open {
     epoch: u64,
     rebalances: u64,
     started: Instant,
+    /// When its latest answer was emitted.
+    last_answer: Instant,
     offsets: Offsets,
     tally: Stats,
     /// At-least-once: deliveries to check before committing offsets.
@@ -215,9 +222,10 @@ impl OutputStage {
 
     /// When the open transaction is due to commit, if one is open.
     pub fn commit_due(&self) -> Option<Instant> {
+        let in_flight = self.rewind.issued.load(Ordering::Acquire) > self.next_ticket;
         self.open
             .as_ref()
-            .map(|open| open.started + self.settings.commit_interval)
+            .map(|open| commit_at(&self.settings, open.started, open.last_answer, in_flight))
     }
 
     /// Takes an answer in any order; emits every answer whose turn has come. Returns how many
@@ -318,10 +326,12 @@ impl OutputStage {
             {
                 return self.on_error(err);
             }
+            let now = Instant::now();
             self.open = Some(Open {
                 epoch: origin.epoch,
                 rebalances: origin.rebalances,
-                started: Instant::now(),
+                started: now,
+                last_answer: now,
                 offsets: Offsets::new(),
                 tally: Stats::default(),
                 deliveries: Vec::new(),
@@ -383,6 +393,7 @@ impl OutputStage {
             let next = open.offsets.entry(tp).or_insert(origin.offset + 1);
             *next = (*next).max(origin.offset + 1);
             add(&mut open.tally, &tally);
+            open.last_answer = Instant::now();
         }
         Ok(())
     }
@@ -507,6 +518,7 @@ impl OutputStage {
         let Some(mut open) = self.open.take() else {
             return Ok(());
         };
+        let began = Instant::now();
         match &self.producer {
             ResultProducer::Transactional(producer) => {
                 let rebalances = self.consumer.rebalances();
@@ -519,7 +531,15 @@ impl OutputStage {
                 }
                 let steps = self.consumer.group_metadata().and_then(|meta| {
                     producer.send_offsets_to_transaction(&open.offsets, &meta, BUS_TIMEOUT)?;
-                    producer.commit(BUS_TIMEOUT)
+                    let offsets_added = began.elapsed();
+                    producer.commit(BUS_TIMEOUT)?;
+                    tracing::debug!(
+                        offsets_ms = offsets_added.as_secs_f64() * 1e3,
+                        end_ms = (began.elapsed() - offsets_added).as_secs_f64() * 1e3,
+                        results = open.tally.results(),
+                        "transaction committed"
+                    );
+                    Ok(())
                 });
                 if let Err(err) = steps {
                     self.open = Some(open);
@@ -550,9 +570,39 @@ impl OutputStage {
         }
         self.counters.add(&open.tally);
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
-        self.instruments
-            .committed(&open.tally, &self.settings.frames_topic);
+        self.instruments.committed(
+            &open.tally,
+            &self.settings.frames_topic,
+            open.started.elapsed(),
+            began.elapsed(),
+        );
         Ok(())
+    }
+}
+
+/// When a transaction opened at `started`, whose latest answer came at `last_answer`, is to
+/// commit; `in_flight` says whether frames read are still unanswered.
+///
+/// Why adaptive: a read_committed reader sees a result only when its transaction commits, so
+/// a fixed interval adds up to the whole interval to every result. Committing once the
+/// answers stop coming adds only the commit itself. The output stage runs on its own thread,
+/// so the next batch's forward pass overlaps the commit; the answers that arrive meanwhile
+/// wait in the channel and go into the next transaction together, so under load the commits
+/// batch themselves (one per commit time) and at light load each batch commits alone. While
+/// other frames are in flight, a short linger lets the rest of a batch join its
+/// transaction instead of waiting a whole commit behind it; `commit_interval` bounds the
+/// transaction when answers never pause.
+fn commit_at(
+    settings: &OutputSettings,
+    started: Instant,
+    last_answer: Instant,
+    in_flight: bool,
+) -> Instant {
+    let cap = started + settings.commit_interval;
+    match settings.commit_policy {
+        CommitPolicy::Interval => cap,
+        CommitPolicy::Adaptive if !in_flight => last_answer,
+        CommitPolicy::Adaptive => (last_answer + settings.commit_linger).min(cap),
     }
 }
 
@@ -565,4 +615,60 @@ fn add(into: &mut Stats, tally: &Stats) {
     into.model_error += tally.model_error;
     into.dead_letters += tally.dead_letters;
     into.unanswerable += tally.unanswerable;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(policy: CommitPolicy) -> OutputSettings {
+        OutputSettings {
+            delivery: DeliveryGuarantee::ExactlyOnce,
+            frames_topic: "f".into(),
+            results_topic: "r".into(),
+            dlq_topic: "d".into(),
+            transactional_id: "t".into(),
+            commit_policy: policy,
+            commit_interval: Duration::from_millis(100),
+            commit_linger: Duration::from_millis(2),
+            max_dlq_payload: 1,
+        }
+    }
+
+    #[test]
+    fn adaptive_commits_at_once_when_nothing_else_is_in_flight() {
+        let s = settings(CommitPolicy::Adaptive);
+        let started = Instant::now();
+        let last = started + Duration::from_millis(30);
+        assert_eq!(commit_at(&s, started, last, false), last);
+    }
+
+    #[test]
+    fn adaptive_lingers_for_frames_in_flight_within_the_interval() {
+        let s = settings(CommitPolicy::Adaptive);
+        let started = Instant::now();
+        let last = started + Duration::from_millis(30);
+        assert_eq!(
+            commit_at(&s, started, last, true),
+            last + Duration::from_millis(2)
+        );
+        // Answers that never pause still commit at the interval.
+        let late = started + Duration::from_millis(99);
+        assert_eq!(
+            commit_at(&s, started, late, true),
+            started + Duration::from_millis(100)
+        );
+    }
+
+    #[test]
+    fn interval_commits_at_the_interval_whatever_the_answers() {
+        let s = settings(CommitPolicy::Interval);
+        let started = Instant::now();
+        for in_flight in [false, true] {
+            assert_eq!(
+                commit_at(&s, started, started, in_flight),
+                started + Duration::from_millis(100)
+            );
+        }
+    }
 }

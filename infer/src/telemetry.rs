@@ -32,6 +32,8 @@ pub(crate) struct Instruments {
     results: Counter<u64>,
     dead_letters: Counter<u64>,
     transactions: Counter<u64>,
+    transaction_duration: Histogram<f64>,
+    commit_duration: Histogram<f64>,
     batch_size: Histogram<f64>,
     queue: Histogram<f64>,
     preprocess: Histogram<f64>,
@@ -85,6 +87,8 @@ impl Instruments {
             results: metrics::INFER_RESULTS.build(&meter),
             dead_letters: metrics::DEAD_LETTERS.build(&meter),
             transactions: metrics::TRANSACTIONS.build(&meter),
+            transaction_duration: metrics::TRANSACTION_DURATION.build(&meter),
+            commit_duration: metrics::COMMIT_DURATION.build(&meter),
             batch_size: metrics::INFER_BATCH_SIZE.build(&meter),
             queue: metrics::INFER_QUEUE_DURATION.build(&meter),
             preprocess: metrics::INFER_PREPROCESS_DURATION.build(&meter),
@@ -180,12 +184,21 @@ impl Instruments {
         }
     }
 
-    /// A transaction (or offset commit) of `tally` committed.
-    pub fn committed(&self, tally: &Stats, frames_topic: &str) {
-        self.transactions.add(
-            1,
-            &[KeyValue::new(attr::TRANSACTION_OUTCOME, value::COMMITTED)],
-        );
+    /// A transaction (or offset commit) of `tally` committed, `open_for` after it began; its
+    /// commit step took `commit`.
+    pub fn committed(
+        &self,
+        tally: &Stats,
+        frames_topic: &str,
+        open_for: Duration,
+        commit: Duration,
+    ) {
+        let committed = [KeyValue::new(attr::TRANSACTION_OUTCOME, value::COMMITTED)];
+        self.transactions.add(1, &committed);
+        self.transaction_duration
+            .record(open_for.as_secs_f64(), &committed);
+        self.commit_duration
+            .record(commit.as_secs_f64(), &committed);
         let by_status = [
             (FrameStatus::Ok, tally.ok),
             (FrameStatus::SkippedStale, tally.skipped_stale),
@@ -280,7 +293,10 @@ impl BrokerCheck {
         } = self;
         check.run(
             || stop.is_cancelled(),
-            || {
+            |answered| {
+                if !answered {
+                    return;
+                }
                 if let Err(error) = gauge.record(&consumer, BROKER_CHECK_INTERVAL) {
                     tracing::debug!(%error, "consumer lag not measured");
                 }

@@ -337,7 +337,9 @@ impl Worker {
                 results_topic: config.results_topic.clone(),
                 dlq_topic: config.dlq_topic.clone(),
                 transactional_id: config.transactional_id.clone(),
+                commit_policy: config.commit_policy,
                 commit_interval: config.commit_interval,
+                commit_linger: config.commit_linger,
                 // Room for the headers and the record framing.
                 max_dlq_payload: message_max.saturating_sub(64 * 1024),
             },
@@ -382,6 +384,7 @@ impl Worker {
                 topic: self.config.frames_topic.clone(),
                 health: self.health.clone(),
                 interval: BROKER_CHECK_INTERVAL,
+                timeout: BROKER_CHECK_INTERVAL,
             },
             gauge: LagGauge::new(&self.config.group_id),
             consumer,

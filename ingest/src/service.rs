@@ -95,11 +95,12 @@ impl Ingest {
             topic: self.config.frames_topic.clone(),
             health: Arc::clone(&self.health),
             interval: BROKER_CHECK_INTERVAL,
+            timeout: BROKER_CHECK_INTERVAL,
         };
         let checking = Arc::clone(checking);
         std::thread::Builder::new()
             .name("ingest-broker-check".to_owned())
-            .spawn(move || check.run(|| !checking.load(Ordering::Relaxed), || {}))
+            .spawn(move || check.run(|| !checking.load(Ordering::Relaxed), |_| {}))
             .map_err(|error| {
                 tracing::error!(%error, "cannot start the broker check; readiness follows deliveries only");
             })

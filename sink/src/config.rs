@@ -56,6 +56,10 @@ pub struct SinkConfig {
     /// batching.
     #[serde(with = "humantime_serde")]
     pub batch_max_wait: Duration,
+    /// After a batch's first message, how long without a further one ends the batch: results
+    /// committed together arrive together, and the batch is stored as soon as they are in.
+    #[serde(with = "humantime_serde")]
+    pub batch_linger: Duration,
     /// First pause after a failed database or bus call; it doubles on each further failure.
     #[serde(with = "humantime_serde")]
     pub retry_initial: Duration,
@@ -90,6 +94,7 @@ impl Default for SinkConfig {
             topic_partitions: 3,
             batch_max_messages: 1_000,
             batch_max_wait: Duration::from_millis(100),
+            batch_linger: Duration::from_millis(2),
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
             publish_timeout: Duration::from_secs(30),
@@ -313,6 +318,12 @@ impl SinkConfig {
         }
         if self.batch_max_wait.is_zero() {
             problems.push("batch_max_wait: must be longer than 0".to_owned());
+        }
+        if self.batch_linger.is_zero() || self.batch_linger > self.batch_max_wait {
+            problems.push(format!(
+                "batch_linger: {:?} must be more than 0 and at most batch_max_wait ({:?})",
+                self.batch_linger, self.batch_max_wait
+            ));
         }
         if self.batch_max_wait >= self.kafka.max_poll_interval {
             problems.push(format!(

@@ -1,5 +1,6 @@
 //! Consuming: one batch of messages per turn of the loop, up to `batch_max_messages` within
-//! `batch_max_wait`, from the results and streams topics as one read_committed group.
+//! `batch_max_wait`, ended early once `batch_linger` passes without a message, from the
+//! results and streams topics as one read_committed group.
 //!
 //! Where to read is the store's to say, never the group's: after every rebalance (and after a
 //! store conflict) each assigned partition is moved (seek) to the offset stored with the
@@ -8,6 +9,7 @@
 //! for lag dashboards, asynchronously, so a broker outage never stops the loop.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orstream_bus::metrics::{HealthReporter, checks};
@@ -29,7 +31,7 @@ const SEEK_WARN_AFTER: Duration = Duration::from_secs(10);
 
 /// The sink's consumer and what it must do before its messages can be used.
 pub(crate) struct Intake {
-    consumer: Consumer,
+    consumer: Arc<Consumer>,
     seen_rebalances: u64,
     /// The assignment changed since [`take_reassigned`](Self::take_reassigned) last asked.
     reassigned: bool,
@@ -42,6 +44,7 @@ pub(crate) struct Intake {
     seek_warned: Option<Instant>,
     max_messages: usize,
     max_wait: Duration,
+    linger: Duration,
     backoff: Backoff,
     /// Consuming is held (the consumer paused, still polled so the group keeps this member)
     /// until then.
@@ -58,7 +61,7 @@ impl Intake {
         let consumer = bus.consumer(&config.group_id)?;
         consumer.subscribe(&[&config.results_topic, &config.streams_topic])?;
         Ok(Self {
-            consumer,
+            consumer: Arc::new(consumer),
             seen_rebalances: 0,
             reassigned: false,
             pending_seek: BTreeSet::new(),
@@ -67,6 +70,7 @@ impl Intake {
             seek_warned: None,
             max_messages: config.batch_max_messages,
             max_wait: config.batch_max_wait,
+            linger: config.batch_linger,
             backoff,
             held_until: None,
         })
@@ -74,6 +78,11 @@ impl Intake {
 
     pub(crate) fn consumer(&self) -> &Consumer {
         &self.consumer
+    }
+
+    /// The consumer, shared with the broker check's thread (which measures its lag).
+    pub(crate) fn shared_consumer(&self) -> Arc<Consumer> {
+        self.consumer.clone()
     }
 
     /// Collects the next batch. A rebalance drops what was collected: every newly assigned
@@ -94,7 +103,16 @@ impl Intake {
             }
             report.health.beat();
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let polled = self.poll(remaining, &*report.health, shutdown)?;
+            // The first message may be waited for up to the batch's deadline; after it, the
+            // batch takes what keeps coming and is stored once a `linger` passes without any
+            // (a transaction's results arrive together), so waiting never adds more latency
+            // than that while the sink keeps up.
+            let timeout = if batch.is_empty() {
+                remaining
+            } else {
+                remaining.min(self.linger)
+            };
+            let polled = self.poll(timeout, &*report.health, shutdown)?;
             if self.rebalanced(cache, &*report.health)? {
                 batch.clear();
                 continue;
@@ -107,6 +125,8 @@ impl Intake {
                 if batch.len() >= self.max_messages {
                     break;
                 }
+            } else if !batch.is_empty() {
+                break;
             }
             if Instant::now() >= deadline || shutdown.is_cancelled() {
                 break;

@@ -16,6 +16,9 @@ pub enum SinkError {
     /// The record store failed in a way that retrying does not fix.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A thread of the sink could not be started (the system is out of threads or memory).
+    #[error("starting a thread of the sink: {0}")]
+    Thread(String),
     /// The bus failed in a way that retrying does not fix.
     #[error(transparent)]
     Bus(#[from] BusError),

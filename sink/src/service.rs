@@ -13,10 +13,11 @@
 //! [`publish`]: crate::publish
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use orstream_bus::metrics::{HealthReporter, LagGauge, NoHealth, checks, value};
-use orstream_bus::{Bus, BusError, Message, Producer};
+use orstream_bus::metrics::{self, HealthReporter, LagGauge, NoHealth, checks, value};
+use orstream_bus::{Bus, BusError, Consumer, Message, Producer};
 use orstream_proto::topics;
 use orstream_record::StoreError;
 use orstream_record::store::Store;
@@ -47,7 +48,6 @@ pub struct Sink {
     store: Store,
     report: Reporter,
     metrics: SinkMetrics,
-    lag: LagGauge,
 }
 
 impl std::fmt::Debug for Sink {
@@ -65,11 +65,16 @@ struct Running {
     producer: Producer,
     cache: Cache,
     publisher: Publisher,
-    /// When the idle loop next checks the database and the broker.
+    /// When the idle loop next checks the database.
     next_check: Instant,
-    /// Whether the broker answered the last check: the outbox round waits for it, rather
-    /// than waiting out the publish timeout on every send while the broker is away.
-    broker_answers: bool,
+    /// Whether the broker answered the last check (made on a thread of its own, which also
+    /// measures the consumer lag, so the loop never waits on either): the outbox round waits
+    /// for it, rather than waiting out the publish timeout on every send while the broker is
+    /// away.
+    broker_answers: Arc<AtomicBool>,
+    /// Stops the broker check's thread.
+    stop_check: Arc<AtomicBool>,
+    broker_check: Option<std::thread::JoinHandle<()>>,
     /// Batches given up in a row because their dead letters could not be written.
     dead_letter_failures: Streak,
 }
@@ -78,7 +83,6 @@ impl Sink {
     /// A sink over `bus` writing to `store`. Validates `config` (every problem at once).
     pub fn new(config: SinkConfig, bus: Bus, store: Store) -> Result<Self, SinkError> {
         config.validate()?;
-        let lag = LagGauge::new(&config.group_id);
         Ok(Self {
             rules: Rules::from(&config.derive),
             backoff: Backoff {
@@ -90,7 +94,6 @@ impl Sink {
             store,
             report: Reporter::new(Progress::default(), Arc::new(NoHealth)),
             metrics: SinkMetrics::new(),
-            lag,
         })
     }
 
@@ -135,7 +138,7 @@ impl Sink {
         if run.intake.take_reassigned() {
             run.publisher.added();
         }
-        if run.publisher.is_due() && run.broker_answers {
+        if run.publisher.is_due() && run.broker_answers.load(Ordering::Acquire) {
             self.publish(run);
         }
         if Instant::now() >= run.next_check {
@@ -165,15 +168,60 @@ impl Sink {
             streams = %self.config.streams_topic,
             "sink started"
         );
+        let broker_answers = Arc::new(AtomicBool::new(true));
+        let stop_check = Arc::new(AtomicBool::new(false));
+        let broker_check = self.spawn_broker_check(
+            intake.shared_consumer(),
+            broker_answers.clone(),
+            stop_check.clone(),
+        )?;
         Ok(Running {
             intake,
             producer,
             cache: Cache::default(),
             publisher: Publisher::new(),
             next_check: Instant::now(),
-            broker_answers: true,
+            broker_answers,
+            stop_check,
+            broker_check: Some(broker_check),
             dead_letter_failures: Streak::default(),
         })
+    }
+
+    /// Starts the thread that asks the broker every `health_interval` whether it answers
+    /// (readiness, and `answers` for the outbox) and then measures the consumer's lag. Both
+    /// ask the broker, the lag once per partition, which took a few hundred milliseconds a
+    /// round on a loaded machine: on the message loop, every record row waited for them.
+    fn spawn_broker_check(
+        &self,
+        consumer: Arc<Consumer>,
+        answers: Arc<AtomicBool>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<std::thread::JoinHandle<()>, SinkError> {
+        let check = metrics::BrokerCheck {
+            bus: self.bus.clone(),
+            // A topic the sink created itself, so it exists whenever the broker answers.
+            topic: topics::dlq(&self.config.results_topic),
+            health: self.report.health.clone(),
+            interval: self.config.health_interval,
+            timeout: BROKER_CHECK_TIMEOUT,
+        };
+        let lag = LagGauge::new(&self.config.group_id);
+        std::thread::Builder::new()
+            .name("sink-broker-check".into())
+            .spawn(move || {
+                check.run(
+                    || stop.load(Ordering::Acquire),
+                    |answered| {
+                        answers.store(answered, Ordering::Release);
+                        if answered && let Err(error) = lag.record(&consumer, BROKER_CHECK_TIMEOUT)
+                        {
+                            tracing::debug!(%error, "consumer lag not measured");
+                        }
+                    },
+                );
+            })
+            .map_err(|e| SinkError::Thread(e.to_string()))
     }
 
     /// Creates the topics the sink writes to (idempotent), retrying while the broker is away.
@@ -371,28 +419,18 @@ impl Sink {
                 health.set_ready(checks::DATABASE, false);
             }
         }
-        // A topic the sink created itself, so it exists whenever the broker answers.
-        let topic = topics::dlq(&self.config.results_topic);
-        match self.bus.partitions(&topic, BROKER_CHECK_TIMEOUT) {
-            Ok(_) => {
-                run.broker_answers = true;
-                health.set_ready(checks::BROKER, true);
-                if let Err(error) = self.lag.record(run.intake.consumer(), BROKER_CHECK_TIMEOUT) {
-                    tracing::debug!(%error, "consumer lag not measured");
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "health check: the broker does not answer");
-                run.broker_answers = false;
-                health.set_ready(checks::BROKER, false);
-            }
-        }
     }
 
     /// At shutdown: what is stored is published once more and the producer flushed; the
     /// broker's group offsets are only a hint (the store holds the truth), so they are not
     /// waited on.
     fn drain(&mut self, run: &mut Running) {
+        run.stop_check.store(true, Ordering::Release);
+        if let Some(check) = run.broker_check.take()
+            && check.join().is_err()
+        {
+            tracing::warn!("the broker check's thread panicked");
+        }
         if run.publisher.is_pending() {
             self.publish(run);
         }

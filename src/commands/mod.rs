@@ -3,5 +3,6 @@
 pub mod demo;
 pub mod infer;
 pub mod ingest;
+pub mod load;
 pub mod record;
 pub mod sink;

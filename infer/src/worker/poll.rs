@@ -319,6 +319,7 @@ impl Poller<'_> {
             newest.read(message.key.as_ref(), self.ticket);
         }
         self.ticket += 1;
+        ctx.rewind.issued.store(self.ticket, Ordering::Release);
         if ctx.links.polled.send(Polled { origin, message }).is_err() {
             return ControlFlow::Break(());
         }

@@ -118,6 +118,18 @@ struct Replica {
     device: DeviceHalf,
 }
 
+/// The batch sizes below `max` warmed up besides it: every one up to 16, then the powers of two
+/// (a large maximum on a slow device would otherwise take minutes to warm).
+fn warm_up_sizes(max: usize) -> Vec<usize> {
+    if max <= 16 {
+        (1..max).collect()
+    } else {
+        std::iter::successors(Some(1usize), |n| n.checked_mul(2))
+            .take_while(|&n| n < max)
+            .collect()
+    }
+}
+
 impl Replica {
     fn run(self) {
         let Replica {
@@ -127,8 +139,14 @@ impl Replica {
             device,
         } = self;
         let runner = Runner::load(&model, &config.model, &config.postprocess).and_then(|runner| {
-            let warm =
-                runner.check_and_warm_up(config.batch.max_batch_size, config.model.warmup_runs)?;
+            let max = config.batch.max_batch_size;
+            let warm = runner.check_and_warm_up(max, config.model.warmup_runs)?;
+            // TorchScript specialises its graph per input shape, and the first runs of a new
+            // batch size are several times slower: run every size the batcher may form now,
+            // so no frame pays for it later.
+            for size in warm_up_sizes(max) {
+                runner.check_and_warm_up(size, config.model.warmup_runs)?;
+            }
             Ok((runner, warm))
         });
         let runner = match runner {
@@ -325,5 +343,17 @@ impl HostHalf {
                 Vec::new(),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::warm_up_sizes;
+
+    #[test]
+    fn every_batch_size_is_warmed_up_below_a_small_maximum() {
+        assert_eq!(warm_up_sizes(1), Vec::<usize>::new());
+        assert_eq!(warm_up_sizes(4), vec![1, 2, 3]);
+        assert_eq!(warm_up_sizes(64), vec![1, 2, 4, 8, 16, 32]);
     }
 }

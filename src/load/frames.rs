@@ -1,0 +1,165 @@
+//! What the load tool's cameras show: JPEG files played in a loop, or synthetic scenes
+//! encoded once at start (so the generator spends its time publishing, not encoding).
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+
+/// Distinct synthetic frames encoded per camera; played in a loop.
+const SYNTHETIC_FRAMES: u64 = 48;
+/// Largest JPEG file taken as a frame.
+const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest picture taken (the contract's largest side, squared).
+const MAX_PIXELS: u64 = 16_384 * 16_384;
+
+/// One encoded picture with its size.
+#[derive(Debug, Clone)]
+pub struct Picture {
+    /// The JPEG.
+    pub jpeg: Bytes,
+    /// Its width.
+    pub width: u32,
+    /// Its height.
+    pub height: u32,
+}
+
+/// The pictures of every camera, each played in a loop.
+#[derive(Debug)]
+pub struct Pictures {
+    per_camera: Vec<Vec<Picture>>,
+}
+
+impl Pictures {
+    /// Synthetic scenes of `width` x `height` at `quality`; each camera's scene is shifted so
+    /// cameras differ.
+    pub fn synthetic(cameras: u32, width: u32, height: u32, quality: u8) -> Result<Self> {
+        let mut per_camera = Vec::new();
+        for camera in 0..cameras {
+            let mut pictures = Vec::new();
+            for n in 0..SYNTHETIC_FRAMES {
+                let scene = orstream_infer::synthetic::scene(
+                    width,
+                    height,
+                    n + u64::from(camera) * SYNTHETIC_FRAMES / 4,
+                );
+                let jpeg = orstream_infer::synthetic::encode_jpeg(&scene, quality)
+                    .map_err(|e| anyhow::anyhow!("encoding a synthetic frame: {e}"))?;
+                pictures.push(Picture {
+                    jpeg: Bytes::from(jpeg),
+                    width,
+                    height,
+                });
+            }
+            per_camera.push(pictures);
+        }
+        Ok(Self { per_camera })
+    }
+
+    /// The JPEG file `path`, or every `.jpg`/`.jpeg` file of the directory `path` in name
+    /// order; every camera plays them all, starting at a different one.
+    pub fn files(cameras: u32, path: &Path) -> Result<Self> {
+        let mut files = Vec::new();
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path)
+                .with_context(|| format!("reading directory {}", path.display()))?
+            {
+                let file = entry?.path();
+                let is_jpeg = file.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                    e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg")
+                });
+                if is_jpeg {
+                    files.push(file);
+                }
+            }
+            files.sort();
+        } else {
+            files.push(path.to_owned());
+        }
+        if files.is_empty() {
+            bail!("{}: no .jpg or .jpeg files in it", path.display());
+        }
+        let mut pictures = Vec::new();
+        for file in &files {
+            pictures.push(read_jpeg(file)?);
+        }
+        let per_camera = (0..cameras as usize)
+            .map(|camera| {
+                let mut own = pictures.clone();
+                own.rotate_left(camera % pictures.len());
+                own
+            })
+            .collect();
+        Ok(Self { per_camera })
+    }
+
+    /// The picture camera `camera` shows at frame `seq`.
+    pub fn get(&self, camera: u32, seq: u64) -> &Picture {
+        let own = &self.per_camera[camera as usize % self.per_camera.len()];
+        // A camera's list is never empty (checked at construction).
+        &own[(seq % own.len() as u64) as usize]
+    }
+
+    /// Mean JPEG size over every picture, in bytes.
+    pub fn mean_bytes(&self) -> u64 {
+        let (sum, n) = self
+            .per_camera
+            .iter()
+            .flatten()
+            .fold((0u64, 0u64), |(s, n), p| (s + p.jpeg.len() as u64, n + 1));
+        sum.checked_div(n).unwrap_or(0)
+    }
+}
+
+/// Reads a JPEG file and its size from its header.
+fn read_jpeg(file: &Path) -> Result<Picture> {
+    let len = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    if len > MAX_FILE_BYTES {
+        bail!(
+            "{}: {len} bytes is over the {MAX_FILE_BYTES}-byte limit",
+            file.display()
+        );
+    }
+    let jpeg = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let image = orstream_infer::preprocess::decode_jpeg(&jpeg, MAX_PIXELS)
+        .map_err(|e| anyhow::anyhow!("{}: not a JPEG the pipeline reads: {e}", file.display()))?;
+    Ok(Picture {
+        jpeg: Bytes::from(jpeg),
+        width: image.width,
+        height: image.height,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_cameras_differ_and_loop() {
+        let pictures = Pictures::synthetic(2, 64, 48, 80).expect("encodes");
+        assert_ne!(pictures.get(0, 0).jpeg, pictures.get(1, 0).jpeg);
+        assert_eq!(
+            pictures.get(0, 0).jpeg,
+            pictures.get(0, SYNTHETIC_FRAMES).jpeg
+        );
+        assert_eq!(
+            (pictures.get(1, 3).width, pictures.get(1, 3).height),
+            (64, 48)
+        );
+        assert!(pictures.mean_bytes() > 0);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_jpeg_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("frame.jpg");
+        std::fs::write(&file, b"not a jpeg").expect("write");
+        let err = Pictures::files(1, &file).expect_err("refused");
+        assert!(format!("{err:#}").contains("frame.jpg"), "{err:#}");
+        let empty = tempfile::tempdir().expect("tempdir");
+        let err = Pictures::files(1, empty.path()).expect_err("refused");
+        assert!(format!("{err:#}").contains("no .jpg"), "{err:#}");
+    }
+}
