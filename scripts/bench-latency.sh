@@ -7,7 +7,8 @@
 #                            [--sink-config FILE] [--warmup DURATION] [--keep-logs]
 #                            [-- LOAD ARGS...]
 #
-# LOAD ARGS go to `orstream load` (default: --cameras 8 --fps 4 --duration 60s). Each run has
+# LOAD ARGS go to `orstream load` (default: --cameras 8 --fps 4 --duration 60s; the cameras
+# show the demo clip's frames, 640x360 JPEG, unless LOAD ARGS name a --source). Each run has
 # topics, groups, transactional ids and a case of its own, so runs never see each other's
 # frames; the record is the stack's `orstream` database. Infer runs the demo model, live, one
 # torch thread per worker (N workers, default 2). With --kill-infer-at S the first worker is
@@ -35,6 +36,18 @@ while [ $# -gt 0 ]; do
 done
 load_args=("$@")
 [ ${#load_args[@]} -gt 0 ] || load_args=(--cameras 8 --fps 4 --duration 60s)
+# The cameras show the demo clip (640x360 JPEG at quality 85, 4 frames per second of it)
+# unless the arguments name a --source of their own.
+if ! printf '%s\n' "${load_args[@]}" | grep -qx -- --source; then
+  clip="$STATE/bench/clip-640x360"
+  if [ ! -s "$clip/frame-0000.jpg" ]; then
+    mkdir -p "$clip"
+    gst-launch-1.0 -q filesrc location="$ROOT/models/demo/clip.mp4" ! decodebin ! videoconvert \
+      ! videoscale ! video/x-raw,width=640,height=360 ! videorate ! video/x-raw,framerate=4/1 \
+      ! jpegenc quality=85 ! multifilesink location="$clip/frame-%04d.jpg" >&2
+  fi
+  load_args+=(--source "$clip")
+fi
 
 "$ROOT/scripts/bootstrap.sh" >&2
 export PATH="$ROOT/.venv/bin:$PATH" LIBTORCH_USE_PYTORCH=1

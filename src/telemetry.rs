@@ -144,9 +144,14 @@ pub fn health() -> Option<Health> {
 /// configuration or an address that cannot be bound.
 pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard> {
     config.validate().context(ExitReason::Config)?;
+    let instance = config
+        .service_instance_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let resource = Resource::builder()
         .with_service_name(config.service_name.clone())
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .with_attribute(KeyValue::new("service.instance.id", instance))
         .build();
 
     // The wire contract fixes W3C trace context; anything using the global propagator agrees.

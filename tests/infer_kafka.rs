@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use orstream_bus::{Bus, KafkaConfig, Record};
-use orstream_infer::config::Mode;
+use orstream_infer::config::{CommitPolicy, Mode};
 use orstream_infer::{InferConfig, InferError, Model, Worker, synthetic};
 use orstream_proto::{FrameResult, FrameStatus, headers};
 use orstream_test_support::names::unique;
@@ -311,6 +311,10 @@ fn config_toml(config: &InferConfig) -> String {
         Mode::Live => "live",
         Mode::Archive => "archive",
     };
+    let commit_policy = match config.commit_policy {
+        CommitPolicy::Adaptive => "adaptive",
+        CommitPolicy::Interval => "interval",
+    };
     format!(
         r#"frames_topic = "{}"
 results_topic = "{}"
@@ -319,6 +323,7 @@ group_id = "{}"
 transactional_id = "{}"
 mode = "{mode}"
 latency_budget = "{}"
+commit_policy = "{commit_policy}"
 commit_interval = "{}"
 drain_timeout = "{}"
 [model]
@@ -571,7 +576,9 @@ fn a_worker_frozen_past_its_session_timeout_is_fenced() {
     let _shared = share_machine();
     let kafka = kafka::config();
     let mut a_config = config(&kafka);
-    // A long commit interval: the freeze lands inside an open transaction holding results.
+    // A long fixed commit interval: the freeze lands inside an open transaction holding
+    // results (the adaptive policy commits as soon as the frames in flight are answered).
+    a_config.commit_policy = CommitPolicy::Interval;
     a_config.commit_interval = Duration::from_secs(3);
     // The group moves on after max_poll_interval at the latest (a frozen member holds up the
     // rebalance until then); the frozen transaction must outlive that, so the thawed worker's
@@ -582,6 +589,7 @@ fn a_worker_frozen_past_its_session_timeout_is_fenced() {
     a_config.kafka.transaction_timeout = Duration::from_secs(120);
     let b_config = InferConfig {
         transactional_id: unique("test-infer-tx-b"),
+        commit_policy: CommitPolicy::Adaptive,
         commit_interval: Duration::from_millis(50),
         ..a_config.clone()
     };

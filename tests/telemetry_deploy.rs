@@ -208,8 +208,13 @@ fn every_service_configuration_of_the_plaintext_stack_parses_and_validates() {
 }
 
 /// The metric names (as Prometheus shows them) a monitoring file uses: every `orstream_...`
-/// word, histogram suffixes taken off.
+/// word that is not a label (an attribute key, dots as underscores), histogram suffixes taken
+/// off.
 fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let labels: Vec<String> = orstream_bus::metrics::ALLOWED_ATTRIBUTES
+        .iter()
+        .map(|key| key.replace('.', "_"))
+        .collect();
     let mut names = std::collections::BTreeSet::new();
     for (at, _) in text.match_indices("orstream_") {
         if at > 0
@@ -229,7 +234,9 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
             .find_map(|suffix| name.strip_suffix(suffix))
             .unwrap_or(&name)
             .to_owned();
-        names.insert(base);
+        if !labels.contains(&base) {
+            names.insert(base);
+        }
     }
     names
 }

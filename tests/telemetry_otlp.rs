@@ -26,6 +26,7 @@ fn init_exports_spans_and_metrics_and_serves_the_endpoint() {
     let (collector, received) = fake_collector();
     let config = TelemetryConfig {
         service_name: "orstream-otlp-test".into(),
+        service_instance_id: Some("otlp-test-instance-7".into()),
         log_filter: "warn".into(),
         otlp_endpoint: Some(format!("http://{collector}")),
         sampling_ratio: 1.0,
@@ -98,6 +99,10 @@ fn init_exports_spans_and_metrics_and_serves_the_endpoint() {
     assert!(
         contains(&spans, b"orstream-otlp-test"),
         "service name exported"
+    );
+    assert!(
+        contains(&spans, b"service.instance.id") && contains(&spans, b"otlp-test-instance-7"),
+        "service instance id exported"
     );
     assert!(
         contains(&spans, &trace_id),

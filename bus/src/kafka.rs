@@ -42,6 +42,13 @@ use crate::message::{
 pub(crate) type DeliveryOutcome = Result<Delivery, BusError>;
 type DeliverySender = mpsc::SyncSender<DeliveryOutcome>;
 
+/// What a sent message carries to its delivery report: where to tell the outcome, and when it
+/// was sent (for `messaging.client.operation.duration`).
+struct Pending {
+    sender: DeliverySender,
+    sent_at: Instant,
+}
+
 /// How long a send waits between tries while librdkafka's queue is full; it serves delivery
 /// reports meanwhile, which is what frees the queue.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(10);
@@ -165,6 +172,38 @@ impl ClientContext for LogContext {
 /// Context of producers: hands each delivery report to the handle waiting for it.
 struct DeliveryContext {
     name: String,
+    /// `messaging.client.sent.messages`, counted at each delivery report.
+    sent: opentelemetry::metrics::Counter<u64>,
+    /// `messaging.client.operation.duration` of `send`: sent -> acknowledged (or failed).
+    duration: opentelemetry::metrics::Histogram<f64>,
+}
+
+impl DeliveryContext {
+    fn new(name: String) -> Self {
+        let meter = crate::metrics::meter();
+        Self {
+            name,
+            sent: crate::metrics::MESSAGING_SENT.build(&meter),
+            duration: crate::metrics::MESSAGING_OPERATION_DURATION.build(&meter),
+        }
+    }
+
+    /// Counts one delivery report of a message sent to `topic`; `error` names the class of a
+    /// failure.
+    fn record(&self, topic: &str, error: Option<&'static str>, took: Duration) {
+        use crate::metrics::{attr, value};
+        use opentelemetry::KeyValue;
+        let mut attributes = vec![
+            KeyValue::new(attr::MESSAGING_SYSTEM, value::KAFKA),
+            KeyValue::new(attr::MESSAGING_DESTINATION_NAME, topic.to_owned()),
+        ];
+        if let Some(error) = error {
+            attributes.push(KeyValue::new(attr::ERROR_TYPE, error));
+        }
+        self.sent.add(1, &attributes);
+        attributes.push(KeyValue::new(attr::MESSAGING_OPERATION_NAME, "send"));
+        self.duration.record(took.as_secs_f64(), &attributes);
+    }
 }
 
 impl ClientContext for DeliveryContext {
@@ -178,16 +217,21 @@ impl ClientContext for DeliveryContext {
 }
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Box<DeliverySender>;
+    type DeliveryOpaque = Box<Pending>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, sender: Self::DeliveryOpaque) {
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Self::DeliveryOpaque) {
+        let took = pending.sent_at.elapsed();
         let outcome = match result {
-            Ok(message) => Ok(Delivery {
-                topic: message.topic().to_owned(),
-                partition: message.partition(),
-                offset: message.offset(),
-            }),
+            Ok(message) => {
+                self.record(message.topic(), None, took);
+                Ok(Delivery {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                })
+            }
             Err((error, message)) => {
+                self.record(message.topic(), Some(error_type(error)), took);
                 let err = BusError::Produce {
                     topic: message.topic().to_owned(),
                     partition: (message.partition() >= 0).then(|| message.partition()),
@@ -200,7 +244,7 @@ impl ProducerContext for DeliveryContext {
             }
         };
         // A dropped handle means nobody waits for this delivery; that is allowed.
-        let _ = sender.try_send(outcome);
+        let _ = pending.sender.try_send(outcome);
     }
 }
 
@@ -590,6 +634,18 @@ fn client_config(config: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConfi
     cc
 }
 
+/// The `error.type` of a failed delivery: a short fixed word, never the message.
+fn error_type(error: &KafkaError) -> &'static str {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageTimedOut) => "timeout",
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) => "message_too_large",
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => "not_authorized",
+        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight) => "purged",
+        Some(RDKafkaErrorCode::InvalidProducerEpoch | RDKafkaErrorCode::ProducerFenced) => "fenced",
+        _ => "_OTHER",
+    }
+}
+
 /// The producers' default `linger.ms` (the pass-through map may set another).
 const LINGER_MS: &str = "1";
 /// How often a commit looks whether the transaction's messages are all acknowledged.
@@ -616,7 +672,7 @@ impl ProducerCore {
             cc.set(*k, v);
         }
         let inner = cc
-            .create_with_context(DeliveryContext { name: name.clone() })
+            .create_with_context(DeliveryContext::new(name.clone()))
             .map_err(|e| BusError::Client {
                 client: format!("producer {name}"),
                 reason: e.to_string(),
@@ -642,8 +698,12 @@ impl ProducerCore {
                 value: Some(value),
             });
         }
-        let mut base: BaseRecord<'_, [u8], [u8], Box<DeliverySender>> =
-            BaseRecord::with_opaque_to(&record.topic, Box::new(sender))
+        let pending = Box::new(Pending {
+            sender,
+            sent_at: Instant::now(),
+        });
+        let mut base: BaseRecord<'_, [u8], [u8], Box<Pending>> =
+            BaseRecord::with_opaque_to(&record.topic, pending)
                 .payload(&record.payload[..])
                 .headers(headers);
         if let Some(key) = &record.key {
@@ -671,8 +731,24 @@ impl ProducerCore {
         }
     }
 
+    /// Waits, looking every [`DELIVERY_LOOK`], until no message is unacknowledged or
+    /// `timeout` passes. rdkafka's own flush (and the flush that starts its transaction
+    /// commit), while a message is unacknowledged, polls in steps of 100 ms that the
+    /// acknowledgement does not cut short (the threaded producer's own thread takes the
+    /// delivery reports): every flush or commit with a message in flight took 100 ms more
+    /// than its round trips. After this wait theirs has nothing left to wait for.
+    /// Returns what is left of `timeout`.
+    fn wait_delivered(&self, timeout: Duration) -> Duration {
+        let deadline = Instant::now() + timeout;
+        while self.inner.in_flight_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(DELIVERY_LOOK);
+        }
+        deadline.saturating_duration_since(Instant::now())
+    }
+
     fn flush(&self, timeout: Duration) -> Result<(), BusError> {
-        self.inner.flush(timeout).map_err(|e| BusError::Flush {
+        let left = self.wait_delivered(timeout);
+        self.inner.flush(left).map_err(|e| BusError::Flush {
             producer: self.name.clone(),
             reason: format!(
                 "{e} ({} messages still queued)",
@@ -801,15 +877,9 @@ impl KafkaTxProducer {
     }
 
     pub(crate) fn commit(&self, timeout: Duration) -> Result<(), BusError> {
-        // rdkafka's commit flushes first, and its flush, while a message is unacknowledged,
-        // polls in steps of 100 ms that the acknowledgement does not cut short (the producer's
-        // own thread takes the delivery reports): a transaction with a message still in flight
-        // took 100 ms more than its round trips. Waiting here for the acknowledgements first,
-        // in short looks, leaves that flush nothing to wait for.
-        let deadline = Instant::now() + timeout;
-        while self.core.inner.in_flight_count() > 0 && Instant::now() < deadline {
-            std::thread::sleep(DELIVERY_LOOK);
-        }
+        // rdkafka's commit flushes first (see `wait_delivered`); the commit keeps its whole
+        // timeout for its own round trips.
+        self.core.wait_delivered(timeout);
         let result = self.core.inner.commit_transaction(timeout);
         let result = result.map_err(|e| self.final_step_error("commit", &e));
         if !matches!(&result, Err(e) if e.kind() == ErrorKind::Abortable) {

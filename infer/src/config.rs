@@ -84,7 +84,7 @@ pub struct InferConfig {
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
     /// `adaptive`: while other frames are in flight, how long the output stage waits for the
-    /// next result before it commits those it has.
+    /// next result before it commits those it has (never past `commit_interval`).
     #[serde(with = "humantime_serde")]
     pub commit_linger: Duration,
     /// `live` (freshness first) or `archive` (every frame runs).
@@ -321,12 +321,6 @@ impl InferConfig {
         }
         if self.commit_interval.is_zero() {
             problems.push("commit_interval: must be more than 0".to_owned());
-        }
-        if self.commit_linger > self.commit_interval {
-            problems.push(format!(
-                "commit_linger: {:?} must not be longer than commit_interval ({:?})",
-                self.commit_linger, self.commit_interval
-            ));
         }
         if self.delivery == DeliveryGuarantee::ExactlyOnce
             && self.commit_interval >= self.kafka.transaction_timeout

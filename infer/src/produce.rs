@@ -346,6 +346,8 @@ impl OutputStage {
                 answer.span,
                 result.status,
                 result.result_time_ns.saturating_sub(result.capture_time_ns),
+                &self.settings.frames_topic,
+                origin.polled_at.elapsed(),
             );
             let mut record = Record::new(
                 self.settings.results_topic.clone(),

@@ -34,6 +34,7 @@ pub(crate) struct Instruments {
     transactions: Counter<u64>,
     transaction_duration: Histogram<f64>,
     commit_duration: Histogram<f64>,
+    process: Histogram<f64>,
     batch_size: Histogram<f64>,
     queue: Histogram<f64>,
     preprocess: Histogram<f64>,
@@ -89,6 +90,7 @@ impl Instruments {
             transactions: metrics::TRANSACTIONS.build(&meter),
             transaction_duration: metrics::TRANSACTION_DURATION.build(&meter),
             commit_duration: metrics::COMMIT_DURATION.build(&meter),
+            process: metrics::MESSAGING_PROCESS_DURATION.build(&meter),
             batch_size: metrics::INFER_BATCH_SIZE.build(&meter),
             queue: metrics::INFER_QUEUE_DURATION.build(&meter),
             preprocess: metrics::INFER_PREPROCESS_DURATION.build(&meter),
@@ -172,9 +174,23 @@ impl Instruments {
         }
     }
 
-    /// A result with `status` was produced `age_ns` after its frame's capture; `span` is the
-    /// frame's, which ends with it.
-    pub fn produced(&self, span: tracing::Span, status: i32, age_ns: i64) {
+    /// A result with `status` was produced `age_ns` after its frame's capture and `processing`
+    /// after its message was read from `topic`; `span` is the frame's, which ends with it.
+    pub fn produced(
+        &self,
+        span: tracing::Span,
+        status: i32,
+        age_ns: i64,
+        topic: &str,
+        processing: Duration,
+    ) {
+        self.process.record(
+            processing.as_secs_f64(),
+            &[KeyValue::new(
+                attr::MESSAGING_DESTINATION_NAME,
+                topic.to_owned(),
+            )],
+        );
         let status = FrameStatus::label_of(status);
         span.record("orstream.status", status);
         drop(span);

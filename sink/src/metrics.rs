@@ -1,7 +1,7 @@
 //! What the sink counts and times, recorded through the global meter
 //! ([`orstream_bus::metrics`]): results stored, events written (by kind), capture-to-record
-//! latency, database transactions (by outcome) and their duration, and dead letters (by
-//! reason and source topic). Labels come from closed sets and the configured topic names only.
+//! latency, database transactions (by outcome) and their duration, dead letters (by reason and
+//! source topic), and the messaging conventions' messages consumed and their processing time. Labels come from closed sets and the configured topic names only.
 
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ pub(crate) struct SinkMetrics {
     transactions: Counter<u64>,
     transaction_duration: Histogram<f64>,
     dead_letters: Counter<u64>,
+    consumed: Counter<u64>,
+    process: Histogram<f64>,
 }
 
 impl std::fmt::Debug for SinkMetrics {
@@ -48,6 +50,44 @@ impl SinkMetrics {
             transactions: metrics::TRANSACTIONS.build(&meter),
             transaction_duration: metrics::TRANSACTION_DURATION.build(&meter),
             dead_letters: metrics::DEAD_LETTERS.build(&meter),
+            consumed: metrics::MESSAGING_CONSUMED.build(&meter),
+            process: metrics::MESSAGING_PROCESS_DURATION.build(&meter),
+        }
+    }
+
+    /// Counts a batch's messages by topic as consumed; returns the counts for
+    /// [`processed`](Self::processed).
+    pub(crate) fn consumed(&self, messages: &[orstream_bus::Message]) -> Vec<(String, u64)> {
+        let mut by_topic: Vec<(String, u64)> = Vec::new();
+        for message in messages {
+            match by_topic.iter_mut().find(|(t, _)| *t == message.topic) {
+                Some((_, n)) => *n += 1,
+                None => by_topic.push((message.topic.clone(), 1)),
+            }
+        }
+        for (topic, n) in &by_topic {
+            self.consumed.add(
+                *n,
+                &[KeyValue::new(
+                    attr::MESSAGING_DESTINATION_NAME,
+                    topic.clone(),
+                )],
+            );
+        }
+        by_topic
+    }
+
+    /// The batch of `consumed` messages took `took` from being read to being stored (or given
+    /// up): each message's processing time.
+    pub(crate) fn processed(&self, consumed: &[(String, u64)], took: Duration) {
+        for (topic, n) in consumed {
+            let attributes = [KeyValue::new(
+                attr::MESSAGING_DESTINATION_NAME,
+                topic.clone(),
+            )];
+            for _ in 0..*n {
+                self.process.record(took.as_secs_f64(), &attributes);
+            }
         }
     }
 

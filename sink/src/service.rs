@@ -129,10 +129,13 @@ impl Sink {
     /// One turn of the loop: a batch through its steps, then the upkeep.
     fn turn(&mut self, run: &mut Running, shutdown: &CancellationToken) -> Result<(), SinkError> {
         let messages = self.consume(run, shutdown)?;
-        if !messages.is_empty()
-            && let Some(prepared) = self.prepare(run, messages, shutdown)?
-        {
-            self.store(run, prepared, shutdown)?;
+        if !messages.is_empty() {
+            let began = Instant::now();
+            let consumed = self.metrics.consumed(&messages);
+            if let Some(prepared) = self.prepare(run, messages, shutdown)? {
+                self.store(run, prepared, shutdown)?;
+            }
+            self.metrics.processed(&consumed, began.elapsed());
         }
         // Partitions newly assigned may hold entries their former owner left.
         if run.intake.take_reassigned() {

@@ -25,6 +25,12 @@ pub struct TelemetryConfig {
     /// of service: `orstream-ingest`, `orstream-infer`, `orstream-sink`.
     #[serde(default = "default_service_name")]
     pub service_name: String,
+    /// `service.instance.id` of every span and metric: which process of the service they came
+    /// from (two infer workers share `service.name`). Unset (the default): a random UUID per
+    /// process, as the OpenTelemetry conventions advise; set it to a stable name (the pod's or
+    /// the host's) to follow one instance across restarts.
+    #[serde(default)]
+    pub service_instance_id: Option<String>,
     /// Which log lines reach stderr: `tracing` filter directives, e.g. `info` or
     /// `warn,orstream_infer=debug`. Default `warn`.
     #[serde(default = "default_log_filter")]
@@ -69,6 +75,7 @@ impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
             service_name: default_service_name(),
+            service_instance_id: None,
             log_filter: default_log_filter(),
             otlp_endpoint: None,
             sampling_ratio: default_sampling_ratio(),
@@ -122,6 +129,14 @@ impl TelemetryConfig {
         let mut problems = Vec::new();
         if self.service_name.trim().is_empty() {
             problems.push("telemetry.service_name: must not be empty".to_owned());
+        }
+        if let Some(id) = &self.service_instance_id
+            && !orstream_proto::wire::is_valid_id(id)
+        {
+            problems.push(format!(
+                "telemetry.service_instance_id: {id:?} must be non-empty, at most 128 bytes, \
+                 without control characters"
+            ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log_filter) {
             problems.push(format!("telemetry.log_filter: {e}"));
