@@ -12,10 +12,10 @@
 use std::process::Command;
 
 use orstream_record::BackendKind;
-use orstream_test_support::kafka;
 use orstream_test_support::names::unique;
 use orstream_test_support::service::Service;
 use orstream_test_support::store::isolated;
+use orstream_test_support::{kafka, process};
 
 const ORSTREAM: &str = env!("CARGO_BIN_EXE_orstream");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -26,14 +26,14 @@ fn service(name: &'static str, config: impl FnOnce(std::net::SocketAddr) -> Stri
 
 /// `orstream load ARGS` with no `ORSTREAM_*` variables of the caller; its status and output.
 fn load(args: &[&str]) -> (Option<i32>, String) {
-    let mut command = Command::new(ORSTREAM);
-    command.current_dir(ROOT).arg("load").args(args);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ORSTREAM_") {
-            command.env_remove(key);
-        }
-    }
-    let out = command.output().unwrap();
+    let out = process::without_orstream_variables(
+        Command::new(ORSTREAM)
+            .current_dir(ROOT)
+            .arg("load")
+            .args(args),
+    )
+    .output()
+    .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

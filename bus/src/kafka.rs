@@ -648,7 +648,7 @@ fn error_type(error: &KafkaError) -> &'static str {
 
 /// The producers' default `linger.ms` (the pass-through map may set another).
 const LINGER_MS: &str = "1";
-/// How often a commit looks whether the transaction's messages are all acknowledged.
+/// How often a flush or a commit looks whether the producer's messages are all acknowledged.
 const DELIVERY_LOOK: Duration = Duration::from_micros(250);
 
 /// What plain and transactional producers share.

@@ -24,41 +24,38 @@ pub struct Picture {
     pub height: u32,
 }
 
-/// The pictures of every camera, each played in a loop.
+/// The pictures every camera plays in a loop, each camera starting `offset` pictures after the
+/// one before it, so cameras differ.
 #[derive(Debug)]
 pub struct Pictures {
-    per_camera: Vec<Vec<Picture>>,
+    pictures: Vec<Picture>,
+    offset: u64,
 }
 
 impl Pictures {
-    /// Synthetic scenes of `width` x `height` at `quality`; each camera's scene is shifted so
-    /// cameras differ.
-    pub fn synthetic(cameras: u32, width: u32, height: u32, quality: u8) -> Result<Self> {
-        let mut per_camera = Vec::new();
-        for camera in 0..cameras {
-            let mut pictures = Vec::new();
-            for n in 0..SYNTHETIC_FRAMES {
-                let scene = orstream_infer::synthetic::scene(
-                    width,
-                    height,
-                    n + u64::from(camera) * SYNTHETIC_FRAMES / 4,
-                );
-                let jpeg = orstream_infer::synthetic::encode_jpeg(&scene, quality)
-                    .map_err(|e| anyhow::anyhow!("encoding a synthetic frame: {e}"))?;
-                pictures.push(Picture {
-                    jpeg: Bytes::from(jpeg),
-                    width,
-                    height,
-                });
-            }
-            per_camera.push(pictures);
+    /// Synthetic scenes of `width` x `height` at `quality`, encoded once; each camera starts a
+    /// quarter of the loop after the one before it.
+    pub fn synthetic(width: u32, height: u32, quality: u8) -> Result<Self> {
+        let mut pictures = Vec::new();
+        for n in 0..SYNTHETIC_FRAMES {
+            let scene = orstream_infer::synthetic::scene(width, height, n);
+            let jpeg = orstream_infer::synthetic::encode_jpeg(&scene, quality)
+                .map_err(|e| anyhow::anyhow!("encoding a synthetic frame: {e}"))?;
+            pictures.push(Picture {
+                jpeg: Bytes::from(jpeg),
+                width,
+                height,
+            });
         }
-        Ok(Self { per_camera })
+        Ok(Self {
+            pictures,
+            offset: SYNTHETIC_FRAMES / 4,
+        })
     }
 
     /// The JPEG file `path`, or every `.jpg`/`.jpeg` file of the directory `path` in name
-    /// order; every camera plays them all, starting at a different one.
-    pub fn files(cameras: u32, path: &Path) -> Result<Self> {
+    /// order; every camera plays them all, starting one after the camera before it.
+    pub fn files(path: &Path) -> Result<Self> {
         let mut files = Vec::new();
         if path.is_dir() {
             for entry in std::fs::read_dir(path)
@@ -79,35 +76,24 @@ impl Pictures {
         if files.is_empty() {
             bail!("{}: no .jpg or .jpeg files in it", path.display());
         }
-        let mut pictures = Vec::new();
-        for file in &files {
-            pictures.push(read_jpeg(file)?);
-        }
-        let per_camera = (0..cameras as usize)
-            .map(|camera| {
-                let mut own = pictures.clone();
-                own.rotate_left(camera % pictures.len());
-                own
-            })
-            .collect();
-        Ok(Self { per_camera })
+        let pictures = files.iter().map(|f| read_jpeg(f)).collect::<Result<_>>()?;
+        Ok(Self {
+            pictures,
+            offset: 1,
+        })
     }
 
     /// The picture camera `camera` shows at frame `seq`.
     pub fn get(&self, camera: u32, seq: u64) -> &Picture {
-        let own = &self.per_camera[camera as usize % self.per_camera.len()];
-        // A camera's list is never empty (checked at construction).
-        &own[(seq % own.len() as u64) as usize]
+        let start = u64::from(camera).wrapping_mul(self.offset);
+        // Never empty (checked at construction).
+        &self.pictures[(seq.wrapping_add(start) % self.pictures.len() as u64) as usize]
     }
 
     /// Mean JPEG size over every picture, in bytes.
     pub fn mean_bytes(&self) -> u64 {
-        let (sum, n) = self
-            .per_camera
-            .iter()
-            .flatten()
-            .fold((0u64, 0u64), |(s, n), p| (s + p.jpeg.len() as u64, n + 1));
-        sum.checked_div(n).unwrap_or(0)
+        let sum: u64 = self.pictures.iter().map(|p| p.jpeg.len() as u64).sum();
+        sum.checked_div(self.pictures.len() as u64).unwrap_or(0)
     }
 }
 
@@ -138,7 +124,7 @@ mod tests {
 
     #[test]
     fn synthetic_cameras_differ_and_loop() {
-        let pictures = Pictures::synthetic(2, 64, 48, 80).expect("encodes");
+        let pictures = Pictures::synthetic(64, 48, 80).expect("encodes");
         assert_ne!(pictures.get(0, 0).jpeg, pictures.get(1, 0).jpeg);
         assert_eq!(
             pictures.get(0, 0).jpeg,
@@ -156,10 +142,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("frame.jpg");
         std::fs::write(&file, b"not a jpeg").expect("write");
-        let err = Pictures::files(1, &file).expect_err("refused");
+        let err = Pictures::files(&file).expect_err("refused");
         assert!(format!("{err:#}").contains("frame.jpg"), "{err:#}");
         let empty = tempfile::tempdir().expect("tempdir");
-        let err = Pictures::files(1, empty.path()).expect_err("refused");
+        let err = Pictures::files(empty.path()).expect_err("refused");
         assert!(format!("{err:#}").contains("no .jpg"), "{err:#}");
     }
 }

@@ -91,9 +91,10 @@ pub struct Plan {
     pub quality: u8,
     /// JPEG files (a file or a directory of `.jpg`/`.jpeg`) played instead of synthetic frames.
     pub source: Option<PathBuf>,
-    /// The case every frame belongs to; unique per run so results are told apart.
+    /// The case every frame belongs to; unique per run so results are told apart. Stream ids
+    /// are `<case_id>-cam<N>`.
     pub case_id: String,
-    /// Stream ids are `<case_id>-cam<N>`.
+    /// The session epoch of every stream.
     pub session_epoch: u64,
     /// How long to wait after the last frame for the results still due.
     pub drain: Duration,

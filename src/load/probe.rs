@@ -53,8 +53,8 @@ impl Epoch {
 pub fn run(plan: &Plan, target: &Target, shutdown: &CancellationToken) -> Result<Report> {
     plan.validate().map_err(|e| anyhow!("load plan: {e}"))?;
     let pictures = match &plan.source {
-        Some(path) => Pictures::files(plan.cameras, path)?,
-        None => Pictures::synthetic(plan.cameras, plan.width, plan.height, plan.quality)?,
+        Some(path) => Pictures::files(path)?,
+        None => Pictures::synthetic(plan.width, plan.height, plan.quality)?,
     };
     let mut kafka = target.kafka.clone();
     // A fresh group of the run's own reads only what comes after it joined.

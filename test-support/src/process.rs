@@ -55,6 +55,13 @@ pub fn command(program: &str, args: &[&str], dir: &str, log: &Path) -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap());
+    without_orstream_variables(&mut command);
+    command
+}
+
+/// Takes every `ORSTREAM_*` variable of the caller out of `command`'s environment, so only
+/// what the test gives it configures the service.
+pub fn without_orstream_variables(command: &mut Command) -> &mut Command {
     for (key, _) in std::env::vars() {
         if key.starts_with("ORSTREAM_") {
             command.env_remove(key);
