@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and the tests need (prometheus for promtool, which
-# scripts/promtool-check.sh runs). Quiet when all are present.
+# scripts/promtool-check.sh runs), and the image's runtime packages
+# (deploy/image/runtime-packages.txt), whose files tests/image_runtime.rs looks at. Quiet when
+# all are present.
 source "$(dirname "$0")/lib.sh"
 PKGS=(
   build-essential pkg-config cmake curl
@@ -14,6 +16,7 @@ PKGS=(
   python3-venv procps
   prometheus
 )
+while read -r p; do PKGS+=("$p"); done < <(grep -v '^#' "$ROOT/deploy/image/runtime-packages.txt" | grep .)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

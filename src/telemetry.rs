@@ -210,6 +210,7 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard> {
     opentelemetry::global::set_meter_provider(meter_provider.clone());
 
     let health = Health::new(config.liveness_timeout);
+    readiness_gauge(&health);
     // `try_init` above has made sure this is the first call.
     let _first = PROCESS_HEALTH.set(health.clone());
     let server = match config.metrics_listen {
@@ -232,6 +233,24 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard> {
         tracer_provider,
         meter_provider: Some(meter_provider),
     })
+}
+
+/// Exports `health`'s readiness checks as [`READY`](orstream_bus::metrics::READY), observed at
+/// each collection (a scrape of `/metrics`, an OTLP export). The SDK keeps the callback for
+/// the meter provider's life.
+fn readiness_gauge(health: &Health) {
+    use orstream_bus::metrics::{KeyValue, READY, attr, meter};
+    let health = health.clone();
+    meter()
+        .i64_observable_gauge(READY.name)
+        .with_unit(READY.unit)
+        .with_description(READY.description)
+        .with_callback(move |observer| {
+            for (check, passing) in health.readiness().checks {
+                observer.observe(i64::from(passing), &[KeyValue::new(attr::CHECK, check)]);
+            }
+        })
+        .build();
 }
 
 #[cfg(test)]

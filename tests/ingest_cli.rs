@@ -1,6 +1,8 @@
 //! `orstream ingest` as operators run it: the example configuration parses, and SIGTERM stops
 //! a running service with exit code 0 after everything it captured reached Kafka.
 //!
+//! A third case starts it with no broker at all: it waits, alive and not ready.
+//!
 //! The SIGTERM test needs the Kafka broker (`scripts/kafka.sh start`); it fails when it is down.
 
 use std::process::{Command, Stdio};
@@ -9,6 +11,8 @@ use std::time::{Duration, Instant};
 use orstream_bus::Bus;
 use orstream_proto::{EndReason, Frame, StreamEvent, stream_event::Kind};
 use orstream_test_support::names::unique;
+use orstream_test_support::service::{Service, health};
+use orstream_test_support::wait::wait_for;
 use orstream_test_support::{kafka, process, topic};
 
 const ORSTREAM: &str = env!("CARGO_BIN_EXE_orstream");
@@ -182,4 +186,59 @@ fn sigterm_drains_flushes_and_exits_zero() {
         );
     }
     assert!(frames.iter().all(|f| f.case_id == "case-cli"));
+}
+
+/// A stack may start ingest before the broker answers: the service waits (alive, not ready)
+/// and keeps trying to create its topics instead of exiting, and SIGTERM still stops it with
+/// exit code 0.
+#[test]
+fn an_absent_broker_is_waited_for_alive_and_not_ready() {
+    // A port nothing listens on: connections are refused at once, for as long as the test runs.
+    let nobody = orstream_test_support::metrics::free_port();
+    let service = Service::start(ORSTREAM, env!("CARGO_MANIFEST_DIR"), "ingest", |listen| {
+        format!(
+            "frames_topic = \"{}\"\nevents_topic = \"{}\"\ncreate_topics = true\n\
+             [[streams]]\nstream_id = \"cam-wait\"\ncase_id = \"case-wait\"\nmode = \"live\"\n\
+             source = {{ kind = \"test\", is_live = true }}\n\
+             output = {{ width = 64, height = 48, max_fps = 5 }}\n\
+             [kafka]\nbootstrap_servers = \"{nobody}\"\n\
+             [telemetry]\nmetrics_listen = \"{listen}\"\nlog_filter = \"info\"\n",
+            unique("test.ingest-wait.frames"),
+            unique("test.ingest-wait.streams"),
+        )
+    });
+    // The first try at creating a topic gives up after its timeout; the service says it waits
+    // and tries again instead of exiting.
+    let mut service = service;
+    wait_for(
+        "ingest to say it waits for the broker",
+        Duration::from_secs(60),
+        || {
+            service.still_running();
+            service
+                .log()
+                .contains("the broker does not answer yet; retrying")
+                .then_some(())
+        },
+    );
+    let (ready, alive) = health(service.listen);
+    assert_eq!(
+        ready,
+        Some(false),
+        "ready without a broker:\n{}",
+        service.log()
+    );
+    assert_eq!(
+        alive,
+        Some(true),
+        "not alive while waiting:\n{}",
+        service.log()
+    );
+    // The same for alerts: the broker check is exported as failing.
+    let (_, metrics) = orstream_test_support::metrics::get(service.listen, "/metrics").unwrap();
+    assert!(
+        metrics.contains("orstream_ready{orstream_check=\"broker\"} 0"),
+        "no failing broker check in /metrics:\n{metrics}"
+    );
+    service.stop();
 }

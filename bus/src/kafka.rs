@@ -117,6 +117,10 @@ fn kafka_kind(err: &KafkaError) -> ErrorKind {
         // rdkafka only keeps librdkafka's text for seeks; the usual cause is a partition whose
         // fetcher has not started yet right after an assignment.
         KafkaError::Seek(_) => ErrorKind::Retriable,
+        // rdkafka gives no code for an admin operation's error (`rdkafka_error_code` is None),
+        // though it holds one: without this, a broker away while a topic is created (timed
+        // out, transport failure) was fatal, and a service started before the broker exited.
+        KafkaError::AdminOp(code) => code_kind(*code),
         other => other
             .rdkafka_error_code()
             .map_or(ErrorKind::Fatal, code_kind),
@@ -1135,5 +1139,31 @@ fn to_message(m: &BorrowedMessage<'_>) -> Message {
         payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
         headers,
         timestamp_ms: m.timestamp().to_millis(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_admin_operation_that_timed_out_or_lost_the_broker_is_retriable() {
+        for code in [
+            RDKafkaErrorCode::OperationTimedOut,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+        ] {
+            assert_eq!(
+                kafka_kind(&KafkaError::AdminOp(code)),
+                ErrorKind::Retriable,
+                "{code}"
+            );
+        }
+        assert_eq!(
+            kafka_kind(&KafkaError::AdminOp(
+                RDKafkaErrorCode::TopicAuthorizationFailed
+            )),
+            ErrorKind::Fatal
+        );
     }
 }

@@ -418,6 +418,15 @@ pub const SINK_CAPTURE_TO_RECORD: HistogramSpec = HistogramSpec {
     boundaries: LATENCY_BOUNDARIES,
 };
 
+/// Each readiness check of a service (the checks `/readyz` reports, [`checks`]): 1 while it
+/// passes, 0 while it fails. Attributes: `orstream.check`. Observed at each collection, so an
+/// alert can tell a process that answers its scrape but is not ready, and which check fails.
+pub const READY: GaugeSpec = GaugeSpec {
+    name: "orstream.ready",
+    unit: "{check}",
+    description: "Readiness checks of the service: 1 passing, 0 failing.",
+};
+
 /// Every metric name above, for checks (unique, well-formed) and documentation.
 pub const ALL_NAMES: &[&str] = &[
     MESSAGING_SENT.name,
@@ -445,6 +454,7 @@ pub const ALL_NAMES: &[&str] = &[
     SINK_RESULTS_STORED.name,
     SINK_EVENTS_WRITTEN.name,
     SINK_CAPTURE_TO_RECORD.name,
+    READY.name,
 ];
 
 /// Attribute (label) keys. Values come from small closed sets ([`value`]) or bounded
@@ -478,6 +488,8 @@ pub mod attr {
     pub const EVENT_KIND: &str = "orstream.event.kind";
     /// The model's name from its card.
     pub const MODEL_NAME: &str = "orstream.model.name";
+    /// A readiness check's name ([`checks`](super::checks)).
+    pub const CHECK: &str = "orstream.check";
 }
 
 /// The only attribute keys orstream metrics carry.
@@ -495,6 +507,7 @@ pub const ALLOWED_ATTRIBUTES: &[&str] = &[
     attr::TRANSACTION_OUTCOME,
     attr::EVENT_KIND,
     attr::MODEL_NAME,
+    attr::CHECK,
 ];
 
 /// Attribute values from the closed sets above.

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use orstream_bus::Bus;
 use orstream_bus::metrics::{BrokerCheck, HealthReporter, NoHealth, checks};
+use orstream_bus::{Bus, BusError};
 use orstream_proto::EndReason;
+use orstream_shell::{Backoff, retry};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{FullPolicy, IngestConfig};
@@ -30,12 +31,18 @@ use crate::stream::{Settings, StreamRunner, StreamStats};
 /// How often the broker is asked whether it answers (and how long an answer may take).
 const BROKER_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// How long topic creation may take.
-const TOPIC_TIMEOUT: Duration = Duration::from_secs(30);
+const TOPIC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pauses between tries at creating the topics while the broker is away.
+const TOPIC_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(200),
+    max: Duration::from_secs(5),
+};
 
 /// What happened over a run of the service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
-    /// One entry per configured stream, in configuration order.
+    /// One entry per configured stream, in configuration order; none when shutdown came
+    /// while the broker was still away at the start.
     pub streams: Vec<StreamStats>,
 }
 
@@ -107,35 +114,63 @@ impl Ingest {
             .ok()
     }
 
+    /// Creates the frames and events topics (idempotent) with their partitions and retention,
+    /// waiting for as long as it takes while the broker is away (not ready meanwhile, alive:
+    /// the wait is the service doing what it should), so a stack whose services start before
+    /// the broker answers comes up in any order. False when shutdown came first.
+    fn create_topics(&self, shutdown: &CancellationToken) -> Result<bool, IngestError> {
+        let config = &self.config;
+        let retained = [
+            (&config.frames_topic, config.frames_retention),
+            (&config.events_topic, orstream_proto::topics::RETENTION),
+        ];
+        for (topic, retention) in retained {
+            let created = retry(
+                TOPIC_BACKOFF,
+                shutdown,
+                || {
+                    self.bus.create_topic_retained(
+                        topic,
+                        config.topic_partitions,
+                        Some(retention),
+                        TOPIC_TIMEOUT,
+                    )
+                },
+                BusError::is_retriable,
+                |error, attempt| {
+                    self.health.beat();
+                    if attempt % 10 == 0 {
+                        tracing::warn!(%error, "creating topic {topic}: the broker does not answer yet; retrying");
+                    }
+                },
+            )
+            .map_err(|source| IngestError::Bus {
+                what: format!("creating topic {topic}"),
+                source,
+            })?;
+            if created.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Runs every stream until its source ends for good (a file's end, a fatal error) or
     /// `shutdown` is cancelled, then flushes the producer. Blocks the calling thread; GStreamer
     /// and one thread per stream do the work.
     ///
-    /// Errors only when the service cannot start (topics, producer) or the final flush fails;
+    /// Waits for the broker at the start when it creates the topics (see `create_topics`).
+    /// Errors only when the service cannot start (topics refused, producer) or the final flush fails;
     /// a failing stream is reported in its [`StreamStats`] and its events, never here.
     pub fn run(self, shutdown: CancellationToken) -> Result<Stats, IngestError> {
         let config = &self.config;
         let health = &self.health;
         health.set_ready(checks::BROKER, false);
         health.set_ready(checks::RUNNING, false);
-        if config.create_topics {
-            let retained = [
-                (&config.frames_topic, config.frames_retention),
-                (&config.events_topic, orstream_proto::topics::RETENTION),
-            ];
-            for (topic, retention) in retained {
-                self.bus
-                    .create_topic_retained(
-                        topic,
-                        config.topic_partitions,
-                        Some(retention),
-                        TOPIC_TIMEOUT,
-                    )
-                    .map_err(|source| IngestError::Bus {
-                        what: format!("creating topic {topic}"),
-                        source,
-                    })?;
-            }
+        if config.create_topics && !self.create_topics(&shutdown)? {
+            return Ok(Stats {
+                streams: Vec::new(),
+            });
         }
         let producer = Arc::new(self.bus.producer().map_err(|source| IngestError::Bus {
             what: "creating the producer".to_owned(),

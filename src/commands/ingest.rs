@@ -163,11 +163,13 @@ pub fn run(args: Args, health: Health) -> Result<()> {
         println!("configuration OK: {} streams", service.ingest.streams.len());
         return Ok(());
     }
-    service
-        .kafka
-        .probe(Duration::from_secs(5))
-        .map_err(|cause| anyhow::anyhow!("{cause}; is Kafka running (scripts/kafka.sh start)?"))
-        .context(ExitReason::Unavailable)?;
+    if let Err(cause) = service.kafka.probe(Duration::from_secs(5)) {
+        // The service waits for the broker, not ready meanwhile (a stack may start it first);
+        // say it once, clearly, and go on.
+        tracing::warn!(
+            "{cause}; waiting for the broker (is Kafka running? scripts/kafka.sh start)"
+        );
+    }
     let bus = Bus::kafka(service.kafka.clone()).context("connecting to Kafka")?;
     let shutdown = orstream_shell::signals::root();
     let ingest = Ingest::new(service.ingest, bus)
