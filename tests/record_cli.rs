@@ -8,7 +8,9 @@
 use std::process::Command;
 
 use orstream_record::Store;
-use orstream_record::schema::{CaseRow, FrameRow, StreamRow};
+use orstream_record::schema::{
+    CaseCameraRow, CaseRoomRow, CaseRow, FrameRow, StreamEventRow, StreamRow,
+};
 use orstream_record::store::WriteBatch;
 
 /// `orstream record --store <store> <args>`: its standard output, or the failure.
@@ -158,4 +160,91 @@ fn the_store_url_comes_from_a_file_and_help_never_shows_it() {
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(text.contains("--store-file"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
+}
+
+/// The end event of `stream_id` in `case_id`: `published` frames.
+fn ended(case_id: &str, stream_id: &str, time_ns: i64, published: u64) -> StreamEventRow {
+    StreamEventRow {
+        stream_id: stream_id.into(),
+        case_id: case_id.into(),
+        session_epoch: 1,
+        time_ns,
+        kind: "ended".into(),
+        detail: format!("{{\"frames_published\":{published},\"frames_dropped\":0}}"),
+    }
+}
+
+/// A room's cases are listed with their room, start, end and cameras: before any frame of
+/// them is stored, open, and complete only once every camera of the case, one that stored
+/// nothing included, has ended with its frames accounted for.
+#[test]
+fn a_rooms_cases_are_listed_with_room_times_cameras_and_completeness() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("record.db").display());
+    let t = 1_800_000_000_000_000_000_i64;
+    let room = |case_id: &str, opened_ns, closed_ns| CaseRoomRow {
+        case_id: case_id.into(),
+        room_id: "OR3".into(),
+        opened_ns,
+        closed_ns,
+        close_detail: String::new(),
+    };
+    let camera = |case_id: &str, stream_id: &str| CaseCameraRow {
+        case_id: case_id.into(),
+        stream_id: stream_id.into(),
+    };
+    let mut s = Store::open(&store).unwrap();
+    let mut first = case("case-r1", t + 10, 5);
+    first.case_rooms = vec![room("case-r1", Some(t), Some(t + 1_000))];
+    first.case_cameras = vec![
+        camera("case-r1", "case-r1-cam"),
+        camera("case-r1", "or3-spare"),
+    ];
+    first.stream_events = vec![ended("case-r1", "case-r1-cam", t + 900, 5)];
+    s.write(&first).unwrap();
+    s.write(&WriteBatch {
+        case_rooms: vec![room("case-r2", Some(t + 2_000), None)],
+        case_cameras: vec![camera("case-r2", "case-r1-cam")],
+        ..WriteBatch::default()
+    })
+    .unwrap();
+
+    let listed = || -> Vec<serde_json::Value> {
+        serde_json::from_str(&record(&store, &["cases", "--format", "json"])).unwrap()
+    };
+    let cases = listed();
+    let ids: Vec<&str> = cases
+        .iter()
+        .map(|c| c["case_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["case-r2", "case-r1"],
+        "newest first, the case with no frame too"
+    );
+    let (open, closed) = (&cases[0], &cases[1]);
+    assert_eq!(open["room_id"], "OR3");
+    assert_eq!(open["closed_ns"], serde_json::Value::Null);
+    assert_eq!(open["complete"], false, "an open case is never complete");
+    assert_eq!(closed["opened_ns"], t);
+    assert_eq!(closed["closed_ns"], t + 1_000);
+    assert_eq!(
+        closed["cameras"],
+        serde_json::json!(["case-r1-cam", "or3-spare"])
+    );
+    assert_eq!(
+        closed["complete"], false,
+        "the spare camera never said it ended"
+    );
+    let accounting = record(&store, &["accounting", "case-r1", "--format", "csv"]);
+    assert!(accounting.contains("or3-spare"), "{accounting}");
+
+    s.write(&WriteBatch {
+        stream_events: vec![ended("case-r1", "or3-spare", t + 950, 0)],
+        ..WriteBatch::default()
+    })
+    .unwrap();
+    assert_eq!(listed()[1]["complete"], true);
+    let table = record(&store, &["cases"]);
+    assert!(table.contains("OR3") && table.contains("open"), "{table}");
 }

@@ -239,6 +239,8 @@ impl Publisher {
             case_id: case_id.to_owned(),
             session_epoch: epoch,
             time_ns: orstream_shell::clock::now_ns(),
+            // Streams configured in the file belong to no room.
+            room_id: String::new(),
             kind: Some(kind),
         };
         let record = Record::new(self.events_topic.clone(), orstream_proto::encode(&event))

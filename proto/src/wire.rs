@@ -10,6 +10,8 @@ use crate::v1::{
 
 /// Largest accepted stream_id / case_id, in bytes.
 pub const MAX_ID_LEN: usize = 128;
+/// Most cameras a room's case event may list.
+pub const MAX_CASE_CAMERAS: usize = 64;
 /// Largest accepted frame side, in pixels (8K is 7680).
 pub const MAX_FRAME_SIDE: u32 = 16_384;
 /// Largest accepted label, model name, version or digest, in bytes.
@@ -191,7 +193,8 @@ pub fn fit_detail(text: &str) -> String {
 pub fn fit_event_text(kind: &mut stream_event::Kind) {
     use stream_event::Kind;
     let text = match kind {
-        Kind::Started(_) => return,
+        Kind::Started(_) | Kind::CaseStarted(_) => return,
+        Kind::CaseEnded(c) => &mut c.detail,
         Kind::Discontinuity(d) => &mut d.reason,
         Kind::Ended(e) => &mut e.detail,
         Kind::Dropped(d) => &mut d.reason,
@@ -350,15 +353,49 @@ impl Wire for Frame {
     }
 }
 
+/// A case event's camera list: stream ids, at most [`MAX_CASE_CAMERAS`], none twice.
+fn check_cameras(field: &'static str, cameras: &[String]) -> Result<(), (&'static str, String)> {
+    if cameras.len() > MAX_CASE_CAMERAS {
+        return Err((
+            field,
+            format!("{} cameras, more than {MAX_CASE_CAMERAS}", cameras.len()),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for camera in cameras {
+        check_id(field, camera, true)?;
+        if !seen.insert(camera.as_str()) {
+            return Err((field, format!("{camera:?} listed twice")));
+        }
+    }
+    Ok(())
+}
+
 impl Wire for StreamEvent {
     const NAME: &'static str = "StreamEvent";
     const MAX_ENCODED_LEN: usize = 64 << 10;
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        check_id("stream_id", &self.stream_id, true)?;
-        check_id("case_id", &self.case_id, false)?;
         use stream_event::Kind;
+        let case_event = matches!(self.kind, Some(Kind::CaseStarted(_) | Kind::CaseEnded(_)));
+        if case_event {
+            // A room's event: the room and the case named, no stream.
+            if !self.stream_id.is_empty() {
+                return Err(("stream_id", "must be empty on a case event".into()));
+            }
+            check_id("room_id", &self.room_id, true)?;
+            check_id("case_id", &self.case_id, true)?;
+        } else {
+            check_id("stream_id", &self.stream_id, true)?;
+            check_id("room_id", &self.room_id, false)?;
+            check_id("case_id", &self.case_id, false)?;
+        }
         match &self.kind {
             None => Err(("kind", "no event kind set".into())),
+            Some(Kind::CaseStarted(c)) => check_cameras("case_started.cameras", &c.cameras),
+            Some(Kind::CaseEnded(c)) => {
+                check_cameras("case_ended.cameras", &c.cameras)?;
+                check_detail("case_ended.detail", &c.detail)
+            }
             Some(Kind::Started(s)) => {
                 check_name("started.source_kind", &s.source_kind)?;
                 check_range("started.fps", "", s.fps, 0.0, 1_000.0)

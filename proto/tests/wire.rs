@@ -1,9 +1,9 @@
 //! Round-trip and rejection tests of the v1 contract.
 
 use orstream_proto::v1::{
-    BBox, Category, ClockSource, Encoding, EventKind, Frame, FrameResult, FrameStatus, Instance,
-    ModelIdentity, Point, StreamDiscontinuity, StreamEvent, SurgicalEvent, Timings, TrackFrame,
-    TrackedInstance, stream_event,
+    BBox, CaseEnded, CaseStarted, Category, ClockSource, Encoding, EventKind, Frame, FrameResult,
+    FrameStatus, Instance, ModelIdentity, Point, StreamDiscontinuity, StreamEvent, SurgicalEvent,
+    Timings, TrackFrame, TrackedInstance, stream_event,
 };
 use orstream_proto::{DecodeError, decode, decode_with_limit, encode, rle};
 use proptest::prelude::*;
@@ -69,6 +69,7 @@ proptest! {
                                 start in any::<i64>(), end in any::<i64>()) {
         let e = StreamEvent {
             stream_id, case_id: "case-1".into(), session_epoch: epoch, time_ns: end,
+            room_id: "OR3".into(),
             kind: Some(stream_event::Kind::Discontinuity(StreamDiscontinuity {
                 previous_epoch: epoch.wrapping_sub(1), previous_last_seq: last,
                 gap_start_ns: start, gap_end_ns: end, reason: "stall".into(),
@@ -256,6 +257,108 @@ fn result_with_unknown_status_or_bad_mask_is_invalid() {
         err.to_string()
             .contains("instances.mask: instance 0: runs cover 3 cells"),
         "{err}"
+    );
+}
+
+fn case_event(kind: stream_event::Kind) -> StreamEvent {
+    StreamEvent {
+        room_id: "OR3".into(),
+        case_id: "case-0042".into(),
+        time_ns: 1_700_000_000_000_000_000,
+        kind: Some(kind),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_rooms_case_events_round_trip_and_name_the_room_and_case() {
+    let started = case_event(stream_event::Kind::CaseStarted(CaseStarted {
+        cameras: vec!["or3-lap".into(), "or3-room".into()],
+    }));
+    let ended = case_event(stream_event::Kind::CaseEnded(CaseEnded {
+        cameras: vec!["or3-lap".into(), "or3-room".into(), "or3-micro".into()],
+        detail: "ended by staff".into(),
+    }));
+    for event in [&started, &ended] {
+        assert_eq!(&decode::<StreamEvent>(&encode(event)).unwrap(), event);
+    }
+
+    let refused = |event: StreamEvent, field: &str| {
+        let err = decode::<StreamEvent>(&encode(&event))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{field}: {err}");
+    };
+    // A case event belongs to a room, not to a stream, and names its case.
+    refused(
+        StreamEvent {
+            stream_id: "or3-lap".into(),
+            ..started.clone()
+        },
+        "stream_id",
+    );
+    refused(
+        StreamEvent {
+            room_id: String::new(),
+            ..started.clone()
+        },
+        "room_id",
+    );
+    refused(
+        StreamEvent {
+            case_id: String::new(),
+            ..ended.clone()
+        },
+        "case_id",
+    );
+    refused(
+        StreamEvent {
+            room_id: "OR\u{0}3".into(),
+            ..started.clone()
+        },
+        "room_id",
+    );
+    // Cameras: ids, none twice, a bounded list.
+    let cameras =
+        |cameras: Vec<String>| case_event(stream_event::Kind::CaseStarted(CaseStarted { cameras }));
+    refused(
+        cameras(vec!["lap".into(), "lap".into()]),
+        "case_started.cameras",
+    );
+    refused(cameras(vec![String::new()]), "case_started.cameras");
+    refused(
+        cameras((0..65).map(|i| format!("cam-{i}")).collect()),
+        "case_started.cameras",
+    );
+    refused(
+        case_event(stream_event::Kind::CaseEnded(CaseEnded {
+            cameras: vec![],
+            detail: "x".repeat(5000),
+        })),
+        "case_ended.detail",
+    );
+    // A camera's event may name its room; with hostile text it is refused too.
+    let camera_event = StreamEvent {
+        stream_id: "or3-lap".into(),
+        room_id: "OR3".into(),
+        kind: Some(stream_event::Kind::Started(
+            orstream_proto::v1::StreamStarted {
+                source_kind: "file".into(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    assert_eq!(
+        decode::<StreamEvent>(&encode(&camera_event)).unwrap(),
+        camera_event
+    );
+    refused(
+        StreamEvent {
+            room_id: "x".repeat(200),
+            ..camera_event
+        },
+        "room_id",
     );
 }
 

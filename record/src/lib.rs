@@ -29,7 +29,7 @@
 //! #     fn open_tracks(&self) -> Vec<orstream_record::schema::TrackRow> { Vec::new() }
 //! # }
 //! let mut store = Store::open("sqlite://record.db")?; // or "postgres://user:pass@host/db"
-//! for case in query::cases(&mut store)? {
+//! for case in query::cases::<State>(&mut store)? {
 //!     // `State`: the sink's derivation state (`orstream_sink::derive::StreamState`).
 //!     if let Some(timeline) = query::timeline::<State>(&mut store, &case.case_id)? {
 //!         print!("{}", text::render_timeline(&timeline, text::Format::Table));

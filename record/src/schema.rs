@@ -95,6 +95,18 @@ impl Cell for u32 {
     }
 }
 
+impl Cell for Option<i64> {
+    fn to_value(&self) -> Value {
+        self.map_or(Value::Null, Value::Int)
+    }
+    fn from_value(value: Value) -> Self {
+        match value {
+            Value::Null => None,
+            value => Some(value.int()),
+        }
+    }
+}
+
 impl Cell for f64 {
     fn to_value(&self) -> Value {
         Value::Real(*self)
@@ -159,6 +171,35 @@ row! {
         case_id: String,
         /// Capture time of its first frame (UTC ns).
         started_ns: i64,
+    }
+}
+
+row! {
+    /// A case of an operating room, as staff (or the scheduling system) opened and closed it
+    /// through ingest: the room's `CaseStarted` and `CaseEnded` events. A case configured on
+    /// a stream without a room has none.
+    CaseRoomRow = "case_rooms" {
+        /// The case; the key.
+        case_id: String,
+        /// The room it took place in.
+        room_id: String,
+        /// When the case was started (UTC ns); None until its start is stored.
+        opened_ns: Option<i64>,
+        /// When it was ended (UTC ns); None while it is open.
+        closed_ns: Option<i64>,
+        /// Why it ended, as ingest said.
+        close_detail: String,
+    }
+}
+
+row! {
+    /// A camera (a stream) that served a room's case: those of the room at its start and
+    /// every one added before its end.
+    CaseCameraRow = "case_cameras" {
+        /// The case; with `stream_id`, the key.
+        case_id: String,
+        /// The camera's stream.
+        stream_id: String,
     }
 }
 

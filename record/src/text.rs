@@ -91,24 +91,42 @@ pub fn render_cases(cases: &[CaseSummary], format: Format) -> String {
     let rows: Vec<Vec<String>> = cases
         .iter()
         .map(|c| {
+            let opened = c.opened_ns.map_or_else(|| "-".to_owned(), time::utc);
+            let closed = match (c.room_id.is_empty(), c.closed_ns) {
+                (_, Some(ns)) => time::utc(ns),
+                (false, None) => "open".to_owned(),
+                (true, None) => "-".to_owned(),
+            };
             vec![
                 c.case_id.clone(),
+                if c.room_id.is_empty() {
+                    "-".to_owned()
+                } else {
+                    c.room_id.clone()
+                },
                 time::utc(c.started_ns),
                 time::offset(c.last_frame_ns - c.started_ns),
-                c.streams.to_string(),
+                opened,
+                closed,
+                c.cameras.join(" "),
                 c.events.to_string(),
                 c.gaps.to_string(),
+                if c.complete { "yes" } else { "no" }.to_owned(),
             ]
         })
         .collect();
     render_rows(
         &[
             "case",
-            "started (UTC)",
+            "room",
+            "first frame (UTC)",
             "duration",
-            "streams",
+            "started (UTC)",
+            "ended (UTC)",
+            "cameras",
             "events",
             "gaps",
+            "complete",
         ],
         &rows,
         format,

@@ -229,7 +229,7 @@ impl Intake {
                 Ok(()) => report.store_ready(true),
                 Err(e) if e.is_retriable() => {
                     report.store_retry();
-                    tracing::warn!(error = %e, "loading offsets; retrying");
+                    tracing::warn!(error = %e, "loading offsets: the store does not answer; retrying");
                     // Back to polling between tries, so the group keeps this member;
                     // messages of the pending partitions are dropped meanwhile.
                     pause(self.offset_failures.failed(self.backoff), shutdown);

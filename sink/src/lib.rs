@@ -87,7 +87,7 @@
 //! println!("{} results, {} events, ready={}", stats.results, stats.presences, progress.is_ready());
 //!
 //! let mut store = Store::open("sqlite://record.db")?;
-//! for case in query::cases(&mut store)? {
+//! for case in query::cases::<StreamState>(&mut store)? {
 //!     let timeline = query::timeline::<StreamState>(&mut store, &case.case_id)?;
 //!     # let _ = timeline;
 //! }

@@ -27,8 +27,8 @@ use crate::dead_letter;
 use crate::decode::{Input, Rejection, Source, decode};
 use crate::derive::{Derived, FrameTracks, Rules, event_id};
 use rows::{
-    anomaly_row, frame_row, gap_row, presence_row, stream_event_row, stream_row, track_point_row,
-    track_row,
+    anomaly_row, case_rows, frame_row, gap_row, presence_row, stream_event_row, stream_row,
+    track_point_row, track_row,
 };
 
 /// A poll's messages past the offset screen, each decoded or rejected, in poll order.
@@ -46,7 +46,8 @@ impl Decoded {
         let inputs = || self.messages.iter().filter_map(|(_, i)| i.as_ref().ok());
         let streams = inputs()
             .map(|i| i.stream_id().to_owned())
-            .filter(|s| !cache.states.contains_key(s))
+            // A room's case event names no stream.
+            .filter(|s| !s.is_empty() && !cache.states.contains_key(s))
             .collect();
         let cases = inputs()
             .map(|i| i.case_id().to_owned())
@@ -259,6 +260,12 @@ impl Preparer<'_> {
 
     fn apply_stream_event(&mut self, message: &Message, event: &StreamEvent) {
         self.out.stream_events += 1;
+        if let Some((room, cameras)) = case_rows(event) {
+            // A room's case opened or closed: no stream of its own, no derivation.
+            self.out.batch.case_rooms.push(room);
+            self.out.batch.case_cameras.extend(cameras);
+            return;
+        }
         self.out.batch.stream_events.push(stream_event_row(event));
         let Some(cached) = self.cache.states.get_mut(&event.stream_id) else {
             return;
@@ -705,6 +712,77 @@ mod tests {
         assert!(!b.events.is_empty() && b.events.iter().all(|(_, o)| o.is_none()));
         assert!(b.track_frames.is_empty() && b.frames.is_empty());
         assert!(!prepared.fills_outbox(config.publish_events));
+    }
+
+    #[test]
+    fn a_rooms_case_events_become_case_rows_and_touch_no_stream() {
+        use orstream_proto::{CaseEnded, CaseStarted, stream_event::Kind};
+        let config = SinkConfig::default();
+        let event = |time_ns, kind| StreamEvent {
+            room_id: "OR3".into(),
+            case_id: "case-0042".into(),
+            time_ns,
+            kind: Some(kind),
+            ..StreamEvent::default()
+        };
+        let started = event(
+            1_000,
+            Kind::CaseStarted(CaseStarted {
+                cameras: vec!["or3-lap".into(), "or3-room".into()],
+            }),
+        );
+        let ended = event(
+            9_000,
+            Kind::CaseEnded(CaseEnded {
+                cameras: vec!["or3-lap".into(), "or3-room".into(), "or3-micro".into()],
+                detail: "ended by staff".into(),
+            }),
+        );
+        let messages = [started, ended]
+            .iter()
+            .enumerate()
+            .map(|(k, e)| read(stream_record(topics::STREAMS, e), 0, k as i64))
+            .collect();
+        let mut cache = Cache::default();
+        let prepared = prepare(messages, &mut cache, &config);
+
+        let b = &prepared.batch;
+        assert!(
+            prepared.dead_letters.is_empty(),
+            "{:?}",
+            prepared.dead_letters
+        );
+        assert_eq!(prepared.stream_events, 2);
+        assert!(b.stream_events.is_empty() && b.states.is_empty() && cache.states.is_empty());
+        let rooms: Vec<_> = b
+            .case_rooms
+            .iter()
+            .map(|r| {
+                (
+                    r.room_id.as_str(),
+                    r.opened_ns,
+                    r.closed_ns,
+                    r.close_detail.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rooms,
+            [
+                ("OR3", Some(1_000), None, ""),
+                ("OR3", None, Some(9_000), "ended by staff")
+            ]
+        );
+        let cameras: BTreeSet<&str> = b
+            .case_cameras
+            .iter()
+            .map(|c| c.stream_id.as_str())
+            .collect();
+        assert_eq!(
+            cameras,
+            BTreeSet::from(["or3-lap", "or3-micro", "or3-room"])
+        );
+        assert_eq!(prepared.next_offsets[&partition(topics::STREAMS, 0)], 2);
     }
 
     #[test]

@@ -8,8 +8,8 @@ mod common;
 
 use orstream_bus::TopicPartition;
 use orstream_record::schema::{
-    AnomalyRow, CaseRow, EventRow, FrameRow, GapRow, StreamEventRow, StreamRow, TrackPointRow,
-    TrackRow,
+    AnomalyRow, CaseCameraRow, CaseRoomRow, CaseRow, EventRow, FrameRow, GapRow, StreamEventRow,
+    StreamRow, TrackPointRow, TrackRow,
 };
 use orstream_record::store::{Deleter, OffsetWrite, Outbox, OutboxTopic, StateWrite, WriteBatch};
 use orstream_record::{BackendKind, StoreError};
@@ -111,6 +111,28 @@ fn case_row(first: i64) -> CaseRow {
     }
 }
 
+/// case-1 in room OR3, opened and/or closed.
+fn room_row(opened_ns: Option<i64>, closed_ns: Option<i64>) -> CaseRoomRow {
+    CaseRoomRow {
+        case_id: "case-1".into(),
+        room_id: "OR3".into(),
+        opened_ns,
+        closed_ns,
+        close_detail: if closed_ns.is_some() {
+            "ended by staff".into()
+        } else {
+            String::new()
+        },
+    }
+}
+
+fn camera_row(stream_id: &str) -> CaseCameraRow {
+    CaseCameraRow {
+        case_id: "case-1".into(),
+        stream_id: stream_id.into(),
+    }
+}
+
 fn outbox(id: &str) -> Option<Outbox> {
     Some(Outbox {
         event_id: id.into(),
@@ -132,6 +154,8 @@ fn batch(expected: Option<i64>, next: i64, frames: u64) -> WriteBatch {
         }],
         states: Vec::new(),
         cases: vec![case_row(1_000)],
+        case_rooms: vec![room_row(Some(900), None)],
+        case_cameras: vec![camera_row("cam-1")],
         streams: vec![StreamRow {
             case_id: "case-1".into(),
             stream_id: "cam-1".into(),
@@ -192,11 +216,12 @@ fn migrations_are_idempotent(kind: BackendKind) {
     let rows = s
         .query("SELECT version, name FROM schema_migrations", &[])
         .unwrap();
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 5);
     assert_eq!(rows[0][1].text(), "record");
     assert_eq!(rows[1][1].text(), "tracks");
     assert_eq!(rows[2][1].text(), "outbox_source");
     assert_eq!(rows[3][1].text(), "audit");
+    assert_eq!(rows[4][1].text(), "rooms");
     assert_eq!(s.backend(), kind);
 }
 
@@ -328,6 +353,48 @@ fn a_case_starts_at_its_earliest_frame(kind: BackendKind) {
     assert_eq!(s.case_start("case-2").unwrap(), None);
 }
 
+/// A room's case: its start and end may come in any order and any number of times (a
+/// replay); the end never reopens, the start never clears the end; cameras accumulate.
+fn a_rooms_case_is_opened_and_closed_whatever_the_order(kind: BackendKind) {
+    let isolated = store(kind);
+    let mut s = isolated.open().unwrap();
+    let writes = [
+        (room_row(None, Some(9_000)), "cam-2"),
+        (room_row(Some(1_000), None), "cam-1"),
+        (room_row(None, Some(9_000)), "cam-2"),
+        (room_row(Some(1_000), None), "cam-1"),
+    ];
+    let read = |s: &mut orstream_record::Store| {
+        s.query(
+            "SELECT room_id, opened_ns, closed_ns, close_detail FROM case_rooms \
+             WHERE case_id = $1",
+            &["case-1".into()],
+        )
+        .unwrap()
+    };
+    for (at, (room, camera)) in writes.into_iter().enumerate() {
+        s.write(&WriteBatch {
+            case_rooms: vec![room],
+            case_cameras: vec![camera_row(camera)],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+        let rows = read(&mut s);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0][2].int(), 9_000, "the end stays after write {at}");
+    }
+    let rows = read(&mut s);
+    assert_eq!(rows[0][1].int(), 1_000);
+    assert_eq!(rows[0][3], "ended by staff".into());
+    let cameras = s
+        .query(
+            "SELECT stream_id FROM case_cameras WHERE case_id = $1 ORDER BY stream_id",
+            &["case-1".into()],
+        )
+        .unwrap();
+    assert_eq!(cameras, vec![vec!["cam-1".into()], vec!["cam-2".into()]]);
+}
+
 fn the_outbox_drains_in_order(kind: BackendKind) {
     let isolated = store(kind);
     let mut s = isolated.open().unwrap();
@@ -405,6 +472,8 @@ fn rows_of(s: &mut orstream_record::Store, case: &str) -> i64 {
         "tracks",
         "track_points",
         "event_outbox",
+        "case_rooms",
+        "case_cameras",
     ]
     .iter()
     .map(|table| {
@@ -499,6 +568,7 @@ on_both_backends!(
     a_replay_of_the_same_rows_is_a_no_op,
     states_are_compare_and_set,
     a_case_starts_at_its_earliest_frame,
+    a_rooms_case_is_opened_and_closed_whatever_the_order,
     the_outbox_drains_in_order,
 );
 
@@ -557,7 +627,7 @@ fn a_version_1_record_is_upgraded_in_place() {
         .iter()
         .map(|r| r[0].int())
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     let ids = s.query("SELECT track_ids FROM events", &[]).unwrap();
     assert_eq!(ids[0][0].text(), "", "old intervals have no tracks");
     let outbox = s.outbox(10).unwrap();

@@ -153,7 +153,9 @@ pub fn run(mut args: Args) -> Result<()> {
         )
     })?;
     let text = match args.view {
-        View::Cases { format } => text::render_cases(&query::cases(&mut store)?, format.into()),
+        View::Cases { format } => {
+            text::render_cases(&query::cases::<StreamState>(&mut store)?, format.into())
+        }
         View::Timeline { case, format } => {
             text::render_timeline(&timeline(&mut store, &case)?, format.into())
         }

@@ -241,6 +241,7 @@ fn stream_event(plan: &Plan, target: &Target, camera: u32, kind: stream_event::K
         case_id: plan.case_id.clone(),
         session_epoch: plan.session_epoch,
         time_ns: orstream_shell::clock::now_ns(),
+        room_id: String::new(),
         kind: Some(kind),
     };
     Record::new(target.streams_topic.clone(), orstream_proto::encode(&event))

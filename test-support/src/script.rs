@@ -148,6 +148,7 @@ impl Script {
             case_id: self.case_id.clone(),
             session_epoch: epoch,
             time_ns,
+            room_id: String::new(),
             kind: Some(kind),
         };
         let started = || {

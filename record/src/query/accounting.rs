@@ -1,6 +1,7 @@
 //! The accounting of every frame of a case, per stream: frames ingest published (from the
 //! stream's end events) against results stored, by outcome, and whether the record is
-//! complete. Defined once here so `orstream record accounting`, the demo and the end-to-end
+//! complete. A room's case counts every camera that served it (`case_cameras`), one that
+//! stored nothing included. Defined once here so `orstream record accounting`, the demo and the end-to-end
 //! tests count the same way; statuses are classified by the contract
 //! ([`FrameStatus::outcome`]), not by each reader.
 
@@ -10,7 +11,7 @@ use orstream_proto::{FrameStatus, Outcome};
 use serde::Serialize;
 
 use crate::error::StoreError;
-use crate::schema::{DerivationState, StreamEventRow, StreamRow, Table};
+use crate::schema::{CaseCameraRow, DerivationState, StreamEventRow, StreamRow, Table};
 use crate::store::{Store, Value};
 
 /// One stream's accounting in a case: every published frame has exactly one stored result.
@@ -67,6 +68,12 @@ pub fn accounting<S: DerivationState>(
             (s.stream_id, row)
         })
         .collect();
+    // A room's case covers every camera that served it, a camera that stored nothing too.
+    let cameras: Vec<CaseCameraRow> =
+        store.rows(&CaseCameraRow::select("WHERE case_id = $1"), &case)?;
+    for camera in cameras {
+        by_stream.entry(camera.stream_id).or_default();
+    }
     let counts: Vec<StatusCount> = store.rows(
         "SELECT stream_id, status, COUNT(*) FROM frames WHERE case_id = $1 \
          GROUP BY stream_id, status",

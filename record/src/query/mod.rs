@@ -19,8 +19,8 @@ pub use totals::{motion, usage};
 
 use crate::error::StoreError;
 use crate::schema::{
-    CaseRow, DerivationState, EventRow, GapKind, GapRow, StreamEventRow, StreamRow, Table,
-    TrackPointRow, TrackRow,
+    CaseCameraRow, CaseRoomRow, CaseRow, DerivationState, EventRow, GapKind, GapRow,
+    StreamEventRow, StreamRow, Table, TrackPointRow, TrackRow,
 };
 use crate::store::{Store, Value};
 
@@ -29,7 +29,8 @@ use crate::store::{Store, Value};
 pub struct CaseSummary {
     /// The case.
     pub case_id: String,
-    /// Capture time of its first frame (UTC ns).
+    /// Capture time of its first frame (UTC ns); a room's case with no frame stored yet:
+    /// when it was started.
     pub started_ns: i64,
     /// Capture time of its last frame so far (UTC ns).
     pub last_frame_ns: i64,
@@ -39,6 +40,35 @@ pub struct CaseSummary {
     pub events: u64,
     /// Closed gaps.
     pub gaps: u64,
+    /// The operating room, for a case started in one through ingest (empty otherwise).
+    pub room_id: String,
+    /// When the room's case was started and ended (UTC ns); None when not (yet) known.
+    pub opened_ns: Option<i64>,
+    /// See `opened_ns`; None while the case is open.
+    pub closed_ns: Option<i64>,
+    /// The cameras that served it: a room's case's cameras, else the streams with results.
+    pub cameras: Vec<String>,
+    /// Every stream's accounting complete ([`accounting`]), an open room case never.
+    pub complete: bool,
+}
+
+impl CaseSummary {
+    /// A case starting at `started_ns`, nothing counted yet.
+    fn empty(case_id: String, started_ns: i64) -> Self {
+        Self {
+            case_id,
+            started_ns,
+            last_frame_ns: started_ns,
+            streams: 0,
+            events: 0,
+            gaps: 0,
+            room_id: String::new(),
+            opened_ns: None,
+            closed_ns: None,
+            cameras: Vec::new(),
+            complete: false,
+        }
+    }
 }
 
 /// A stream of a case.
@@ -239,20 +269,13 @@ pub struct ToolMotion {
     pub reentries: u64,
 }
 
-/// Every case, newest first.
-pub fn cases(store: &mut Store) -> Result<Vec<CaseSummary>, StoreError> {
+/// Every case, newest first, with its room, cameras and whether its accounting is complete.
+pub fn cases<S: DerivationState>(store: &mut Store) -> Result<Vec<CaseSummary>, StoreError> {
     let rows: Vec<CaseRow> =
         store.rows(&CaseRow::select("ORDER BY started_ns DESC, case_id"), &[])?;
     let mut out: Vec<CaseSummary> = rows
         .into_iter()
-        .map(|r| CaseSummary {
-            case_id: r.case_id,
-            started_ns: r.started_ns,
-            last_frame_ns: r.started_ns,
-            streams: 0,
-            events: 0,
-            gaps: 0,
-        })
+        .map(|r| CaseSummary::empty(r.case_id, r.started_ns))
         .collect();
     let index: BTreeMap<String, usize> = out
         .iter()
@@ -264,6 +287,26 @@ pub fn cases(store: &mut Store) -> Result<Vec<CaseSummary>, StoreError> {
         if let Some(&i) = index.get(&r.case_id) {
             out[i].streams += 1;
             out[i].last_frame_ns = out[i].last_frame_ns.max(r.last_frame_ns);
+            out[i].cameras.push(r.stream_id);
+        }
+    }
+    // A room's case is listed from its start on, before any frame of it is stored.
+    let rooms: Vec<CaseRoomRow> = store.rows(&CaseRoomRow::select(""), &[])?;
+    let mut index = index;
+    for r in rooms {
+        let i = *index.entry(r.case_id.clone()).or_insert_with(|| {
+            let started_ns = r.opened_ns.or(r.closed_ns).unwrap_or(0);
+            out.push(CaseSummary::empty(r.case_id.clone(), started_ns));
+            out.len() - 1
+        });
+        out[i].room_id = r.room_id;
+        out[i].opened_ns = r.opened_ns;
+        out[i].closed_ns = r.closed_ns;
+    }
+    let cameras: Vec<CaseCameraRow> = store.rows(&CaseCameraRow::select(""), &[])?;
+    for r in cameras {
+        if let Some(&i) = index.get(&r.case_id) {
+            out[i].cameras.push(r.stream_id);
         }
     }
     for (table, is_events) in [(EventRow::TABLE, true), (GapRow::TABLE, false)] {
@@ -281,6 +324,18 @@ pub fn cases(store: &mut Store) -> Result<Vec<CaseSummary>, StoreError> {
             }
         }
     }
+    for case in &mut out {
+        case.cameras.sort();
+        case.cameras.dedup();
+        let streams = accounting::accounting::<S>(store, &case.case_id)?;
+        let room_open = !case.room_id.is_empty() && case.closed_ns.is_none();
+        case.complete = !room_open && !streams.is_empty() && streams.iter().all(|s| s.complete);
+    }
+    out.sort_by(|a, b| {
+        b.started_ns
+            .cmp(&a.started_ns)
+            .then_with(|| a.case_id.cmp(&b.case_id))
+    });
     Ok(out)
 }
 

@@ -25,8 +25,9 @@ use serde::de::DeserializeOwned;
 
 use crate::error::StoreError;
 use crate::schema::{
-    AnomalyRow, CaseRow, DerivationState, EventRow, FrameRow, GapRow, OffsetRow, OutboxRow,
-    QueuedRow, Row, StateRow, StreamEventRow, StreamRow, Table, TrackPointRow, TrackRow,
+    AnomalyRow, CaseCameraRow, CaseRoomRow, CaseRow, DerivationState, EventRow, FrameRow, GapRow,
+    OffsetRow, OutboxRow, QueuedRow, Row, StateRow, StreamEventRow, StreamRow, Table,
+    TrackPointRow, TrackRow,
 };
 
 /// Which database a store runs on.
@@ -106,6 +107,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0004_audit.sql"),
         sqlite: include_str!("../../migrations/sqlite/0004_audit.sql"),
     },
+    Migration {
+        version: 5,
+        name: "rooms",
+        postgres: include_str!("../../migrations/postgres/0005_rooms.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0005_rooms.sql"),
+    },
 ];
 
 /// The tables that hold a case's rows, each by its `case_id` column, in the order a deletion
@@ -119,6 +126,8 @@ const CASE_TABLES: &[&str] = &[
     "stream_events",
     "streams",
     "event_outbox",
+    "case_cameras",
+    "case_rooms",
     "cases",
 ];
 
@@ -198,6 +207,11 @@ pub struct WriteBatch {
     pub states: Vec<StateWrite>,
     /// Cases with the capture time of a first frame: the case's start becomes the minimum.
     pub cases: Vec<CaseRow>,
+    /// Rooms' cases opened (`opened_ns` set) or closed (`closed_ns` set); a row sets only
+    /// what it holds, so a case's start and end may come in different batches.
+    pub case_rooms: Vec<CaseRoomRow>,
+    /// Cameras that served a room's case.
+    pub case_cameras: Vec<CaseCameraRow>,
     /// `streams` rows (upserted with absolute values).
     pub streams: Vec<StreamRow>,
     /// `stream_events` rows.
@@ -222,6 +236,8 @@ impl WriteBatch {
     /// Rows of the record in the batch (not counting offsets, states and the outbox).
     pub fn rows(&self) -> usize {
         self.cases.len()
+            + self.case_rooms.len()
+            + self.case_cameras.len()
             + self.streams.len()
             + self.stream_events.len()
             + self.events.len()
@@ -282,6 +298,8 @@ pub struct OutboxItem {
 /// The tables of the record and their keys, in the order [`Store::snapshot`] renders them.
 const SNAPSHOT: &[(&str, &str, &str)] = &[
     ("cases", "*", "case_id"),
+    ("case_rooms", "*", "case_id"),
+    ("case_cameras", "*", "case_id, stream_id"),
     ("streams", "*", "case_id, stream_id"),
     (
         "stream_events",
@@ -847,6 +865,27 @@ fn write_rows(sql: &mut dyn Sql, batch: &WriteBatch) -> Result<(), StoreError> {
              CASE WHEN excluded.started_ns < cases.started_ns \
              THEN excluded.started_ns ELSE cases.started_ns END",
             &case.to_values(),
+        )?;
+    }
+    for row in &batch.case_rooms {
+        // A replayed start or end rewrites the same values; an end never reopens a case and
+        // a start never clears its end.
+        sql.execute(
+            "INSERT INTO case_rooms (case_id, room_id, opened_ns, closed_ns, close_detail) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (case_id) DO UPDATE SET \
+             room_id = excluded.room_id, \
+             opened_ns = COALESCE(excluded.opened_ns, case_rooms.opened_ns), \
+             closed_ns = COALESCE(excluded.closed_ns, case_rooms.closed_ns), \
+             close_detail = CASE WHEN excluded.closed_ns IS NULL \
+             THEN case_rooms.close_detail ELSE excluded.close_detail END",
+            &row.to_values(),
+        )?;
+    }
+    for row in &batch.case_cameras {
+        sql.execute(
+            "INSERT INTO case_cameras (case_id, stream_id) VALUES ($1, $2) \
+             ON CONFLICT (case_id, stream_id) DO NOTHING",
+            &row.to_values(),
         )?;
     }
     for row in &batch.streams {

@@ -7,8 +7,8 @@
 use orstream_bus::Message;
 use orstream_proto::{Category, FrameResult, FrameStatus, StreamEvent, stream_event};
 use orstream_record::schema::{
-    AnomalyRow, DerivationState, EventRow, FrameRow, GapRow, StreamEventRow, StreamRow,
-    TrackPointRow, TrackRow,
+    AnomalyRow, CaseCameraRow, CaseRoomRow, DerivationState, EventRow, FrameRow, GapRow,
+    StreamEventRow, StreamRow, TrackPointRow, TrackRow,
 };
 
 use crate::derive::{Gap, Presence, StreamState, TrackRecord};
@@ -176,6 +176,32 @@ pub(super) fn frame_row(r: &FrameResult) -> FrameRow {
     }
 }
 
+/// A room's case event as its rows: the case's room, start or end, and its cameras. None for
+/// a stream's own events.
+pub(super) fn case_rows(e: &StreamEvent) -> Option<(CaseRoomRow, Vec<CaseCameraRow>)> {
+    use stream_event::Kind;
+    let (opened_ns, closed_ns, close_detail, cameras) = match &e.kind {
+        Some(Kind::CaseStarted(c)) => (Some(e.time_ns), None, String::new(), &c.cameras),
+        Some(Kind::CaseEnded(c)) => (None, Some(e.time_ns), c.detail.clone(), &c.cameras),
+        _ => return None,
+    };
+    let room = CaseRoomRow {
+        case_id: e.case_id.clone(),
+        room_id: e.room_id.clone(),
+        opened_ns,
+        closed_ns,
+        close_detail,
+    };
+    let cameras = cameras
+        .iter()
+        .map(|stream_id| CaseCameraRow {
+            case_id: e.case_id.clone(),
+            stream_id: stream_id.clone(),
+        })
+        .collect();
+    Some((room, cameras))
+}
+
 pub(super) fn stream_event_row(e: &StreamEvent) -> StreamEventRow {
     use stream_event::Kind;
     let (kind, detail) = match &e.kind {
@@ -211,6 +237,15 @@ pub(super) fn stream_event_row(e: &StreamEvent) -> StreamEventRow {
         Some(Kind::Error(x)) => (
             "error",
             serde_json::json!({ "message": x.message, "fatal": x.fatal }),
+        ),
+        // Stored as case rows instead (`case_rows`); named here for completeness.
+        Some(Kind::CaseStarted(c)) => (
+            "case_started",
+            serde_json::json!({ "room_id": e.room_id, "cameras": c.cameras }),
+        ),
+        Some(Kind::CaseEnded(c)) => (
+            "case_ended",
+            serde_json::json!({ "room_id": e.room_id, "cameras": c.cameras, "detail": c.detail }),
         ),
         None => ("unknown", serde_json::json!({})),
     };
