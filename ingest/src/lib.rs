@@ -44,6 +44,8 @@
 //! - `service`: [`Ingest`], all streams on one producer; [`Stats`]; health reports
 //!   ([`Ingest::with_health`]).
 //! - `metrics` (private): the stream's instruments from [`orstream_bus::metrics`].
+//! - [`site`]: [`Site`], operating rooms with their cameras and at most one open case each,
+//!   a model without I/O whose operations give the room's `CaseStarted` / `CaseEnded` events.
 //! - [`error`]: [`IngestError`], naming the stream and the element or key at fault.
 //!
 //! In: an [`IngestConfig`] and an [`orstream_bus::Bus`]. Out: `Frame`s on `frames_topic`
@@ -99,6 +101,7 @@ pub mod pipeline;
 mod publish;
 pub mod queue;
 mod service;
+pub mod site;
 mod source;
 mod stream;
 
@@ -110,4 +113,5 @@ pub use error::IngestError;
 pub use pipeline::{EncodedFrame, FrameCounts, FramePipeline, init};
 pub use queue::FrameReceiver;
 pub use service::{Ingest, Stats};
+pub use site::{Site, SiteError};
 pub use stream::StreamStats;
