@@ -6,6 +6,9 @@ use std::fmt;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
+use orstream_shell::{Backoff, retry};
+use tokio_util::sync::CancellationToken;
+
 use crate::config::KafkaConfig;
 use crate::error::{BusError, ErrorKind};
 use crate::kafka::{self, DeliveryOutcome};
@@ -99,6 +102,36 @@ impl Bus {
             BusInner::Kafka(k) => k.create_topic(topic, partitions, retention, timeout),
             BusInner::Memory(m) => m.create_topic(topic, partitions, retention),
         }
+    }
+
+    /// [`Bus::create_topic_retained`] for each `(topic, retention)` of `topics`, waiting for
+    /// as long as it takes while the broker is away: a retriable failure is retried after
+    /// `backoff`, and `waiting` is told of it (the topic, the error, the try's number from 0)
+    /// so the service can beat liveness and say why it waits. A service that creates its
+    /// topics this way comes up whichever of it and the broker starts first. False when
+    /// `shutdown` came first; a failure that retrying cannot mend is returned.
+    pub fn create_topics_waiting(
+        &self,
+        topics: &[(&str, Option<Duration>)],
+        partitions: u32,
+        timeout: Duration,
+        backoff: Backoff,
+        shutdown: &CancellationToken,
+        mut waiting: impl FnMut(&str, &BusError, u32),
+    ) -> Result<bool, BusError> {
+        for &(topic, retention) in topics {
+            let created = retry(
+                backoff,
+                shutdown,
+                || self.create_topic_retained(topic, partitions, retention, timeout),
+                BusError::is_retriable,
+                |error, attempt| waiting(topic, error, attempt),
+            )?;
+            if created.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// How long `topic` keeps its messages, as its own setting says (`None`: it has none and

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use orstream_bus::Bus;
 use orstream_bus::metrics::{BrokerCheck, HealthReporter, NoHealth, checks};
-use orstream_bus::{Bus, BusError};
 use orstream_proto::EndReason;
-use orstream_shell::{Backoff, retry};
+use orstream_shell::Backoff;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{FullPolicy, IngestConfig};
@@ -120,24 +120,21 @@ impl Ingest {
     /// the broker answers comes up in any order. False when shutdown came first.
     fn create_topics(&self, shutdown: &CancellationToken) -> Result<bool, IngestError> {
         let config = &self.config;
-        let retained = [
-            (&config.frames_topic, config.frames_retention),
-            (&config.events_topic, orstream_proto::topics::RETENTION),
+        let topics = [
+            (config.frames_topic.as_str(), Some(config.frames_retention)),
+            (
+                config.events_topic.as_str(),
+                Some(orstream_proto::topics::RETENTION),
+            ),
         ];
-        for (topic, retention) in retained {
-            let created = retry(
+        self.bus
+            .create_topics_waiting(
+                &topics,
+                config.topic_partitions,
+                TOPIC_TIMEOUT,
                 TOPIC_BACKOFF,
                 shutdown,
-                || {
-                    self.bus.create_topic_retained(
-                        topic,
-                        config.topic_partitions,
-                        Some(retention),
-                        TOPIC_TIMEOUT,
-                    )
-                },
-                BusError::is_retriable,
-                |error, attempt| {
+                |topic, error, attempt| {
                     self.health.beat();
                     if attempt % 10 == 0 {
                         tracing::warn!(%error, "creating topic {topic}: the broker does not answer yet; retrying");
@@ -145,14 +142,9 @@ impl Ingest {
                 },
             )
             .map_err(|source| IngestError::Bus {
-                what: format!("creating topic {topic}"),
+                what: "creating the frames and events topics".to_owned(),
                 source,
-            })?;
-            if created.is_none() {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+            })
     }
 
     /// Runs every stream until its source ends for good (a file's end, a fatal error) or

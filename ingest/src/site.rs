@@ -242,7 +242,7 @@ impl Site {
             started_ns: now_ns,
             served,
         });
-        Ok(room_event(
+        Ok(StreamEvent::for_room(
             room,
             case_id,
             now_ns,
@@ -263,7 +263,7 @@ impl Site {
             .case
             .take()
             .ok_or_else(|| SiteError::NoOpenCase(room.to_owned()))?;
-        Ok(room_event(
+        Ok(StreamEvent::for_room(
             room,
             &case.case_id,
             now_ns,
@@ -282,16 +282,6 @@ impl Site {
             return None;
         }
         entry.case.as_ref()
-    }
-}
-
-fn room_event(room: &str, case_id: &str, time_ns: i64, kind: stream_event::Kind) -> StreamEvent {
-    StreamEvent {
-        room_id: room.to_owned(),
-        case_id: case_id.to_owned(),
-        time_ns,
-        kind: Some(kind),
-        ..StreamEvent::default()
     }
 }
 

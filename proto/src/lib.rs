@@ -141,6 +141,20 @@ impl FrameResult {
     }
 }
 
+impl StreamEvent {
+    /// A room's case event (`CaseStarted`, `CaseEnded`): the room and the case named, no
+    /// stream, no epoch.
+    pub fn for_room(room_id: &str, case_id: &str, time_ns: i64, kind: stream_event::Kind) -> Self {
+        Self {
+            room_id: room_id.to_owned(),
+            case_id: case_id.to_owned(),
+            time_ns,
+            kind: Some(kind),
+            ..Self::default()
+        }
+    }
+}
+
 /// Why a message's schema version header is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VersionError {

@@ -261,13 +261,7 @@ fn result_with_unknown_status_or_bad_mask_is_invalid() {
 }
 
 fn case_event(kind: stream_event::Kind) -> StreamEvent {
-    StreamEvent {
-        room_id: "OR3".into(),
-        case_id: "case-0042".into(),
-        time_ns: 1_700_000_000_000_000_000,
-        kind: Some(kind),
-        ..Default::default()
-    }
+    StreamEvent::for_room("OR3", "case-0042", 1_700_000_000_000_000_000, kind)
 }
 
 #[test]

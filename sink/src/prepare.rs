@@ -718,13 +718,7 @@ mod tests {
     fn a_rooms_case_events_become_case_rows_and_touch_no_stream() {
         use orstream_proto::{CaseEnded, CaseStarted, stream_event::Kind};
         let config = SinkConfig::default();
-        let event = |time_ns, kind| StreamEvent {
-            room_id: "OR3".into(),
-            case_id: "case-0042".into(),
-            time_ns,
-            kind: Some(kind),
-            ..StreamEvent::default()
-        };
+        let event = |time_ns, kind| StreamEvent::for_room("OR3", "case-0042", time_ns, kind);
         let started = event(
             1_000,
             Kind::CaseStarted(CaseStarted {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use orstream_bus::metrics::{self, HealthReporter, LagGauge, NoHealth, checks, value};
-use orstream_bus::{Bus, BusError, Consumer, Message, Producer};
+use orstream_bus::{Bus, Consumer, Message, Producer};
 use orstream_proto::topics;
 use orstream_record::StoreError;
 use orstream_record::store::Store;
@@ -239,29 +239,23 @@ impl Sink {
         if self.config.publish_tracks {
             wanted.push(self.config.tracks_topic.clone());
         }
-        for topic in wanted {
-            let created = retry(
-                self.backoff,
-                shutdown,
-                || {
-                    self.bus.create_topic_retained(
-                        &topic,
-                        self.config.topic_partitions,
-                        Some(topics::RETENTION),
-                        BUS_TIMEOUT,
-                    )
-                },
-                BusError::is_retriable,
-                |e, _| {
-                    // Waiting for the broker is the loop turning, not a hang.
-                    self.report.health.beat();
-                    tracing::warn!(error = %e, "creating topic {topic}; retrying");
-                },
-            )?;
-            if created.is_none() {
-                return Ok(());
-            }
-        }
+        let wanted: Vec<(&str, Option<Duration>)> = wanted
+            .iter()
+            .map(|topic| (topic.as_str(), Some(topics::RETENTION)))
+            .collect();
+        // False (shutdown came first) needs nothing more: the caller sees the shutdown.
+        self.bus.create_topics_waiting(
+            &wanted,
+            self.config.topic_partitions,
+            BUS_TIMEOUT,
+            self.backoff,
+            shutdown,
+            |topic, e, _| {
+                // Waiting for the broker is the loop turning, not a hang.
+                self.report.health.beat();
+                tracing::warn!(error = %e, "creating topic {topic}; retrying");
+            },
+        )?;
         Ok(())
     }
 

@@ -417,13 +417,7 @@ fn a_rooms_case_is_recorded_with_its_times_and_every_camera() {
     topics.create(&bus, 1);
     let script = Script::new("case-room", 1, 50);
     let camera = script.stream_id(0);
-    let case_event = |time_ns, kind| StreamEvent {
-        room_id: "OR3".into(),
-        case_id: "case-room".into(),
-        time_ns,
-        kind: Some(kind),
-        ..StreamEvent::default()
-    };
+    let case_event = |time_ns, kind| StreamEvent::for_room("OR3", "case-room", time_ns, kind);
     let started = case_event(
         script.t0_ns - 1_000,
         Kind::CaseStarted(CaseStarted {

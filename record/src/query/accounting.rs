@@ -1,8 +1,8 @@
 //! The accounting of every frame of a case, per stream: frames ingest published (from the
 //! stream's end events) against results stored, by outcome, and whether the record is
 //! complete. A room's case counts every camera that served it (`case_cameras`), one that
-//! stored nothing included. Defined once here so `orstream record accounting`, the demo and the end-to-end
-//! tests count the same way; statuses are classified by the contract
+//! stored nothing included. Defined once here so `orstream record accounting`, the demo and
+//! the end-to-end tests count the same way; statuses are classified by the contract
 //! ([`FrameStatus::outcome`]), not by each reader.
 
 use std::collections::BTreeMap;

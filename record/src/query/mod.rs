@@ -277,7 +277,7 @@ pub fn cases<S: DerivationState>(store: &mut Store) -> Result<Vec<CaseSummary>, 
         .into_iter()
         .map(|r| CaseSummary::empty(r.case_id, r.started_ns))
         .collect();
-    let index: BTreeMap<String, usize> = out
+    let mut index: BTreeMap<String, usize> = out
         .iter()
         .enumerate()
         .map(|(i, c)| (c.case_id.clone(), i))
@@ -292,7 +292,6 @@ pub fn cases<S: DerivationState>(store: &mut Store) -> Result<Vec<CaseSummary>, 
     }
     // A room's case is listed from its start on, before any frame of it is stored.
     let rooms: Vec<CaseRoomRow> = store.rows(&CaseRoomRow::select(""), &[])?;
-    let mut index = index;
     for r in rooms {
         let i = *index.entry(r.case_id.clone()).or_insert_with(|| {
             let started_ns = r.opened_ns.or(r.closed_ns).unwrap_or(0);

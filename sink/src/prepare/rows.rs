@@ -238,16 +238,10 @@ pub(super) fn stream_event_row(e: &StreamEvent) -> StreamEventRow {
             "error",
             serde_json::json!({ "message": x.message, "fatal": x.fatal }),
         ),
-        // Stored as case rows instead (`case_rows`); named here for completeness.
-        Some(Kind::CaseStarted(c)) => (
-            "case_started",
-            serde_json::json!({ "room_id": e.room_id, "cameras": c.cameras }),
-        ),
-        Some(Kind::CaseEnded(c)) => (
-            "case_ended",
-            serde_json::json!({ "room_id": e.room_id, "cameras": c.cameras, "detail": c.detail }),
-        ),
-        None => ("unknown", serde_json::json!({})),
+        // A room's case events never come here: they become `case_rows`.
+        Some(Kind::CaseStarted(_) | Kind::CaseEnded(_)) | None => {
+            ("unknown", serde_json::json!({}))
+        }
     };
     StreamEventRow {
         stream_id: e.stream_id.clone(),
