@@ -31,10 +31,9 @@ use orstream_bus::metrics::{HealthReporter, NoHealth};
 use orstream_bus::{Bus, KafkaConfig};
 use orstream_infer::config::Mode;
 use orstream_infer::{InferConfig, Model, Worker};
-use orstream_ingest::{
-    FileSourceConfig, FullPolicy, Ingest, IngestConfig, RtspSourceConfig, SourceConfig,
-    StreamConfig,
-};
+use orstream_ingest::{AdminConfig, Ingest, IngestConfig, RoomConfig};
+
+use crate::commands::admin::Client;
 use orstream_proto::{FrameResult, FrameStatus, Outcome, TrackFrame, topics};
 use orstream_record::query::{self, StreamAccounting, Timeline};
 use orstream_record::text::{self, Format};
@@ -225,7 +224,7 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
         .with_context(|| format!("creating {}", options.out_dir.display()))?;
     let run_id = orstream_shell::clock::now_secs();
     let case_id = format!("demo-{run_id}");
-    let stream_id = format!("demo-{run_id}-laparoscope");
+    let stream_id = orstream_ingest::site::stream_id(DEMO_ROOM, DEMO_CAMERA);
 
     let bus = open_bus(options)?;
     let store_url = record_url(options)?;
@@ -259,13 +258,27 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
         .with_health(Arc::clone(&health));
     let sink_progress = sink.progress();
 
+    // The demo's room starts empty; its case and camera come over the admin API, as an OR
+    // scheduling system would start them.
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let token_file = options.out_dir.join("admin.token");
+    write_secret(&token_file, &format!("demo {token}\n"))?;
     let ingest_config = IngestConfig {
-        streams: vec![stream_config(options, &stream_id, &case_id)],
+        rooms: vec![RoomConfig {
+            name: DEMO_ROOM.to_owned(),
+            cameras: Vec::new(),
+        }],
+        admin: AdminConfig {
+            listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            token_file: Some(token_file),
+        },
         ..IngestConfig::default()
     };
+    let (bound, admin_addr) = std::sync::mpsc::channel();
     let ingest = Ingest::new(ingest_config, bus.clone())
         .context("starting ingest")?
-        .with_health(health);
+        .with_health(health)
+        .with_admin_bound(bound);
 
     let started = Instant::now();
     let tokens = (
@@ -273,7 +286,10 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
         shutdown.child_token(),
         shutdown.child_token(),
     );
-    let (ingest_token, infer_token, sink_token) = tokens;
+    let (_, infer_token, sink_token) = tokens;
+    // Not a child of `shutdown`: after the operator's signal the case is still ended over the
+    // API before ingest stops.
+    let ingest_token = CancellationToken::new();
     let sink_thread = spawn("orstream-demo-sink", {
         let token = sink_token.clone();
         move || sink.run(token).map_err(anyhow::Error::from)
@@ -288,6 +304,27 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
         let token = ingest_token.clone();
         move || ingest.run(token).map_err(anyhow::Error::from)
     })?;
+    let admin = match admin_addr.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => Client::new(&format!("http://{addr}"), &token),
+        Err(_) => {
+            ingest_token.cancel();
+            join(ingest_thread, "ingest")?;
+            bail!("ingest's admin API did not start");
+        }
+    };
+    let opened = admin.start_case(DEMO_ROOM, &case_id).and_then(|_| {
+        admin.call(
+            "POST",
+            &format!("/v1/rooms/{DEMO_ROOM}/cameras"),
+            Some(&camera_request(options)),
+        )
+    });
+    if let Err(error) = opened {
+        ingest_token.cancel();
+        join(ingest_thread, "ingest")?;
+        return Err(error.context("starting the demo's case and camera over the admin API"));
+    }
+    let camera_done = camera_watch(&admin);
 
     // Progress until ingest ends (end of file) or the operator stops it.
     let progress = |stage: &str| {
@@ -299,14 +336,22 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
     wait_until(
         shutdown,
         every,
-        || ingest_thread.is_finished() || infer_thread.is_finished() || sink_thread.is_finished(),
+        || {
+            camera_done()
+                || ingest_thread.is_finished()
+                || infer_thread.is_finished()
+                || sink_thread.is_finished()
+        },
         || progress("playing"),
     );
-    // A service that stopped while the source still plays has failed: stop the source so the
-    // joins below report that failure.
-    if !ingest_thread.is_finished() {
-        ingest_token.cancel();
+    // The case ends over the API (the clip's end, or the operator's signal); a service that
+    // stopped meanwhile has failed, and the joins below report that failure.
+    if !ingest_thread.is_finished()
+        && let Err(error) = admin.end_case(DEMO_ROOM)
+    {
+        tracing::warn!("ending the demo's case: {error:#}");
     }
+    ingest_token.cancel();
     let ingest_stats = join(ingest_thread, "ingest")?;
     let published = ingest_stats.published();
 
@@ -329,7 +374,8 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
         every,
         || {
             let s = sink_progress.stats();
-            (s.results >= published && s.stream_events >= 2) || sink_thread.is_finished()
+            // The case's start and end, the camera's start and end.
+            (s.results >= published && s.stream_events >= 4) || sink_thread.is_finished()
         },
         || progress("recording"),
     );
@@ -512,28 +558,59 @@ pub fn score_tracks(
     tracks::score(truth, &assigned, &measured)
 }
 
-fn stream_config(options: &DemoOptions, stream_id: &str, case_id: &str) -> StreamConfig {
+/// The demo's room and camera.
+const DEMO_ROOM: &str = "OR1";
+const DEMO_CAMERA: &str = "laparoscope";
+
+/// The admin API's request adding the demo's camera.
+fn camera_request(options: &DemoOptions) -> serde_json::Value {
     let source = match &options.source {
-        DemoSource::File(path) => SourceConfig::File(FileSourceConfig {
-            path: path.clone(),
-            looping: false,
-            realtime: !options.archive,
+        DemoSource::File(path) => serde_json::json!({
+            "kind": "file",
+            "path": path,
+            "realtime": !options.archive,
         }),
-        DemoSource::Rtsp(location) => SourceConfig::Rtsp(RtspSourceConfig {
-            location: location.clone(),
-            ..RtspSourceConfig::default()
-        }),
+        DemoSource::Rtsp(location) => serde_json::json!({ "kind": "rtsp", "location": location }),
     };
-    let mut config = StreamConfig::new(stream_id, source);
-    config.case_id = case_id.to_owned();
-    config.output.width = options.width;
-    config.output.height = options.height;
-    config.full_policy = if options.archive {
-        FullPolicy::Block
-    } else {
-        FullPolicy::DropOldest
-    };
-    config
+    serde_json::json!({
+        "name": DEMO_CAMERA,
+        "source": source,
+        "mode": if options.archive { "archive" } else { "live" },
+        "output": { "width": options.width, "height": options.height },
+    })
+}
+
+/// Whether the demo's camera has ended (the clip's end), asked of the admin API at most every
+/// quarter second.
+fn camera_watch(admin: &Client) -> impl Fn() -> bool + '_ {
+    let last = std::cell::Cell::new(Instant::now());
+    move || {
+        if last.get().elapsed() < Duration::from_millis(250) {
+            return false;
+        }
+        last.set(Instant::now());
+        admin.status().is_ok_and(|status| {
+            status
+                .pointer("/rooms/0/cameras/0/state")
+                .and_then(serde_json::Value::as_str)
+                == Some("ended")
+        })
+    }
+}
+
+/// Writes a secret file readable by its owner only.
+fn write_secret(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Presence intervals of the timeline as spans in seconds from the case start.

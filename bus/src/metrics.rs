@@ -307,6 +307,13 @@ pub const INGEST_FRAMES_DROPPED: CounterSpec = CounterSpec {
     description: "Frames dropped before publishing, by reason.",
 };
 
+/// Frames a room's camera captured while its room had no open case: never published.
+pub const INGEST_FRAMES_OUTSIDE_CASE: CounterSpec = CounterSpec {
+    name: "orstream.ingest.frames.outside_case",
+    unit: "{frame}",
+    description: "Frames captured while the camera's room had no open case, not published.",
+};
+
 /// Time to encode one frame to JPEG.
 pub const INGEST_ENCODE_DURATION: HistogramSpec = HistogramSpec {
     name: "orstream.ingest.encode.duration",
@@ -441,6 +448,7 @@ pub const ALL_NAMES: &[&str] = &[
     INGEST_FRAMES_CAPTURED.name,
     INGEST_FRAMES_PUBLISHED.name,
     INGEST_FRAMES_DROPPED.name,
+    INGEST_FRAMES_OUTSIDE_CASE.name,
     INGEST_ENCODE_DURATION.name,
     INGEST_STREAMS.name,
     INGEST_RECONNECTS.name,

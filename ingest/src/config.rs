@@ -73,6 +73,46 @@ pub struct IngestConfig {
     /// The streams; stream ids must be unique.
     #[serde(default)]
     pub streams: Vec<StreamConfig>,
+    /// Operating rooms: their cameras run all day but publish only inside the room's open
+    /// case, which the admin API starts and ends; cameras are added and removed there too.
+    #[serde(default)]
+    pub rooms: Vec<RoomConfig>,
+    /// The admin API: cases and cameras at run time.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// An operating room and the cameras it starts with.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomConfig {
+    /// The room's name: 1 to 64 of `A-Z a-z 0-9 _ -`.
+    pub name: String,
+    /// Its cameras, each a stream whose `name` (1 to 64 of `A-Z a-z 0-9 _ -`) makes its
+    /// stream id `<room>/<name>`; no `case_id` (the room's case gives it).
+    #[serde(default)]
+    pub cameras: Vec<StreamConfig>,
+}
+
+impl RoomConfig {
+    /// The room's cameras as streams, with their stream ids.
+    pub fn streams(&self) -> impl Iterator<Item = StreamConfig> + '_ {
+        self.cameras.iter().map(|camera| StreamConfig {
+            stream_id: crate::site::stream_id(&self.name, &camera.stream_id),
+            ..camera.clone()
+        })
+    }
+}
+
+/// The admin API on ingest: HTTP + JSON, every request authenticated by a bearer token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to serve it on (e.g. `127.0.0.1:9465`); absent: no admin API.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The tokens' file: one `NAME TOKEN` per line (the name is who the audit log names), or a
+    /// single token alone (named `admin`); `#` starts a comment. Read at start.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for IngestConfig {
@@ -88,6 +128,8 @@ impl Default for IngestConfig {
             drain_timeout: default_drain_timeout(),
             flush_timeout: default_flush_timeout(),
             streams: Vec::new(),
+            rooms: Vec::new(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -127,7 +169,8 @@ fn default_flush_timeout() -> Duration {
 pub struct StreamConfig {
     /// Stable identifier of the stream (a camera, a file): the Kafka key of its frames and
     /// events, and named in every error and log line about it. Opaque, never patient data; at
-    /// most 128 bytes, no control characters.
+    /// most 128 bytes, no control characters. A room's camera gives its `name` here instead.
+    #[serde(alias = "name")]
     pub stream_id: String,
     /// The case the stream belongs to, copied into every frame and event. Opaque, never patient
     /// data; may be empty.
@@ -633,6 +676,75 @@ fn check_id(value: &str, required: bool) -> Result<(), String> {
 pub(crate) const MESSAGE_OVERHEAD: usize = 1024;
 
 impl IngestConfig {
+    /// The rooms' and the admin API's problems.
+    fn room_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (i, room) in self.rooms.iter().enumerate() {
+            if let Err(e) = crate::site::check_name("room", &room.name) {
+                problems.push(format!("rooms[{i}].name: {e}"));
+            }
+            if self.rooms[..i].iter().any(|other| other.name == room.name) {
+                problems.push(format!(
+                    "rooms[{i}].name: `{}` is used by an earlier room",
+                    room.name
+                ));
+            }
+            if room.cameras.len() > orstream_proto::wire::MAX_CASE_CAMERAS {
+                problems.push(format!(
+                    "rooms[{i}].cameras: more than {} cameras",
+                    orstream_proto::wire::MAX_CASE_CAMERAS
+                ));
+            }
+            for (j, camera) in room.cameras.iter().enumerate() {
+                let prefix = format!("rooms[{i}].cameras[{j}].");
+                if let Err(e) = crate::site::check_name("camera", &camera.stream_id) {
+                    problems.push(format!("{prefix}name: {e}"));
+                }
+                if !camera.case_id.is_empty() {
+                    problems.push(format!(
+                        "{prefix}case_id: a room's camera takes the room's case; remove it"
+                    ));
+                }
+                if room.cameras[..j]
+                    .iter()
+                    .any(|other| other.stream_id == camera.stream_id)
+                {
+                    problems.push(format!(
+                        "{prefix}name: `{}` is used by an earlier camera of the room",
+                        camera.stream_id
+                    ));
+                }
+                problems.extend(
+                    camera
+                        .problems(&prefix)
+                        .into_iter()
+                        .filter(|p| !p.starts_with(&format!("{prefix}stream_id"))),
+                );
+            }
+            for stream in room.streams() {
+                if self.streams.iter().any(|s| s.stream_id == stream.stream_id) {
+                    problems.push(format!(
+                        "rooms[{i}]: camera stream id `{}` is also a stream's id",
+                        stream.stream_id
+                    ));
+                }
+            }
+        }
+        if !self.rooms.is_empty() && self.admin.listen.is_none() {
+            problems.push(
+                "admin.listen: rooms need the admin API, which starts and ends their cases"
+                    .to_owned(),
+            );
+        }
+        if self.admin.listen.is_some() && self.admin.token_file.is_none() {
+            problems.push(
+                "admin.token_file: the admin API needs its tokens' file (no API without them)"
+                    .to_owned(),
+            );
+        }
+        problems
+    }
+
     /// Checks every stream and the service settings, and reports every problem at once, each
     /// naming its key.
     pub fn validate(&self) -> Result<(), IngestError> {
@@ -673,9 +785,10 @@ impl IngestConfig {
                 problems.push(format!("{key}: must be longer than zero"));
             }
         }
-        if self.streams.is_empty() {
-            problems.push("streams: at least one stream is needed".to_owned());
+        if self.streams.is_empty() && self.rooms.is_empty() {
+            problems.push("streams: at least one stream or room is needed".to_owned());
         }
+        problems.extend(self.room_problems());
         for (i, stream) in self.streams.iter().enumerate() {
             problems.extend(stream.problems(&format!("streams[{i}].")));
             if self.streams[..i]

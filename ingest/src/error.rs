@@ -89,6 +89,19 @@ pub enum IngestError {
         source: orstream_bus::BusError,
     },
 
+    /// A thread the service needs could not be started.
+    #[error("stream {stream_id}: cannot start its thread: {reason}")]
+    Thread {
+        /// The stream (`*`: the service).
+        stream_id: String,
+        /// The system's reason.
+        reason: String,
+    },
+
+    /// The admin API could not start (its address, its tokens' file).
+    #[error("admin API: {0}")]
+    Admin(String),
+
     /// A stream's thread panicked; the other streams went on.
     #[error("stream {stream_id}: its thread panicked")]
     Panicked {

@@ -46,6 +46,9 @@
 //! - `metrics` (private): the stream's instruments from [`orstream_bus::metrics`].
 //! - [`site`]: [`Site`], operating rooms with their cameras and at most one open case each,
 //!   a model without I/O whose operations give the room's `CaseStarted` / `CaseEnded` events.
+//! - [`control`]: [`Controller`], the site at run time over the running cameras: cases
+//!   started and ended, cameras added (once they give a frame) and removed.
+//! - [`admin`]: the admin API over the controller (HTTP + JSON, bearer tokens, audit log).
 //! - [`error`]: [`IngestError`], naming the stream and the element or key at fault.
 //!
 //! In: an [`IngestConfig`] and an [`orstream_bus::Bus`]. Out: `Frame`s on `frames_topic`
@@ -93,7 +96,9 @@
 //! # }
 //! ```
 
+pub mod admin;
 pub mod config;
+pub mod control;
 mod element;
 pub mod error;
 mod metrics;
@@ -106,12 +111,14 @@ mod source;
 mod stream;
 
 pub use config::{
-    FileSourceConfig, FullPolicy, IngestConfig, OutputConfig, RtspProtocols, RtspSourceConfig,
-    ServiceConfig, SourceConfig, StreamConfig, TestSourceConfig, V4l2SourceConfig,
+    AdminConfig, FileSourceConfig, FullPolicy, IngestConfig, OutputConfig, RoomConfig,
+    RtspProtocols, RtspSourceConfig, ServiceConfig, SourceConfig, StreamConfig, TestSourceConfig,
+    V4l2SourceConfig,
 };
+pub use control::{ControlError, Controller};
 pub use error::IngestError;
 pub use pipeline::{EncodedFrame, FrameCounts, FramePipeline, init};
 pub use queue::FrameReceiver;
 pub use service::{Ingest, Stats};
 pub use site::{Site, SiteError};
-pub use stream::StreamStats;
+pub use stream::{CameraView, CasePart, StreamStats};

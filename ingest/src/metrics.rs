@@ -15,6 +15,7 @@ use orstream_bus::metrics::{self, Counter, KeyValue, UpDownCounter, attr};
 pub(crate) struct StreamMetrics {
     published: Counter<u64>,
     dropped: Counter<u64>,
+    outside_case: Counter<u64>,
     reconnects: Counter<u64>,
     streams: UpDownCounter<i64>,
     source_kind: &'static str,
@@ -35,6 +36,7 @@ impl StreamMetrics {
         Self {
             published: metrics::INGEST_FRAMES_PUBLISHED.build(&meter),
             dropped: metrics::INGEST_FRAMES_DROPPED.build(&meter),
+            outside_case: metrics::INGEST_FRAMES_OUTSIDE_CASE.build(&meter),
             reconnects: metrics::INGEST_RECONNECTS.build(&meter),
             streams: metrics::INGEST_STREAMS.build(&meter),
             source_kind,
@@ -56,6 +58,11 @@ impl StreamMetrics {
             self.dropped
                 .add(n, &[self.kind(), KeyValue::new(attr::REASON, reason)]);
         }
+    }
+
+    /// A frame captured while the camera's room had no open case, not published.
+    pub(crate) fn outside_case(&self) {
+        self.outside_case.add(1, &[self.kind()]);
     }
 
     /// The source is rebuilt, for `reason` (`stalled`, `error`, `eos`).

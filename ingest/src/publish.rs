@@ -113,6 +113,8 @@ pub(crate) struct Publisher {
     events_topic: String,
     key: Bytes,
     stream_id: String,
+    /// The camera's room; empty for a stream configured in `[[streams]]`.
+    room_id: String,
     max_message_bytes: usize,
     policy: FullPolicy,
     in_flight: Arc<InFlight>,
@@ -166,6 +168,7 @@ impl Publisher {
             events_topic: topics.events.to_owned(),
             key: Bytes::copy_from_slice(stream_id.as_bytes()),
             stream_id: stream_id.to_owned(),
+            room_id: String::new(),
             max_message_bytes,
             policy,
             in_flight,
@@ -173,6 +176,12 @@ impl Publisher {
             checker,
             failure,
         }
+    }
+
+    /// Names the room whose camera this stream is, in every event.
+    pub(crate) fn in_room(mut self, room: &str) -> Self {
+        room.clone_into(&mut self.room_id);
+        self
     }
 
     /// Largest encoded frame that fits in a bus message with its key and headers.
@@ -239,8 +248,7 @@ impl Publisher {
             case_id: case_id.to_owned(),
             session_epoch: epoch,
             time_ns: orstream_shell::clock::now_ns(),
-            // Streams configured in the file belong to no room.
-            room_id: String::new(),
+            room_id: self.room_id.clone(),
             kind: Some(kind),
         };
         let record = Record::new(self.events_topic.clone(), orstream_proto::encode(&event))

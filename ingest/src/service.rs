@@ -11,22 +11,26 @@
 //! asked every 2 s, and the last delivery was acknowledged) and `running` (every stream's thread
 //! started; false again once the service is draining).
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use orstream_bus::Bus;
 use orstream_bus::metrics::{BrokerCheck, HealthReporter, NoHealth, checks};
+use orstream_bus::{Bus, Producer};
 use orstream_proto::EndReason;
 use orstream_shell::Backoff;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{FullPolicy, IngestConfig};
+use crate::admin::AdminServer;
+use crate::config::{FullPolicy, IngestConfig, StreamConfig};
+use crate::control::Controller;
 use crate::error::IngestError;
 use crate::metrics::StreamMetrics;
 use crate::pipeline::init;
 use crate::publish::{Publisher, Reports, Topics};
-use crate::stream::{Settings, StreamRunner, StreamStats};
+use crate::stream::{RoomLink, Settings, StreamRunner, StreamStats};
 
 /// How often the broker is asked whether it answers (and how long an answer may take).
 const BROKER_CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -63,6 +67,8 @@ pub struct Ingest {
     config: IngestConfig,
     bus: Bus,
     health: Arc<dyn HealthReporter>,
+    /// Told the admin API's address once it is bound.
+    admin_bound: Option<mpsc::Sender<SocketAddr>>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -83,7 +89,16 @@ impl Ingest {
             config,
             bus,
             health: Arc::new(NoHealth),
+            admin_bound: None,
         })
+    }
+
+    /// Sends the admin API's address to `bound` once it is bound (with port 0 configured,
+    /// the port the system chose).
+    #[must_use]
+    pub fn with_admin_bound(mut self, bound: mpsc::Sender<SocketAddr>) -> Self {
+        self.admin_bound = Some(bound);
+        self
     }
 
     /// Reports liveness and readiness to `health` (see the module documentation); without
@@ -164,66 +179,33 @@ impl Ingest {
                 streams: Vec::new(),
             });
         }
-        let producer = Arc::new(self.bus.producer().map_err(|source| IngestError::Bus {
-            what: "creating the producer".to_owned(),
-            source,
-        })?);
-        // Archive streams lose nothing: their frames wait for the broker however long it is
-        // away, on a producer whose messages never time out.
-        let patient = if config
-            .streams
-            .iter()
-            .any(|stream| stream.full_policy == FullPolicy::Block)
-        {
-            Some(Arc::new(self.bus.patient_producer().map_err(|source| {
-                IngestError::Bus {
-                    what: "creating the archive streams' producer".to_owned(),
-                    source,
-                }
-            })?))
-        } else {
-            None
-        };
+        let launcher = Arc::new(Launcher::new(config, &self.bus, health, &shutdown)?);
         health.set_ready(checks::BROKER, true);
+        let rooms = if config.rooms.is_empty() {
+            None
+        } else {
+            let controller = Arc::new(Controller::new(config, Arc::clone(&launcher))?);
+            let admin = match (&config.admin.listen, &config.admin.token_file) {
+                (Some(listen), Some(tokens)) => Some(AdminServer::start(
+                    *listen,
+                    tokens,
+                    Arc::clone(&controller),
+                )?),
+                _ => None,
+            };
+            if let (Some(admin), Some(bound)) = (&admin, &self.admin_bound) {
+                // The receiver gone is no reason to stop.
+                let _ = bound.send(admin.local_addr());
+            }
+            controller.launch_configured();
+            Some((controller, admin))
+        };
         let checking = Arc::new(AtomicBool::new(true));
         let broker_check = self.broker_check(&checking);
-        let settings = Settings {
-            drop_report_interval: config.drop_report_interval,
-            drain_timeout: config.drain_timeout,
-        };
         let mut handles = Vec::with_capacity(config.streams.len());
         for stream in &config.streams {
-            let metrics = StreamMetrics::new(stream.source.kind());
-            let stream_producer = match (&patient, stream.full_policy) {
-                (Some(patient), FullPolicy::Block) => patient,
-                _ => &producer,
-            };
-            let publisher = Publisher::new(
-                Arc::clone(stream_producer),
-                &Topics {
-                    frames: &config.frames_topic,
-                    events: &config.events_topic,
-                },
-                &stream.stream_id,
-                stream.full_policy,
-                config.max_message_bytes,
-                Reports {
-                    metrics: metrics.clone(),
-                    health: Arc::clone(health),
-                },
-            );
-            let runner = StreamRunner::new(
-                stream.clone(),
-                settings.clone(),
-                publisher,
-                shutdown.child_token(),
-                metrics,
-                Arc::clone(health),
-            );
-            let spawned = std::thread::Builder::new()
-                .name(format!("ingest-{}", stream.stream_id))
-                .spawn(move || runner.run());
-            match spawned {
+            let launched = launcher.launch(stream, None, shutdown.child_token());
+            match launched {
                 Ok(handle) => handles.push((stream.stream_id.clone(), Some(handle))),
                 Err(error) => {
                     tracing::error!(stream_id = %stream.stream_id, %error,
@@ -240,38 +222,199 @@ impl Ingest {
             streams: Vec::with_capacity(handles.len()),
         };
         for (stream_id, handle) in handles {
-            let joined = handle.map(std::thread::JoinHandle::join);
-            stats.streams.push(match joined {
-                Some(Ok(stream_stats)) => stream_stats,
-                Some(Err(_)) | None => {
-                    let error = IngestError::Panicked {
-                        stream_id: stream_id.clone(),
-                    };
-                    tracing::error!(%error, "stream lost");
-                    StreamStats {
-                        end: EndReason::Failed,
-                        detail: error.to_string(),
-                        ..StreamStats::new(&stream_id)
-                    }
-                }
-            });
+            stats.streams.push(joined(&stream_id, handle));
+        }
+        if let Some((controller, admin)) = rooms {
+            // Rooms run until shutdown; then the API goes first (no change while stopping),
+            // then every camera ends.
+            while !shutdown.is_cancelled() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            drop(admin);
+            stats.streams.extend(controller.join());
         }
         health.set_ready(checks::RUNNING, false);
         checking.store(false, Ordering::Relaxed);
         if let Some(Err(_)) = broker_check.map(std::thread::JoinHandle::join) {
             tracing::error!("the broker check panicked");
         }
-        for producer in std::iter::once(&producer).chain(&patient) {
-            producer
-                .flush(config.flush_timeout)
-                .map_err(|source| IngestError::Bus {
-                    what: format!(
-                        "flushing the producer ({} frames published)",
-                        stats.published()
-                    ),
-                    source,
-                })?;
-        }
+        launcher.flush(config.flush_timeout, stats.published())?;
         Ok(stats)
+    }
+}
+
+/// What happened to a stream whose thread was `handle` (None: it never started), once it ended.
+pub(crate) fn joined(stream_id: &str, handle: Option<JoinHandle<StreamStats>>) -> StreamStats {
+    match handle.map(JoinHandle::join) {
+        Some(Ok(stream_stats)) => stream_stats,
+        Some(Err(_)) | None => {
+            let error = IngestError::Panicked {
+                stream_id: stream_id.to_owned(),
+            };
+            tracing::error!(%error, "stream lost");
+            StreamStats {
+                end: EndReason::Failed,
+                detail: error.to_string(),
+                ..StreamStats::new(stream_id)
+            }
+        }
+    }
+}
+
+/// Starts streams on the service's producers: the configured ones at start, a room's cameras
+/// whenever the controller adds them.
+pub(crate) struct Launcher {
+    bus: Bus,
+    producer: Arc<Producer>,
+    /// For archive streams, made when the first one starts.
+    patient: Mutex<Option<Arc<Producer>>>,
+    frames_topic: String,
+    events_topic: String,
+    max_message_bytes: usize,
+    settings: Settings,
+    health: Arc<dyn HealthReporter>,
+    shutdown: CancellationToken,
+}
+
+impl Launcher {
+    fn new(
+        config: &IngestConfig,
+        bus: &Bus,
+        health: &Arc<dyn HealthReporter>,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, IngestError> {
+        let producer = Arc::new(bus.producer().map_err(|source| IngestError::Bus {
+            what: "creating the producer".to_owned(),
+            source,
+        })?);
+        let launcher = Self {
+            bus: bus.clone(),
+            producer,
+            patient: Mutex::new(None),
+            frames_topic: config.frames_topic.clone(),
+            events_topic: config.events_topic.clone(),
+            max_message_bytes: config.max_message_bytes,
+            settings: Settings {
+                drop_report_interval: config.drop_report_interval,
+                drain_timeout: config.drain_timeout,
+            },
+            health: Arc::clone(health),
+            shutdown: shutdown.clone(),
+        };
+        // Archive streams lose nothing: their frames wait for the broker however long it is
+        // away, on a producer whose messages never time out. Made now when configured, so a
+        // failure to make it stops the start.
+        let streams = config.streams.iter();
+        let cameras = config.rooms.iter().flat_map(|room| &room.cameras);
+        if streams
+            .chain(cameras)
+            .any(|stream| stream.full_policy == FullPolicy::Block)
+        {
+            launcher.producer_for(FullPolicy::Block)?;
+        }
+        Ok(launcher)
+    }
+
+    /// The producer for a stream of `policy`.
+    fn producer_for(&self, policy: FullPolicy) -> Result<Arc<Producer>, IngestError> {
+        if policy == FullPolicy::DropOldest {
+            return Ok(Arc::clone(&self.producer));
+        }
+        let mut patient = self.patient.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(made) = &*patient {
+            return Ok(Arc::clone(made));
+        }
+        let made = Arc::new(
+            self.bus
+                .patient_producer()
+                .map_err(|source| IngestError::Bus {
+                    what: "creating the archive streams' producer".to_owned(),
+                    source,
+                })?,
+        );
+        *patient = Some(Arc::clone(&made));
+        Ok(made)
+    }
+
+    /// The producer the controller publishes the rooms' case events on.
+    pub(crate) fn producer(&self) -> &Producer {
+        &self.producer
+    }
+
+    /// The topic of stream and case events.
+    pub(crate) fn events_topic(&self) -> &str {
+        &self.events_topic
+    }
+
+    /// The service's shutdown: a room's camera stops with it.
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// How long a stream may take to drain at its end.
+    pub(crate) fn drain_timeout(&self) -> Duration {
+        self.settings.drain_timeout
+    }
+
+    /// Starts `stream` on its own thread until `token` is cancelled or its source ends for
+    /// good; a room's camera (`room`) takes the controller's commands.
+    pub(crate) fn launch(
+        &self,
+        stream: &StreamConfig,
+        room: Option<(&str, RoomLink)>,
+        token: CancellationToken,
+    ) -> Result<JoinHandle<StreamStats>, IngestError> {
+        let metrics = StreamMetrics::new(stream.source.kind());
+        let mut publisher = Publisher::new(
+            self.producer_for(stream.full_policy)?,
+            &Topics {
+                frames: &self.frames_topic,
+                events: &self.events_topic,
+            },
+            &stream.stream_id,
+            stream.full_policy,
+            self.max_message_bytes,
+            Reports {
+                metrics: metrics.clone(),
+                health: Arc::clone(&self.health),
+            },
+        );
+        if let Some((room, _)) = &room {
+            publisher = publisher.in_room(room);
+        }
+        let mut runner = StreamRunner::new(
+            stream.clone(),
+            self.settings.clone(),
+            publisher,
+            token,
+            metrics,
+            Arc::clone(&self.health),
+        );
+        if let Some((_, link)) = room {
+            runner = runner.in_room(link);
+        }
+        std::thread::Builder::new()
+            .name(format!("ingest-{}", stream.stream_id))
+            .spawn(move || runner.run())
+            .map_err(|error| IngestError::Thread {
+                stream_id: stream.stream_id.clone(),
+                reason: error.to_string(),
+            })
+    }
+
+    /// Flushes the producers, waiting at most `timeout` each.
+    fn flush(&self, timeout: Duration, published: u64) -> Result<(), IngestError> {
+        let patient = self
+            .patient
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for producer in std::iter::once(&self.producer).chain(&patient) {
+            producer.flush(timeout).map_err(|source| IngestError::Bus {
+                what: format!("flushing the producer ({published} frames published)"),
+                source,
+            })?;
+        }
+        Ok(())
     }
 }

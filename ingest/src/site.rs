@@ -114,7 +114,7 @@ pub fn stream_id(room: &str, camera: &str) -> String {
 }
 
 /// Checks a room or camera name.
-fn check_name(what: &'static str, value: &str) -> Result<(), SiteError> {
+pub(crate) fn check_name(what: &'static str, value: &str) -> Result<(), SiteError> {
     let bad = |reason: String| SiteError::BadName {
         what,
         value: value.to_owned(),
@@ -133,7 +133,7 @@ fn check_name(what: &'static str, value: &str) -> Result<(), SiteError> {
 }
 
 /// Checks a case id: the contract's id rules, no surrounding spaces.
-fn check_case_id(value: &str) -> Result<(), SiteError> {
+pub(crate) fn check_case_id(value: &str) -> Result<(), SiteError> {
     let bad = |reason: &str| SiteError::BadName {
         what: "case id",
         value: value.to_owned(),

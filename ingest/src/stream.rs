@@ -10,14 +10,22 @@
 //! its last seq, the gap between the two capture times and why the previous session ended;
 //! failed attempts in between produce `StreamError`s but no extra discontinuity.
 //!
+//! A room's camera ([`StreamRunner::in_room`]) runs all the time, but publishes only inside
+//! its room's case: the controller's [`Command`]s open a case (a new epoch, seq 0, frames
+//! captured from the case's start on) and close it (the camera's `StreamEnded` for its part in
+//! the case, reason `CASE_ENDED`, with that part's counts). Outside a case frames are counted
+//! in `orstream.ingest.frames.outside_case` and nothing of the camera is published, events
+//! included (failures go to the log and the camera's [`CameraView`]). A stream configured in
+//! `[[streams]]` is in its configured case from start to end.
+//!
 //! Telemetry: every frame taken from the pipeline gets a `frame capture` span (its context
 //! travels in the frame's headers); frames dropped (by reason) and rebuilds (by reason) are
 //! counted (frames captured are counted by the pipeline, as they arrive), the stream's state
 //! (connecting, live, stalled, reconnecting) is kept in `orstream.ingest.streams`, and the
 //! session loop beats the service's liveness.
 
-use std::sync::Arc;
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use orstream_bus::metrics::{HealthReporter, checks, value};
@@ -26,6 +34,7 @@ use orstream_proto::{
     StreamError, StreamStarted, stream_event::Kind,
 };
 use orstream_shell::{Backoff, Streak};
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::StreamConfig;
@@ -65,6 +74,75 @@ impl StreamStats {
             detail: String::new(),
         }
     }
+}
+
+/// What the controller asks of a room's camera.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// The room's case is open (or the camera joined it): frames whose host capture time is
+    /// `started_ns` or later are published under `case_id`, in a new epoch from seq 0.
+    Open {
+        /// The case.
+        case_id: String,
+        /// When the case started, on the host's realtime clock (UTC ns).
+        started_ns: i64,
+    },
+    /// The room's case ended: the camera publishes the end of its part in it and replies with
+    /// that part's counts (None when it was in no case).
+    Close {
+        /// Where the counts go.
+        reply: mpsc::Sender<Option<CasePart>>,
+    },
+    /// The camera leaves its room: it ends as at shutdown, reason `REMOVED`.
+    Remove,
+}
+
+/// One camera's part in a case, as its `StreamEnded` gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CasePart {
+    /// The camera's stream id.
+    pub stream_id: String,
+    /// Frames published in the case.
+    pub published: u64,
+    /// Frames captured in the case but dropped before publishing.
+    pub dropped: u64,
+}
+
+/// What a room's camera is doing, kept up to date by its runner for the controller's status
+/// and its check of a new camera.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CameraView {
+    /// `connecting`, `live`, `stalled`, `reconnecting` or `ended`.
+    pub state: &'static str,
+    /// Frames the source gave over the camera's life.
+    pub frames: u64,
+    /// Frames captured outside a case, not published.
+    pub outside_case: u64,
+    /// Frames published over the camera's life.
+    pub published: u64,
+    /// The open case the camera publishes under.
+    pub case_id: Option<String>,
+    /// The last failure of the source, until frames flow again.
+    pub last_error: Option<String>,
+}
+
+/// The controller's side of a room's camera: its commands and its view.
+#[derive(Debug)]
+pub(crate) struct RoomLink {
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) view: Arc<Mutex<CameraView>>,
+}
+
+/// The case a stream publishes under now.
+#[derive(Debug)]
+struct CaseSession {
+    case_id: String,
+    /// Frames captured (host clock) before this are outside the case.
+    started_ns: i64,
+    /// Frames published in the case.
+    published: u64,
+    /// The stream's drop total when the case opened.
+    dropped_before: u64,
 }
 
 /// How often the session loop looks at the watchdog, the shutdown token and the drop report
@@ -229,6 +307,12 @@ pub(crate) struct StreamRunner {
     metrics: StreamMetrics,
     state: StreamStateGauge,
     health: Arc<dyn HealthReporter>,
+    /// The case frames are published under; None outside a case (a room's camera only).
+    case: Option<CaseSession>,
+    /// A room's camera: the controller's commands and the view kept for it.
+    room: Option<RoomLink>,
+    /// The camera was removed from its room (it ends with reason `REMOVED`).
+    removed: bool,
 }
 
 impl StreamRunner {
@@ -241,6 +325,12 @@ impl StreamRunner {
         health: Arc<dyn HealthReporter>,
     ) -> Self {
         let stats = StreamStats::new(&config.stream_id);
+        let case = Some(CaseSession {
+            case_id: config.case_id.clone(),
+            started_ns: i64::MIN,
+            published: 0,
+            dropped_before: 0,
+        });
         Self {
             config,
             settings,
@@ -255,7 +345,106 @@ impl StreamRunner {
             state: metrics.state(),
             metrics,
             health,
+            case,
+            room: None,
+            removed: false,
         }
+    }
+
+    /// Makes this a room's camera: in no case until the controller opens one (see the module
+    /// documentation).
+    pub(crate) fn in_room(mut self, link: RoomLink) -> Self {
+        self.case = None;
+        self.room = Some(link);
+        self
+    }
+
+    /// Updates the controller's view of a room's camera.
+    fn view(&self, update: impl FnOnce(&mut CameraView)) {
+        if let Some(room) = &self.room {
+            update(&mut room.view.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+    }
+
+    fn set_state(&mut self, state: &'static str) {
+        self.state.set(state);
+        self.view(|v| v.state = state);
+    }
+
+    /// Takes the controller's commands; true when a case opened, so the session starts the
+    /// new epoch at seq 0.
+    fn take_commands(&mut self) -> bool {
+        let Some(room) = &self.room else {
+            return false;
+        };
+        let commands: Vec<Command> = room.commands.try_iter().collect();
+        let mut opened = false;
+        for command in commands {
+            match command {
+                Command::Open {
+                    case_id,
+                    started_ns,
+                } => {
+                    self.close_case(EndReason::CaseEnded, String::new());
+                    // Drops outside the case are not the case's.
+                    self.drops.reported();
+                    self.epoch = next_epoch(self.epoch);
+                    self.published = None;
+                    self.interruption = None;
+                    self.attempts = 0;
+                    self.view(|v| v.case_id = Some(case_id.clone()));
+                    tracing::info!(stream_id = %self.config.stream_id, case_id = %case_id,
+                        epoch = self.epoch, "camera publishing in the case");
+                    self.case = Some(CaseSession {
+                        case_id,
+                        started_ns,
+                        published: 0,
+                        dropped_before: self.drops.total,
+                    });
+                    opened = true;
+                }
+                Command::Close { reply } => {
+                    let part = self.close_case(EndReason::CaseEnded, String::new());
+                    // The controller may have stopped waiting.
+                    let _ = reply.send(part);
+                }
+                Command::Remove => {
+                    self.removed = true;
+                    self.shutdown.cancel();
+                }
+            }
+        }
+        opened
+    }
+
+    /// Publishes the end of the stream's part in its case (drops first), with `reason`; the
+    /// part's counts, None when it was in no case.
+    fn close_case(&mut self, reason: EndReason, detail: String) -> Option<CasePart> {
+        self.case.as_ref()?;
+        self.report_drops(true);
+        let case = self.case.as_ref()?;
+        let part = CasePart {
+            stream_id: self.config.stream_id.clone(),
+            published: case.published,
+            dropped: self.drops.total.saturating_sub(case.dropped_before),
+        };
+        if self.removed && self.stats.epochs == 0 && part.published == 0 && part.dropped == 0 {
+            // A camera refused when added (it never gave a frame): nothing of it in the case.
+            self.case = None;
+            return Some(part);
+        }
+        self.event(Kind::Ended(StreamEnded {
+            reason: reason as i32,
+            frames_published: part.published,
+            frames_dropped: part.dropped,
+            detail,
+        }));
+        tracing::info!(stream_id = %self.config.stream_id, case_id = %case.case_id,
+            reason = ?reason, published = part.published, dropped = part.dropped,
+            "stream's part in the case ended");
+        self.case = None;
+        self.view(|v| v.case_id = None);
+        Some(part)
     }
 
     /// Runs sessions until the stream ends; returns its figures.
@@ -267,6 +456,7 @@ impl StreamRunner {
         };
         let mut failures = Streak::default();
         let (reason, detail) = loop {
+            self.take_commands();
             if self.shutdown.is_cancelled() {
                 break (EndReason::Shutdown, String::new());
             }
@@ -300,6 +490,7 @@ impl StreamRunner {
             self.stats.errors += 1;
             tracing::error!(stream_id = %self.config.stream_id, epoch = self.epoch,
                 reason = %reason, fatal, "stream failed");
+            self.view(|v| v.last_error = Some(reason.clone()));
             self.event(Kind::Error(StreamError {
                 message: format!("stream {}: {reason}", self.config.stream_id),
                 fatal,
@@ -313,18 +504,18 @@ impl StreamRunner {
             self.attempts += 1;
             self.interruption.get_or_insert(reason);
             self.metrics.reconnect(why);
-            self.state.set(value::RECONNECTING);
+            self.set_state(value::RECONNECTING);
             if !self.sleep(failures.failed(schedule)) {
                 break (EndReason::Shutdown, String::new());
             }
         };
-        self.report_drops(true);
-        self.event(Kind::Ended(StreamEnded {
-            reason: reason as i32,
-            frames_published: self.stats.published,
-            frames_dropped: self.drops.total,
-            detail: detail.clone(),
-        }));
+        let reason = if self.removed && reason == EndReason::Shutdown {
+            EndReason::Removed
+        } else {
+            reason
+        };
+        self.close_case(reason, detail.clone());
+        self.view(|v| v.state = "ended");
         tracing::info!(stream_id = %self.config.stream_id, reason = ?reason,
             published = self.stats.published, dropped = self.drops.total, "stream ended");
         // Until shutdown has waited out drain_timeout, the last frames wait for the broker.
@@ -344,19 +535,36 @@ impl StreamRunner {
         self.stats
     }
 
-    /// Sleeps `wait` unless shutdown comes first (false when it did); alive meanwhile.
-    fn sleep(&self, wait: Duration) -> bool {
-        orstream_shell::pause_while(wait, &self.shutdown, || self.health.beat())
+    /// Sleeps `wait` unless shutdown comes first (false when it did); alive and taking the
+    /// controller's commands meanwhile.
+    fn sleep(&mut self, wait: Duration) -> bool {
+        let shutdown = self.shutdown.clone();
+        orstream_shell::pause_while(wait, &shutdown, || {
+            self.health.beat();
+            self.take_commands();
+        })
     }
 
+    /// Publishes a lifecycle event under the open case; outside a case nothing of a room's
+    /// camera is published (the log has it).
+    /// A room's camera that never gave a frame (one being checked as it is added) publishes
+    /// nothing but the end of its part.
     fn event(&self, kind: Kind) {
-        self.publisher
-            .send_event(&self.config.case_id, self.epoch, kind);
+        let unproven = self.room.is_some() && self.stats.epochs == 0;
+        match &self.case {
+            Some(_) if unproven && !matches!(kind, Kind::Ended(_)) => {
+                tracing::debug!(stream_id = %self.config.stream_id,
+                    "no frame yet: stream event not published");
+            }
+            Some(case) => self.publisher.send_event(&case.case_id, self.epoch, kind),
+            None => tracing::debug!(stream_id = %self.config.stream_id,
+                "outside a case: stream event not published"),
+        }
     }
 
     /// One pipeline from build to teardown.
     fn session(&mut self) -> SessionEnd {
-        self.state.set(value::CONNECTING);
+        self.set_state(value::CONNECTING);
         let (pipeline, frames) = match FramePipeline::build(&self.config) {
             Ok(built) => built,
             Err(error) => return self.failed(&error),
@@ -373,9 +581,17 @@ impl StreamRunner {
         let mut oversize_reported = false;
         let end = loop {
             self.health.beat();
+            if self.take_commands() {
+                next_seq = 0;
+                clock = CaptureClock::default();
+                oversize_reported = false;
+            }
             if stopping.is_none() && self.shutdown.is_cancelled() {
-                // Draining: not ready any more, so a supervisor stops counting on this one.
-                self.health.set_ready(checks::RUNNING, false);
+                // Draining: not ready any more, so a supervisor stops counting on this one (a
+                // camera leaving its room is no reason).
+                if !self.removed {
+                    self.health.set_ready(checks::RUNNING, false);
+                }
                 pipeline.request_stop();
                 stopping = Some(Instant::now());
             }
@@ -397,6 +613,21 @@ impl StreamRunner {
             self.report_drops(false);
             match frames.recv_timeout(TICK) {
                 Ok(frame) => {
+                    self.set_state(value::LIVE);
+                    self.view(|v| {
+                        v.frames += 1;
+                        v.last_error = None;
+                    });
+                    let in_case = self
+                        .case
+                        .as_ref()
+                        .is_some_and(|case| frame.host_time_ns >= case.started_ns);
+                    if !in_case {
+                        self.metrics.outside_case();
+                        self.view(|v| v.outside_case += 1);
+                        last_progress = Instant::now();
+                        continue;
+                    }
                     // Attributes from the allow-list only: never the stream's location or case.
                     let span = tracing::info_span!(
                         "frame capture",
@@ -404,11 +635,15 @@ impl StreamRunner {
                         orstream.source.kind = self.config.source.kind(),
                         orstream.reason = tracing::field::Empty,
                     );
-                    self.state.set(value::LIVE);
                     let (capture_ns, source) = clock.stamp(frame.host_time_ns, frame.ntp_time_ns);
+                    let case_id = self
+                        .case
+                        .as_ref()
+                        .map(|case| case.case_id.clone())
+                        .unwrap_or_default();
                     let message = Frame {
                         stream_id: self.config.stream_id.clone(),
-                        case_id: self.config.case_id.clone(),
+                        case_id,
                         session_epoch: self.epoch,
                         seq: next_seq,
                         capture_time_ns: capture_ns,
@@ -432,6 +667,10 @@ impl StreamRunner {
                         FrameOutcome::Sent => {
                             next_seq += 1;
                             self.stats.published += 1;
+                            if let Some(case) = &mut self.case {
+                                case.published += 1;
+                            }
+                            self.view(|v| v.published += 1);
                             self.published = Some(Published {
                                 epoch: self.epoch,
                                 last_seq: message.seq,
@@ -475,7 +714,7 @@ impl StreamRunner {
                         } else {
                             format!("no frame within {limit:?} of connecting")
                         };
-                        self.state.set(value::STALLED);
+                        self.set_state(value::STALLED);
                         break SessionEnd::Failed {
                             reason,
                             unusable: false,

@@ -143,7 +143,13 @@ fn stream_from_flag(args: &Args, spec: &str) -> Result<StreamConfig> {
 pub fn run(args: Args, health: Health) -> Result<()> {
     let service = load(&args)?;
     if args.check {
-        for stream in &service.ingest.streams {
+        let cameras: Vec<_> = service
+            .ingest
+            .rooms
+            .iter()
+            .flat_map(orstream_ingest::RoomConfig::streams)
+            .collect();
+        for stream in service.ingest.streams.iter().chain(&cameras) {
             println!(
                 "{:<24} {:<5} {}x{} {} mode={}",
                 stream.stream_id,
@@ -160,7 +166,12 @@ pub fn run(args: Args, health: Health) -> Result<()> {
                 }
             );
         }
-        println!("configuration OK: {} streams", service.ingest.streams.len());
+        println!(
+            "configuration OK: {} streams, {} rooms with {} cameras",
+            service.ingest.streams.len(),
+            service.ingest.rooms.len(),
+            cameras.len()
+        );
         return Ok(());
     }
     if let Err(cause) = service.kafka.probe(Duration::from_secs(5)) {

@@ -1,5 +1,6 @@
 //! One module per service subcommand: its options (clap) and its run function.
 
+pub mod admin;
 pub mod demo;
 pub mod infer;
 pub mod ingest;
