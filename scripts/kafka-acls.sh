@@ -22,7 +22,7 @@
 #   --only SERVICE             one service's ACLs (ingest, infer or sink)
 # Every ACL allows, from any host, on PREFIXED resource patterns (every name that starts with
 # the prefix, so test runs with unique topic names are covered):
-#   ingest  topics P: WRITE DESCRIBE CREATE DESCRIBE_CONFIGS
+#   ingest  topics P: READ WRITE DESCRIBE CREATE DESCRIBE_CONFIGS; groups G: READ DESCRIBE
 #   infer   topics P: READ WRITE DESCRIBE CREATE DESCRIBE_CONFIGS; groups G: READ DESCRIBE;
 #           transactional ids T: WRITE DESCRIBE
 #   sink    topics P: READ WRITE DESCRIBE CREATE DESCRIBE_CONFIGS; groups G: READ DESCRIBE
@@ -90,8 +90,10 @@ verb="adding"; [ "$action" = --add ] || verb="removing"
 if [ -z "$only" ] || [ "$only" = ingest ]; then
   log "$verb the ACLs of ingest ($ingest) on $bootstrap"
   # Produces frames and stream lifecycle events; creates its topics with a retention and
-  # reads the retention back.
-  acl "$ingest" --topic "$topic_prefix" Write Describe Create DescribeConfigs
+  # reads the retention back. With rooms: keeps their state on the site topic and reads it
+  # back at start (and a camera's last frame after a restart), each read in a group of its own.
+  acl "$ingest" --topic "$topic_prefix" Read Write Describe Create DescribeConfigs
+  acl "$ingest" --group "$group_prefix" Read Describe
 fi
 if [ -z "$only" ] || [ "$only" = infer ]; then
   log "$verb the ACLs of infer ($infer) on $bootstrap"

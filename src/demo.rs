@@ -272,6 +272,7 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
             listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
             token_file: Some(token_file),
         },
+        instance: Some("demo".to_owned()),
         ..IngestConfig::default()
     };
     let (bound, admin_addr) = std::sync::mpsc::channel();
@@ -312,13 +313,15 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
             bail!("ingest's admin API did not start");
         }
     };
-    let opened = admin.start_case(DEMO_ROOM, &case_id).and_then(|_| {
-        admin.call(
-            "POST",
-            &format!("/v1/rooms/{DEMO_ROOM}/cameras"),
-            Some(&camera_request(options)),
-        )
-    });
+    let opened = clear_room(&admin)
+        .and_then(|()| admin.start_case(DEMO_ROOM, &case_id))
+        .and_then(|_| {
+            admin.call(
+                "POST",
+                &format!("/v1/rooms/{DEMO_ROOM}/cameras"),
+                Some(&camera_request(options)),
+            )
+        });
     if let Err(error) = opened {
         ingest_token.cancel();
         join(ingest_thread, "ingest")?;
@@ -350,6 +353,12 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
         && let Err(error) = admin.end_case(DEMO_ROOM)
     {
         tracing::warn!("ending the demo's case: {error:#}");
+    }
+    // The room is left as found: without a camera (its state is kept on a real broker).
+    if !ingest_thread.is_finished()
+        && let Err(error) = admin.remove_camera(DEMO_ROOM, DEMO_CAMERA)
+    {
+        tracing::warn!("removing the demo's camera: {error:#}");
     }
     ingest_token.cancel();
     let ingest_stats = join(ingest_thread, "ingest")?;
@@ -578,6 +587,22 @@ fn camera_request(options: &DemoOptions) -> serde_json::Value {
         "mode": if options.archive { "archive" } else { "live" },
         "output": { "width": options.width, "height": options.height },
     })
+}
+
+/// Takes the demo's room as a previous run on the same broker may have left it (stopped
+/// before its end): its case ended, its cameras removed.
+fn clear_room(admin: &Client) -> Result<()> {
+    let status = admin.status()?;
+    let room = status.pointer("/rooms/0").cloned().unwrap_or_default();
+    if !room["case"].is_null() {
+        admin.end_case(DEMO_ROOM)?;
+    }
+    for camera in room["cameras"].as_array().cloned().unwrap_or_default() {
+        if let Some(name) = camera["name"].as_str() {
+            admin.remove_camera(DEMO_ROOM, name)?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether the demo's camera has ended (the clip's end), asked of the admin API at most every

@@ -14,11 +14,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use orstream::commands::admin::Client;
+use orstream_infer::decode::result_for;
 use orstream_proto::stream_event::Kind;
-use orstream_proto::{EndReason, Frame, StreamEvent};
+use orstream_proto::{EndReason, Frame, FrameResult, FrameStatus, ModelIdentity, StreamEvent};
+use orstream_record::BackendKind;
+use orstream_record::query;
+use orstream_sink::derive::StreamState;
 use orstream_test_support::metrics::free_port;
 use orstream_test_support::names::unique;
 use orstream_test_support::service::Service;
+use orstream_test_support::store::isolated;
 use orstream_test_support::wait::wait_for;
 use orstream_test_support::{kafka, topic};
 
@@ -41,6 +46,7 @@ fn refused(result: anyhow::Result<serde_json::Value>) -> (String, bool) {
 fn cases_and_cameras_change_at_run_time_and_nothing_leaves_between_cases() {
     let frames_topic = unique("test.rooms.frames");
     let events_topic = unique("test.rooms.streams");
+    let site_topic = unique("test.rooms.site");
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(
@@ -59,7 +65,7 @@ fn cases_and_cameras_change_at_run_time_and_nothing_leaves_between_cases() {
     let service = Service::start(ORSTREAM, env!("CARGO_MANIFEST_DIR"), "ingest", |listen| {
         format!(
             "frames_topic = \"{frames_topic}\"\nevents_topic = \"{events_topic}\"\n\
-             topic_partitions = 2\n\
+             topic_partitions = 2\ninstance = \"ingest-a\"\nsite_topic = \"{site_topic}\"\n\
              [admin]\nlisten = \"{admin}\"\ntoken_file = \"{}\"\n\
              [[rooms]]\nname = \"OR3\"\n{}{}\
              [[rooms]]\nname = \"OR4\"\n{}\
@@ -185,7 +191,12 @@ fn cases_and_cameras_change_at_run_time_and_nothing_leaves_between_cases() {
     assert!(log.contains("admin change refused"), "{log}");
     assert!(!log.contains(TOKEN), "the token must never be logged");
 
-    check_topics(&frames_topic, &events_topic);
+    let frames = check_topics(&frames_topic, &events_topic);
+    record_accounts_for(
+        &frames,
+        &events_topic,
+        &["case-or4", "case-1", "case-2", "case-3"],
+    );
 }
 
 /// One case's events and frames, read back from the topics.
@@ -200,7 +211,7 @@ struct Case {
     parts: BTreeMap<String, (EndReason, u64)>,
 }
 
-fn check_topics(frames_topic: &str, events_topic: &str) {
+fn check_topics(frames_topic: &str, events_topic: &str) -> Vec<Frame> {
     let bus = kafka::bus();
     let events: Vec<StreamEvent> = topic::decode_all(&topic::read_until_quiet(
         &bus,
@@ -334,4 +345,250 @@ fn check_topics(frames_topic: &str, events_topic: &str) {
         .map(|c| cases[*c].frames["OR3/lap"][0].0)
         .collect();
     assert_eq!(lap.len(), 3);
+    frames
+}
+
+/// The configuration of an ingest `instance` serving room OR5 (camera `lap`) over the given
+/// topics, its admin API on `admin`.
+fn room_config(
+    instance: &str,
+    topics: &(String, String, String),
+    admin: std::net::SocketAddr,
+    tokens: &std::path::Path,
+    listen: std::net::SocketAddr,
+) -> String {
+    let (frames, events, site) = topics;
+    format!(
+        "frames_topic = \"{frames}\"\nevents_topic = \"{events}\"\nsite_topic = \"{site}\"\n\
+         topic_partitions = 2\ninstance = \"{instance}\"\n\
+         [admin]\nlisten = \"{admin}\"\ntoken_file = \"{}\"\n\
+         [[rooms]]\nname = \"OR5\"\n\
+         [[rooms.cameras]]\nname = \"lap\"\nsource = {{ kind = \"test\", is_live = true }}\n\
+         output = {{ width = 64, height = 48, max_fps = 10 }}\n\
+         [kafka]\nbootstrap_servers = \"{}\"\n\
+         [telemetry]\nmetrics_listen = \"{listen}\"\nlog_filter = \"info\"\n",
+        tokens.display(),
+        kafka::config().bootstrap_servers,
+    )
+}
+
+#[test]
+fn a_killed_ingest_comes_back_with_its_open_case_and_every_frame_is_counted() {
+    let topics = (
+        unique("test.rooms-kill.frames"),
+        unique("test.rooms-kill.streams"),
+        unique("test.rooms-kill.site"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
+    let start = |instance: &'static str| {
+        let admin = free_port();
+        let service = Service::start(ORSTREAM, env!("CARGO_MANIFEST_DIR"), "ingest", |listen| {
+            room_config(instance, &topics, admin, &tokens, listen)
+        });
+        (service, Client::new(&format!("http://{admin}"), TOKEN))
+    };
+
+    let (mut first, client) = start("ingest-a");
+    first.wait_ready("the first ingest");
+    client.start_case("OR5", "case-k").unwrap();
+    pause(1500);
+    client.add_camera("OR5", "scope", "test:", false).unwrap();
+    pause(1500);
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    // Another ingest configured with the same room is refused: a room has one owner.
+    let (mut other, _) = start("ingest-b");
+    let status = wait_for(
+        "the second owner to be refused",
+        Duration::from_secs(60),
+        || other.child.try_wait().unwrap(),
+    );
+    assert_eq!(status.code(), Some(2), "{}", other.log());
+    assert!(
+        other
+            .log()
+            .contains("room OR5 is served by ingest `ingest-a`"),
+        "{}",
+        other.log()
+    );
+
+    let (second, client) = start("ingest-a");
+    second.wait_ready("the restarted ingest");
+    let status = client.status().unwrap();
+    assert_eq!(status["rooms"][0]["case"]["case_id"], "case-k", "{status}");
+    let names: Vec<&str> = status["rooms"][0]["cameras"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["lap", "scope"],
+        "the camera added at run time is back"
+    );
+    pause(1500);
+    client.end_case("OR5").unwrap();
+    second.stop();
+
+    let bus = kafka::bus();
+    let events: Vec<StreamEvent> = topic::decode_all(&topic::read_until_quiet(
+        &bus,
+        &topics.1,
+        6,
+        Duration::from_secs(3),
+    ));
+    let frames: Vec<Frame> = topic::decode_all(&topic::read_until_quiet(
+        &bus,
+        &topics.0,
+        20,
+        Duration::from_secs(3),
+    ));
+    assert!(frames.iter().all(|f| f.case_id == "case-k"));
+    let ended: Vec<&StreamEvent> = events
+        .iter()
+        .filter(|e| matches!(e.kind, Some(Kind::CaseEnded(_))))
+        .collect();
+    assert_eq!(ended.len(), 1);
+    for stream_id in ["OR5/lap", "OR5/scope"] {
+        let mine: Vec<&Frame> = frames.iter().filter(|f| f.stream_id == stream_id).collect();
+        let mut by_epoch: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for frame in &mine {
+            by_epoch
+                .entry(frame.session_epoch)
+                .or_default()
+                .push(frame.seq);
+        }
+        assert_eq!(
+            by_epoch.len(),
+            2,
+            "{stream_id}: the killed run's epoch and the new one"
+        );
+        for (epoch, seqs) in &mut by_epoch {
+            seqs.sort_unstable();
+            let n = seqs.len() as u64;
+            assert_eq!(
+                *seqs,
+                (0..n).collect::<Vec<_>>(),
+                "{stream_id} epoch {epoch}"
+            );
+        }
+        let (killed, resumed) = (
+            *by_epoch.keys().next().unwrap(),
+            *by_epoch.keys().last().unwrap(),
+        );
+        let ends: Vec<(u64, EndReason, u64)> = events
+            .iter()
+            .filter(|e| e.stream_id == stream_id)
+            .filter_map(|e| match &e.kind {
+                Some(Kind::Ended(end)) => Some((
+                    e.session_epoch,
+                    EndReason::try_from(end.reason).unwrap(),
+                    end.frames_published,
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            ends,
+            [
+                (killed, EndReason::Failed, by_epoch[&killed].len() as u64),
+                (
+                    resumed,
+                    EndReason::CaseEnded,
+                    by_epoch[&resumed].len() as u64
+                ),
+            ],
+            "{stream_id}: each part's end counts the frames the bus holds of it"
+        );
+        let gap = events
+            .iter()
+            .find_map(|e| match &e.kind {
+                Some(Kind::Discontinuity(d)) if e.stream_id == stream_id => Some(d.clone()),
+                _ => None,
+            })
+            .expect("the gap is recorded");
+        assert_eq!(gap.previous_epoch, killed);
+        assert_eq!(
+            gap.previous_last_seq,
+            Some(by_epoch[&killed].len() as u64 - 1)
+        );
+        assert!(gap.reason.contains("ingest restarted"), "{gap:?}");
+    }
+    record_accounts_for(&frames, &topics.1, &["case-k"]);
+}
+
+/// Stands in for infer (one result per frame read from the frames topic), runs the sink over
+/// those results and the events topic into a PostgreSQL record, and checks that the record's
+/// accounting of each case counts every frame of each camera of it, completely.
+fn record_accounts_for(frames: &[Frame], events_topic: &str, cases: &[&str]) {
+    let bus = kafka::bus();
+    let results_topic = unique("test.rooms-kill.results");
+    bus.create_topic(&results_topic, 2, Duration::from_secs(30))
+        .unwrap();
+    let records: Vec<_> = frames
+        .iter()
+        .map(|frame| {
+            let identity = ModelIdentity {
+                name: "stand-in".to_owned(),
+                version: "1.0.0".to_owned(),
+                digest: "sha256:0f".to_owned(),
+            };
+            let result = FrameResult {
+                result_time_ns: frame.capture_time_ns + 1_000_000,
+                ..result_for(frame, &identity, FrameStatus::Ok)
+            };
+            topic::result_record(&results_topic, &result)
+        })
+        .collect();
+    topic::publish(&bus, &records);
+    let store = isolated(BackendKind::Postgres).unwrap();
+    let sink = Service::start(ORSTREAM, env!("CARGO_MANIFEST_DIR"), "sink", |listen| {
+        format!(
+            "store = \"{}\"\ngroup_id = \"{}\"\nresults_topic = \"{results_topic}\"\n\
+             streams_topic = \"{events_topic}\"\nevents_topic = \"{}\"\n\
+             [kafka]\nbootstrap_servers = \"{}\"\n\
+             [telemetry]\nmetrics_listen = \"{listen}\"\nlog_filter = \"info\"\n",
+            store.url(),
+            unique("test-rooms-sink"),
+            unique("test.rooms-kill.events"),
+            kafka::config().bootstrap_servers,
+        )
+    });
+    let mut want: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for frame in frames {
+        *want
+            .entry((frame.case_id.as_str(), frame.stream_id.as_str()))
+            .or_default() += 1;
+    }
+    for case_id in cases {
+        let cameras = want.keys().filter(|(c, _)| c == case_id).count();
+        let rows = wait_for(
+            &format!("the record to account for {case_id}"),
+            Duration::from_secs(90),
+            || {
+                let mut record = store.open().ok()?;
+                let rows = query::accounting::<StreamState>(&mut record, case_id).ok()?;
+                (rows.len() == cameras && rows.iter().all(|r| r.complete)).then_some(rows)
+            },
+        );
+        for row in rows {
+            let n = want[&(*case_id, row.stream_id.as_str())];
+            assert_eq!(
+                (row.published, row.results),
+                (Some(n), n),
+                "{case_id} {row:?}"
+            );
+        }
+    }
+    sink.stop();
+    let mut record = store.open().unwrap();
+    let listed = query::cases::<StreamState>(&mut record).unwrap();
+    for case_id in cases {
+        let case = listed.iter().find(|c| c.case_id == *case_id).unwrap();
+        assert!(case.complete, "{case:?}");
+    }
 }

@@ -104,6 +104,22 @@ impl Bus {
         }
     }
 
+    /// Creates a compacted `topic` (Kafka's `cleanup.policy=compact`): the latest message of
+    /// each key is kept for good, older ones are cleaned up. For state kept on the bus, one
+    /// message per key. Idempotent, as [`Bus::create_topic`]; an existing topic keeps its
+    /// policy. In process every message is kept (a reader takes the latest per key anyway).
+    pub fn create_compacted_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+        timeout: Duration,
+    ) -> Result<(), BusError> {
+        match &self.inner {
+            BusInner::Kafka(k) => k.create_topic_with(topic, partitions, None, true, timeout),
+            BusInner::Memory(m) => m.create_topic(topic, partitions, None),
+        }
+    }
+
     /// [`Bus::create_topic_retained`] for each `(topic, retention)` of `topics`, waiting for
     /// as long as it takes while the broker is away: a retriable failure is retried after
     /// `backoff`, and `waiting` is told of it (the topic, the error, the try's number from 0)

@@ -405,6 +405,18 @@ impl KafkaBus {
         retention: Option<Duration>,
         timeout: Duration,
     ) -> Result<(), BusError> {
+        self.create_topic_with(topic, partitions, retention, false, timeout)
+    }
+
+    /// [`Self::create_topic`], compacted when `compact`.
+    pub(crate) fn create_topic_with(
+        &self,
+        topic: &str,
+        partitions: u32,
+        retention: Option<Duration>,
+        compact: bool,
+        timeout: Duration,
+    ) -> Result<(), BusError> {
         validate_topic_name(topic)?;
         let error = |reason: String, kind| BusError::Admin {
             topic: topic.to_owned(),
@@ -429,6 +441,9 @@ impl KafkaBus {
             .set("max.message.bytes", &max_bytes);
         if let Some(ms) = &retention_ms {
             new_topic = new_topic.set("retention.ms", ms);
+        }
+        if compact {
+            new_topic = new_topic.set("cleanup.policy", "compact");
         }
         let started = Instant::now();
         let options = AdminOptions::new()

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use orstream_shell::config::{ConfigError, Layers};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::IngestError;
 
@@ -80,6 +80,21 @@ pub struct IngestConfig {
     /// The admin API: cases and cameras at run time.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// This ingest process's name, unique among the site's ingest processes (1 to 64 of
+    /// `A-Z a-z 0-9 _ -`): the owner of its rooms. Needed with rooms.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// The compacted topic holding each room's state (owner, cameras added and removed at run
+    /// time, the open case), keyed by room, so a restarted ingest comes back with it.
+    #[serde(default = "default_site_topic")]
+    pub site_topic: String,
+}
+
+/// The default [`IngestConfig::site_topic`].
+pub const SITE_TOPIC: &str = "or.ingest.site.v1";
+
+fn default_site_topic() -> String {
+    SITE_TOPIC.to_owned()
 }
 
 /// An operating room and the cameras it starts with.
@@ -130,6 +145,8 @@ impl Default for IngestConfig {
             streams: Vec::new(),
             rooms: Vec::new(),
             admin: AdminConfig::default(),
+            instance: None,
+            site_topic: default_site_topic(),
         }
     }
 }
@@ -164,7 +181,7 @@ fn default_flush_timeout() -> Duration {
 
 /// One stream: a source, the frames it yields, how it behaves when the bus backs up, and how
 /// failures are detected and retried.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
     /// Stable identifier of the stream (a camera, a file): the Kafka key of its frames and
@@ -206,7 +223,7 @@ pub struct StreamConfig {
 
 /// What happens to a frame when the queue between GStreamer and the publisher is full; the
 /// stream's `mode` in configuration.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub enum FullPolicy {
     /// Live (`mode = "live"`): the oldest queued frame is dropped and counted, so the source
     /// is never stalled and what gets published is as fresh as possible.
@@ -236,7 +253,7 @@ fn default_backoff_max() -> Duration {
 }
 
 /// The kinds of video source; the `kind` key selects one.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SourceConfig {
     /// An RTSP camera (`rtspsrc`), decoded by whatever decoder is installed for its codec.
@@ -321,7 +338,7 @@ impl SourceConfig {
 }
 
 /// Which transports `rtspsrc` may use.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RtspProtocols {
     /// RTP interleaved in the RTSP TCP connection: works through NAT and firewalls, no packet
@@ -333,7 +350,7 @@ pub enum RtspProtocols {
 }
 
 /// Settings of an RTSP source.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RtspSourceConfig {
     /// `rtsp://[user:password@]host[:port]/path`. Never logged or published.
@@ -402,7 +419,7 @@ impl Default for RtspSourceConfig {
 }
 
 /// Settings of a file source.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
     /// Path of the file. Never published (file names of recordings may name people).
@@ -428,7 +445,7 @@ impl Default for FileSourceConfig {
 }
 
 /// Settings of a V4L2 source.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct V4l2SourceConfig {
     /// The capture device.
@@ -449,7 +466,7 @@ impl Default for V4l2SourceConfig {
 }
 
 /// Settings of the `videotestsrc` source.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TestSourceConfig {
     /// Frames to produce before end of stream; absent means run until stopped.
@@ -469,7 +486,7 @@ impl Default for TestSourceConfig {
 }
 
 /// The JPEG frames a stream yields.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
     /// Frame width in pixels. The picture is scaled to fit inside `width` x `height` keeping
@@ -728,6 +745,25 @@ impl IngestConfig {
                         stream.stream_id
                     ));
                 }
+            }
+        }
+        if !self.rooms.is_empty() {
+            match &self.instance {
+                None => problems.push(
+                    "instance: rooms need this ingest's name, the owner of its rooms".to_owned(),
+                ),
+                Some(instance) => {
+                    if let Err(e) = crate::site::check_name("instance", instance) {
+                        problems.push(format!("instance: {e}"));
+                    }
+                }
+            }
+            if let Err(err) = orstream_bus::validate_topic_name(&self.site_topic) {
+                problems.push(format!("site_topic: {err}"));
+            }
+            if self.site_topic == self.frames_topic || self.site_topic == self.events_topic {
+                problems
+                    .push("site_topic: must differ from the frames and events topics".to_owned());
             }
         }
         if !self.rooms.is_empty() && self.admin.listen.is_none() {

@@ -15,21 +15,25 @@
 //! Operations on one room never touch another room's cameras; they are taken one at a time
 //! (a camera's first-frame wait excepted, which holds no lock).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use orstream_bus::Record;
-use orstream_proto::{SCHEMA_VERSION, StreamEvent, headers};
+use orstream_proto::stream_event::Kind;
+use orstream_proto::{
+    CaseEnded, CaseStarted, EndReason, SCHEMA_VERSION, StreamEnded, StreamEvent, headers,
+};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{IngestConfig, StreamConfig};
+use crate::durable::{CaseState, PartState, SiteStore};
 use crate::error::IngestError;
 use crate::service::{Launcher, joined};
-use crate::site::{self, Site, SiteError};
-use crate::stream::{CameraView, CasePart, Command, RoomLink, StreamStats};
+use crate::site::{self, OpenCase, Site, SiteError};
+use crate::stream::{CameraView, CasePart, Checkpoint, Command, Recovered, RoomLink, StreamStats};
 
 /// How long the broker may take to acknowledge a case's start or end.
 const EVENT_WAIT: Duration = Duration::from_secs(10);
@@ -172,14 +176,28 @@ struct Inner {
     cameras: BTreeMap<String, Camera>,
     /// Cameras that left, their threads still draining or done.
     gone: Vec<(String, Option<JoinHandle<StreamStats>>)>,
+    /// What happened to the cameras removed.
+    removed: Vec<StreamStats>,
+}
+
+/// A case found open (or ending) on the site topic at start.
+struct Leftover {
+    room: String,
+    case: CaseState,
 }
 
 /// The rooms of one ingest process. See the module documentation.
 pub struct Controller {
     inner: Mutex<Inner>,
     launcher: Arc<Launcher>,
-    /// The rooms' configured cameras, started by [`Controller::launch_configured`].
+    store: Arc<SiteStore>,
+    /// The configured cameras' names, by room.
+    configured_names: BTreeMap<String, BTreeSet<String>>,
+    /// The rooms' cameras at start (configured, less those removed, with those added at run
+    /// time), started by [`Controller::launch_configured`].
     configured: Vec<(String, StreamConfig)>,
+    /// Cases a previous run left open or ending, taken up by `launch_configured`.
+    leftovers: Mutex<Vec<Leftover>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -189,16 +207,92 @@ impl std::fmt::Debug for Controller {
 }
 
 impl Controller {
-    /// The configured rooms, their cameras not started yet.
+    /// Reads the rooms' states from the site topic, refuses rooms another ingest owns, claims
+    /// the configured ones and releases those no longer configured; the cameras are not
+    /// started yet.
     pub(crate) fn new(config: &IngestConfig, launcher: Arc<Launcher>) -> Result<Self, IngestError> {
+        let instance = config.instance.clone().unwrap_or_default();
+        let store = Arc::new(SiteStore::open(launcher.bus(), &config.site_topic)?);
+        let states = store.states();
+        let problems: Vec<String> = config
+            .rooms
+            .iter()
+            .filter_map(|room| {
+                let owner = &states.get(&room.name)?.owner;
+                (!owner.is_empty() && *owner != instance).then(|| {
+                    format!(
+                        "rooms: room {} is served by ingest `{owner}`, and a room has one owner \
+                         (remove it from that ingest's configuration and restart it to release it)",
+                        room.name
+                    )
+                })
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(IngestError::InvalidConfig {
+                stream_id: "*".to_owned(),
+                problems,
+            });
+        }
+        let wanted: BTreeSet<&str> = config.rooms.iter().map(|r| r.name.as_str()).collect();
+        for (name, state) in &states {
+            if state.owner != instance || wanted.contains(name.as_str()) {
+                continue;
+            }
+            if let Some(case) = &state.case {
+                tracing::error!(room = %name, case_id = %case.case_id,
+                    "a room no longer configured has a case open; it stays this ingest's");
+            } else if let Err(error) = store.update(name, |s| s.owner.clear()) {
+                tracing::error!(room = %name, %error, "releasing a room no longer configured");
+            } else {
+                tracing::info!(room = %name, "released a room no longer configured");
+            }
+        }
         let mut site = Site::new();
         let mut configured = Vec::new();
+        let mut configured_names = BTreeMap::new();
+        let mut leftovers = Vec::new();
         for room in &config.rooms {
+            let state = states.get(&room.name).cloned().unwrap_or_default();
+            store
+                .update(&room.name, |s| s.owner.clone_from(&instance))
+                .map_err(|e| IngestError::Admin(format!("claiming room {}: {e}", room.name)))?;
             site.add_room(&room.name).map_err(|e| config_error(&e))?;
-            for (camera, stream) in room.cameras.iter().zip(room.streams()) {
+            let names: BTreeSet<String> =
+                room.cameras.iter().map(|c| c.stream_id.clone()).collect();
+            // Cameras added at run time replace configured ones of the same name.
+            let cameras = room
+                .cameras
+                .iter()
+                .filter(|c| {
+                    !state.removed.contains(&c.stream_id)
+                        && !state.added.iter().any(|a| a.stream_id == c.stream_id)
+                })
+                .chain(&state.added);
+            for camera in cameras {
                 site.add_camera(&room.name, &camera.stream_id)
                     .map_err(|e| config_error(&e))?;
+                let stream = StreamConfig {
+                    stream_id: site::stream_id(&room.name, &camera.stream_id),
+                    ..camera.clone()
+                };
                 configured.push((room.name.clone(), stream));
+            }
+            configured_names.insert(room.name.clone(), names);
+            if let Some(case) = state.case {
+                if !case.ending {
+                    let open = OpenCase {
+                        case_id: case.case_id.clone(),
+                        started_ns: case.started_ns,
+                        served: case.served.iter().cloned().collect(),
+                    };
+                    site.restore_case(&room.name, open)
+                        .map_err(|e| config_error(&e))?;
+                }
+                leftovers.push(Leftover {
+                    room: room.name.clone(),
+                    case,
+                });
             }
         }
         Ok(Self {
@@ -206,9 +300,13 @@ impl Controller {
                 site,
                 cameras: BTreeMap::new(),
                 gone: Vec::new(),
+                removed: Vec::new(),
             }),
             launcher,
+            store,
+            configured_names,
             configured,
+            leftovers: Mutex::new(leftovers),
         })
     }
 
@@ -216,8 +314,9 @@ impl Controller {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts the configured cameras; one that cannot start is logged and left out of its
-    /// room, the others go on.
+    /// Starts the rooms' cameras (one that cannot start is logged and left out of its room,
+    /// the others go on), then takes up the cases a previous run left: an open one is opened
+    /// again on every camera, an ending one is ended.
     pub(crate) fn launch_configured(&self) {
         let mut inner = self.lock();
         for (room, stream) in &self.configured {
@@ -232,14 +331,155 @@ impl Controller {
                 }
             }
         }
+        let leftovers = std::mem::take(
+            &mut *self
+                .leftovers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for leftover in leftovers {
+            if let Err(error) = self.take_up(&mut inner, &leftover) {
+                tracing::error!(room = %leftover.room, case_id = %leftover.case.case_id,
+                    %error, "taking up the case a previous run left");
+            }
+        }
+    }
+
+    /// Ends the parts a previous run left open in `leftover`'s case, then opens the case
+    /// again on every camera of the room (or, when it was ending, publishes its end).
+    fn take_up(&self, inner: &mut Inner, leftover: &Leftover) -> Result<(), ControlError> {
+        let Leftover { room, case } = leftover;
+        let reason = "ingest stopped during the case without ending this camera's part \
+                      (killed or crashed); counted from the bus";
+        let mut last_frames = BTreeMap::new();
+        for (stream_id, part) in &case.parts {
+            let last = crate::durable::last_frame(
+                self.launcher.bus(),
+                self.launcher.frames_topic(),
+                stream_id,
+                &case.case_id,
+                part.epoch,
+            );
+            let (published, detail) = match &last {
+                Ok(Some((seq, _))) => (part.base + seq + 1, reason.to_owned()),
+                Ok(None) => (part.base, reason.to_owned()),
+                Err(error) => (
+                    part.base,
+                    format!("{reason}; the last epoch's frames could not be counted: {error}"),
+                ),
+            };
+            let event = StreamEvent {
+                stream_id: stream_id.clone(),
+                case_id: case.case_id.clone(),
+                session_epoch: part.epoch,
+                time_ns: orstream_shell::clock::now_ns(),
+                room_id: room.clone(),
+                kind: Some(Kind::Ended(StreamEnded {
+                    reason: EndReason::Failed as i32,
+                    frames_published: published,
+                    frames_dropped: 0,
+                    detail: orstream_proto::wire::fit_detail(&detail),
+                })),
+            };
+            self.publish(
+                &event,
+                &format!("end of {stream_id}'s part in {}", case.case_id),
+            )?;
+            tracing::warn!(%stream_id, case_id = %case.case_id, epoch = part.epoch, published,
+                "ended the part a previous run left open");
+            if let Ok(Some((seq, capture))) = last {
+                last_frames.insert(stream_id.clone(), (part.epoch, seq, capture));
+            }
+        }
+        if case.ending {
+            let event = StreamEvent::for_room(
+                room,
+                &case.case_id,
+                orstream_shell::clock::now_ns(),
+                Kind::CaseEnded(CaseEnded {
+                    cameras: case.served.clone(),
+                    detail: "ended while ingest stopped".to_owned(),
+                }),
+            );
+            self.publish(
+                &event,
+                &format!("end of case {} in room {room}", case.case_id),
+            )?;
+            self.store
+                .update(room, |s| s.case = None)
+                .map_err(|reason| store_error(&reason))?;
+            return Ok(());
+        }
+        // Its start again (the record takes it once), then every camera in a new epoch.
+        let event = StreamEvent::for_room(
+            room,
+            &case.case_id,
+            case.started_ns,
+            Kind::CaseStarted(CaseStarted {
+                cameras: case.served.clone(),
+            }),
+        );
+        self.publish(
+            &event,
+            &format!("start of case {} in room {room}", case.case_id),
+        )?;
+        self.store
+            .update(room, |s| {
+                if let Some(c) = &mut s.case {
+                    c.parts.clear();
+                }
+            })
+            .map_err(|reason| store_error(&reason))?;
+        for stream_id in cameras_of(&inner.site, room) {
+            if let Some(camera) = inner.cameras.get(&stream_id) {
+                let recovered =
+                    last_frames
+                        .get(&stream_id)
+                        .map(|(epoch, seq, capture)| Recovered {
+                            epoch: *epoch,
+                            last_seq: *seq,
+                            last_capture_ns: *capture,
+                            reason: "ingest restarted during the case".to_owned(),
+                        });
+                let _ = camera.commands.send(Command::Open {
+                    case_id: case.case_id.clone(),
+                    started_ns: case.started_ns,
+                    recovered,
+                });
+            }
+        }
+        tracing::info!(room, case_id = %case.case_id, "case taken up after a restart");
+        Ok(())
     }
 
     fn launch(&self, room: &str, stream: &StreamConfig) -> Result<Camera, IngestError> {
         let (commands, receiver) = mpsc::channel();
         let view = Arc::new(Mutex::new(CameraView::default()));
+        let store = Arc::clone(&self.store);
+        let room_name = room.to_owned();
+        let checkpoint: Checkpoint = Arc::new(move |stream_id, case_id, part| {
+            let written = store.update(&room_name, |s| {
+                if let Some(case) = s.case.as_mut().filter(|c| c.case_id == case_id) {
+                    match part {
+                        Some((epoch, base)) => {
+                            case.parts
+                                .insert(stream_id.to_owned(), PartState { epoch, base });
+                        }
+                        None => {
+                            case.parts.remove(stream_id);
+                        }
+                    }
+                }
+            });
+            if let Err(error) = written {
+                tracing::error!(%stream_id, case_id, %error,
+                    "the camera's part not noted on the site topic; a restart now would not count it");
+            }
+        });
         let link = RoomLink {
             commands: receiver,
             view: Arc::clone(&view),
+            checkpoint,
         };
         let token = self.launcher.shutdown().child_token();
         let thread = self.launcher.launch(stream, Some((room, link)), token)?;
@@ -287,14 +527,34 @@ impl Controller {
         let started_ns = orstream_shell::clock::now_ns();
         let mut next = inner.site.clone();
         let event = next.start_case(room, case_id, started_ns)?;
-        self.publish(&event, &format!("start of case {case_id} in room {room}"))?;
+        let cameras = cameras_of(&next, room);
+        // Noted first: a restart from here on takes the case up.
+        self.store
+            .update(room, |s| {
+                s.case = Some(CaseState {
+                    case_id: case_id.to_owned(),
+                    started_ns,
+                    served: cameras.clone(),
+                    ending: false,
+                    parts: BTreeMap::new(),
+                });
+            })
+            .map_err(|reason| store_error(&reason))?;
+        if let Err(error) = self.publish(&event, &format!("start of case {case_id} in room {room}"))
+        {
+            if let Err(reason) = self.store.update(room, |s| s.case = None) {
+                tracing::error!(room, case_id, %reason,
+                    "the case's start was refused but stays noted on the site topic");
+            }
+            return Err(error);
+        }
         inner.site = next;
-        let cameras = cameras_of(&inner.site, room);
         for stream_id in &cameras {
             if let Some(camera) = inner.cameras.get(stream_id) {
                 let _ = camera.commands.send(Command::Open {
                     case_id: case_id.to_owned(),
                     started_ns,
+                    recovered: None,
                 });
             }
         }
@@ -319,6 +579,14 @@ impl Controller {
             .case
             .clone()
             .ok_or_else(|| SiteError::NoOpenCase(room.to_owned()))?;
+        // Noted first: a restart from here on ends the case.
+        self.store
+            .update(room, |s| {
+                if let Some(case) = &mut s.case {
+                    case.ending = true;
+                }
+            })
+            .map_err(|reason| store_error(&reason))?;
         let mut replies = Vec::new();
         let mut unreported = Vec::new();
         for stream_id in cameras_of(&inner.site, room) {
@@ -360,6 +628,11 @@ impl Controller {
             &format!("end of case {} in room {room}", open.case_id),
         )?;
         inner.site = next;
+        if let Err(reason) = self.store.update(room, |s| s.case = None) {
+            // Taken up as ending at the next start: its end is published again, harmlessly.
+            tracing::error!(room, case_id = %open.case_id, %reason,
+                "the case's end not noted on the site topic");
+        }
         tracing::info!(room, case_id = %open.case_id, cameras = parts.len(), "case ended");
         Ok(CaseClosed {
             room: room.to_owned(),
@@ -378,6 +651,7 @@ impl Controller {
     ) -> Result<CameraStatus, ControlError> {
         self.stopping()?;
         let name = camera.stream_id.clone();
+        let camera_settings = camera.clone();
         let stream = StreamConfig {
             stream_id: site::stream_id(room, &name),
             ..camera
@@ -413,6 +687,7 @@ impl Controller {
                 let _ = camera.commands.send(Command::Open {
                     case_id: case.case_id,
                     started_ns: case.started_ns,
+                    recovered: None,
                 });
             }
             let view = Arc::clone(&camera.view);
@@ -430,8 +705,17 @@ impl Controller {
                 stream_id: stream.stream_id.clone(),
                 reason,
             }),
-            // Checked again: the room may have filled up meanwhile.
-            None => inner.site.add_camera(room, &name).map_err(Into::into),
+            // Checked again: the room may have filled up meanwhile; then noted.
+            None => {
+                let mut next = inner.site.clone();
+                next.add_camera(room, &name)
+                    .map_err(ControlError::from)
+                    .and_then(|()| {
+                        self.note_camera(room, &name, Some(&camera_settings), &next)?;
+                        inner.site = next;
+                        Ok(())
+                    })
+            }
         };
         if let Err(error) = added {
             if let Some(mut camera) = inner.cameras.remove(&stream.stream_id) {
@@ -455,7 +739,10 @@ impl Controller {
         self.stopping()?;
         let (status, thread) = {
             let mut inner = self.lock();
-            inner.site.remove_camera(room, name)?;
+            let mut next = inner.site.clone();
+            next.remove_camera(room, name)?;
+            self.note_camera(room, name, None, &next)?;
+            inner.site = next;
             let stream_id = site::stream_id(room, name);
             let Some(mut camera) = inner.cameras.remove(&stream_id) else {
                 return Err(ControlError::Stopping);
@@ -467,8 +754,42 @@ impl Controller {
         let stats = joined(&status.stream_id, thread);
         tracing::info!(stream_id = %status.stream_id, published = stats.published,
             "camera removed");
-        self.lock().gone.push((status.stream_id.clone(), None));
+        self.lock().removed.push(stats);
         Ok(status)
+    }
+
+    /// Notes on the site topic that `name` joined `room` with `settings` (or left it, None),
+    /// with the case's cameras as `site` has them.
+    fn note_camera(
+        &self,
+        room: &str,
+        name: &str,
+        settings: Option<&StreamConfig>,
+        site: &Site,
+    ) -> Result<(), ControlError> {
+        let configured = self
+            .configured_names
+            .get(room)
+            .is_some_and(|names| names.contains(name));
+        let served: Option<Vec<String>> = site
+            .rooms()
+            .get(room)
+            .and_then(|r| r.case.as_ref())
+            .map(|c| c.served.iter().cloned().collect());
+        self.store
+            .update(room, |s| {
+                s.added.retain(|c| c.stream_id != name);
+                s.removed.retain(|n| n != name);
+                match settings {
+                    Some(settings) => s.added.push(settings.clone()),
+                    None if configured => s.removed.push(name.to_owned()),
+                    None => {}
+                }
+                if let (Some(case), Some(served)) = (&mut s.case, &served) {
+                    case.served.clone_from(served);
+                }
+            })
+            .map_err(|reason| store_error(&reason))
     }
 
     /// Every room with its open case and cameras.
@@ -503,12 +824,12 @@ impl Controller {
     /// Once shutdown was cancelled: waits for every camera's end and returns what happened to
     /// each, the removed ones included.
     pub(crate) fn join(&self) -> Vec<StreamStats> {
-        let (cameras, gone) = {
+        let (cameras, gone, mut stats) = {
             let mut inner = self.lock();
             let cameras = std::mem::take(&mut inner.cameras);
-            (cameras, std::mem::take(&mut inner.gone))
+            let removed = std::mem::take(&mut inner.removed);
+            (cameras, std::mem::take(&mut inner.gone), removed)
         };
-        let mut stats = Vec::new();
         for (stream_id, mut camera) in cameras {
             stats.push(joined(&stream_id, camera.thread.take()));
         }
@@ -568,6 +889,13 @@ fn first_frame(
             return Some(format!("no frame within {wait:?}"));
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn store_error(reason: &str) -> ControlError {
+    ControlError::Bus {
+        what: "room's state (site topic)".to_owned(),
+        reason: reason.to_owned(),
     }
 }
 

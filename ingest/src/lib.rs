@@ -49,6 +49,8 @@
 //! - [`control`]: [`Controller`], the site at run time over the running cameras: cases
 //!   started and ended, cameras added (once they give a frame) and removed.
 //! - [`admin`]: the admin API over the controller (HTTP + JSON, bearer tokens, audit log).
+//! - `durable` (private): the rooms' state on the compacted site topic (owner, cameras, the
+//!   open case and where each camera's part stands), read at start to come back with it.
 //! - [`error`]: [`IngestError`], naming the stream and the element or key at fault.
 //!
 //! In: an [`IngestConfig`] and an [`orstream_bus::Bus`]. Out: `Frame`s on `frames_topic`
@@ -99,6 +101,7 @@
 pub mod admin;
 pub mod config;
 pub mod control;
+mod durable;
 mod element;
 pub mod error;
 mod metrics;

@@ -336,6 +336,16 @@ impl Launcher {
         Ok(made)
     }
 
+    /// The bus the service runs on.
+    pub(crate) fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// The topic of the frames.
+    pub(crate) fn frames_topic(&self) -> &str {
+        &self.frames_topic
+    }
+
     /// The producer the controller publishes the rooms' case events on.
     pub(crate) fn producer(&self) -> &Producer {
         &self.producer

@@ -274,6 +274,31 @@ impl Site {
         ))
     }
 
+    /// Opens `case` in `room` again as it was (after a restart of ingest): no event, the
+    /// case's start was published when it started.
+    pub fn restore_case(&mut self, room: &str, case: OpenCase) -> Result<(), SiteError> {
+        check_case_id(&case.case_id)?;
+        if let Some((other, _)) = self
+            .rooms
+            .iter()
+            .find(|(_, r)| r.case.as_ref().is_some_and(|c| c.case_id == case.case_id))
+        {
+            return Err(SiteError::CaseElsewhere {
+                room: other.clone(),
+                case: case.case_id,
+            });
+        }
+        let entry = self.room_mut(room)?;
+        if let Some(open) = &entry.case {
+            return Err(SiteError::CaseOpen {
+                room: room.to_owned(),
+                case: open.case_id.clone(),
+            });
+        }
+        entry.case = Some(case);
+        Ok(())
+    }
+
     /// The open case a camera's frames belong to: None outside a case (its frames are not
     /// published) and for an unknown camera.
     pub fn case_of(&self, room: &str, camera: &str) -> Option<&OpenCase> {

@@ -86,6 +86,9 @@ pub(crate) enum Command {
         case_id: String,
         /// When the case started, on the host's realtime clock (UTC ns).
         started_ns: i64,
+        /// The camera's part in the case from the previous run of ingest, which ended
+        /// without its end.
+        recovered: Option<Recovered>,
     },
     /// The room's case ended: the camera publishes the end of its part in it and replies with
     /// that part's counts (None when it was in no case).
@@ -96,6 +99,25 @@ pub(crate) enum Command {
     /// The camera leaves its room: it ends as at shutdown, reason `REMOVED`.
     Remove,
 }
+
+/// The last frame a previous run of ingest published in the case (its part was ended by the
+/// controller): the next epoch's first frame comes with the discontinuity from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Recovered {
+    /// Its epoch.
+    pub(crate) epoch: u64,
+    /// Its seq.
+    pub(crate) last_seq: u64,
+    /// Its capture time.
+    pub(crate) last_capture_ns: i64,
+    /// Why the stream was interrupted.
+    pub(crate) reason: String,
+}
+
+/// Told where a room's camera's part in a case stands: (stream id, case id, then the new
+/// epoch and the frames of the part in earlier epochs, before that epoch's first frame is
+/// published; None once the part's end is published).
+pub(crate) type Checkpoint = Arc<dyn Fn(&str, &str, Option<(u64, u64)>) + Send + Sync>;
 
 /// One camera's part in a case, as its `StreamEnded` gave it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -126,11 +148,19 @@ pub struct CameraView {
     pub last_error: Option<String>,
 }
 
-/// The controller's side of a room's camera: its commands and its view.
-#[derive(Debug)]
+/// The controller's side of a room's camera: its commands, its view, its checkpoints.
 pub(crate) struct RoomLink {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) view: Arc<Mutex<CameraView>>,
+    pub(crate) checkpoint: Checkpoint,
+}
+
+impl std::fmt::Debug for RoomLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomLink")
+            .field("view", &self.view)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The case a stream publishes under now.
@@ -313,6 +343,8 @@ pub(crate) struct StreamRunner {
     room: Option<RoomLink>,
     /// The camera was removed from its room (it ends with reason `REMOVED`).
     removed: bool,
+    /// The source has given a frame.
+    framed: bool,
 }
 
 impl StreamRunner {
@@ -348,6 +380,7 @@ impl StreamRunner {
             case,
             room: None,
             removed: false,
+            framed: false,
         }
     }
 
@@ -384,6 +417,7 @@ impl StreamRunner {
                 Command::Open {
                     case_id,
                     started_ns,
+                    recovered,
                 } => {
                     self.close_case(EndReason::CaseEnded, String::new());
                     // Drops outside the case are not the case's.
@@ -395,6 +429,9 @@ impl StreamRunner {
                     self.view(|v| v.case_id = Some(case_id.clone()));
                     tracing::info!(stream_id = %self.config.stream_id, case_id = %case_id,
                         epoch = self.epoch, "camera publishing in the case");
+                    if let Some(previous) = recovered {
+                        self.recover(previous);
+                    }
                     self.case = Some(CaseSession {
                         case_id,
                         started_ns,
@@ -417,6 +454,17 @@ impl StreamRunner {
         opened
     }
 
+    /// Makes the next epoch's first frame come with the discontinuity from the last frame a
+    /// previous run of ingest published in the case.
+    fn recover(&mut self, previous: Recovered) {
+        self.published = Some(Published {
+            epoch: previous.epoch,
+            last_seq: previous.last_seq,
+            last_capture_ns: previous.last_capture_ns,
+        });
+        self.interruption = Some(previous.reason);
+    }
+
     /// Publishes the end of the stream's part in its case (drops first), with `reason`; the
     /// part's counts, None when it was in no case.
     fn close_case(&mut self, reason: EndReason, detail: String) -> Option<CasePart> {
@@ -428,7 +476,7 @@ impl StreamRunner {
             published: case.published,
             dropped: self.drops.total.saturating_sub(case.dropped_before),
         };
-        if self.removed && self.stats.epochs == 0 && part.published == 0 && part.dropped == 0 {
+        if self.removed && !self.framed && part.published == 0 && part.dropped == 0 {
             // A camera refused when added (it never gave a frame): nothing of it in the case.
             self.case = None;
             return Some(part);
@@ -442,6 +490,9 @@ impl StreamRunner {
         tracing::info!(stream_id = %self.config.stream_id, case_id = %case.case_id,
             reason = ?reason, published = part.published, dropped = part.dropped,
             "stream's part in the case ended");
+        if let Some(room) = &self.room {
+            (room.checkpoint)(&self.config.stream_id, &case.case_id, None);
+        }
         self.case = None;
         self.view(|v| v.case_id = None);
         Some(part)
@@ -550,7 +601,7 @@ impl StreamRunner {
     /// A room's camera that never gave a frame (one being checked as it is added) publishes
     /// nothing but the end of its part.
     fn event(&self, kind: Kind) {
-        let unproven = self.room.is_some() && self.stats.epochs == 0;
+        let unproven = self.room.is_some() && !self.framed;
         match &self.case {
             Some(_) if unproven && !matches!(kind, Kind::Ended(_)) => {
                 tracing::debug!(stream_id = %self.config.stream_id,
@@ -613,6 +664,7 @@ impl StreamRunner {
             self.report_drops(false);
             match frames.recv_timeout(TICK) {
                 Ok(frame) => {
+                    self.framed = true;
                     self.set_state(value::LIVE);
                     self.view(|v| {
                         v.frames += 1;
@@ -761,6 +813,13 @@ impl StreamRunner {
     /// The first frame of an epoch: the discontinuity since the previous published epoch (if
     /// any), then `started`.
     fn announce(&mut self, frame: &pipeline::EncodedFrame, capture_ns: i64) {
+        if let (Some(room), Some(case)) = (&self.room, &self.case) {
+            (room.checkpoint)(
+                &self.config.stream_id,
+                &case.case_id,
+                Some((self.epoch, case.published)),
+            );
+        }
         if let Some(previous) = self.published.filter(|p| p.epoch != self.epoch) {
             let mut reason = self
                 .interruption

@@ -186,7 +186,16 @@ pub fn run(args: Args, health: Health) -> Result<()> {
     let ingest = Ingest::new(service.ingest, bus)
         .context("starting ingest")?
         .with_health(Arc::new(health));
-    let stats = ingest.run(shutdown).context("running ingest")?;
+    let stats = match ingest.run(shutdown) {
+        Ok(stats) => stats,
+        // A room another ingest owns: the configuration is at fault, restarting cannot help.
+        Err(error @ orstream_ingest::IngestError::InvalidConfig { .. }) => {
+            return Err(anyhow::Error::new(error)
+                .context("running ingest")
+                .context(ExitReason::Config));
+        }
+        Err(error) => return Err(anyhow::Error::new(error).context("running ingest")),
+    };
     print_stats(&stats);
     if !stats.streams.is_empty() && stats.streams.iter().all(|s| s.end == EndReason::Failed) {
         bail!("every stream failed");
