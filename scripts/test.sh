@@ -25,7 +25,7 @@ phase clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test: build"
 phase test-build cargo test --workspace --locked --no-run
 log "cargo test"
-phase tests cargo test --workspace --locked
+phase tests cargo test --workspace --locked --no-fail-fast
 log "the README's run command: build"
 phase demo-build cargo build --release --locked --bin orstream
 log "the README's run command: make demo"

@@ -151,7 +151,9 @@ fn cases_and_cameras_change_at_run_time_and_nothing_leaves_between_cases() {
         "{error}"
     );
 
+    let timer = std::time::Instant::now();
     client.start_case("OR3", "case-1").unwrap();
+    let start_ms = timer.elapsed().as_secs_f64() * 1e3;
     pause(1500);
     let added = client.add_camera("OR3", "scope", "test:", false).unwrap();
     assert_eq!(added["stream_id"], "OR3/scope");
@@ -161,7 +163,12 @@ fn cases_and_cameras_change_at_run_time_and_nothing_leaves_between_cases() {
         error.contains("case case-1 open") && error.contains("409"),
         "{error}"
     );
+    let timer = std::time::Instant::now();
     let closed = client.end_case("OR3").unwrap();
+    let end_ms = timer.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "rooms | case start {start_ms:.1} ms, case end (3 cameras) {end_ms:.1} ms over the admin API"
+    );
     assert_eq!(closed["cameras"].as_array().unwrap().len(), 3, "{closed}");
     pause(800);
 
@@ -415,8 +422,13 @@ fn a_killed_ingest_comes_back_with_its_open_case_and_every_frame_is_counted() {
         other.log()
     );
 
+    let restarted = std::time::Instant::now();
     let (second, client) = start("ingest-a");
     second.wait_ready("the restarted ingest");
+    println!(
+        "rooms | killed ingest back, case taken up, ready in {:.2} s",
+        restarted.elapsed().as_secs_f64()
+    );
     let status = client.status().unwrap();
     assert_eq!(status["rooms"][0]["case"]["case_id"], "case-k", "{status}");
     let names: Vec<&str> = status["rooms"][0]["cameras"]
@@ -583,6 +595,22 @@ fn record_accounts_for(frames: &[Frame], events_topic: &str, cases: &[&str]) {
                 "{case_id} {row:?}"
             );
         }
+        // The timeline covers every camera of the case.
+        let mut record = store.open().unwrap();
+        let timeline = query::timeline::<StreamState>(&mut record, case_id)
+            .unwrap()
+            .unwrap();
+        let shown: Vec<&str> = timeline
+            .streams
+            .iter()
+            .map(|s| s.stream_id.as_str())
+            .collect();
+        let cameras: Vec<&str> = want
+            .keys()
+            .filter(|(c, _)| c == case_id)
+            .map(|(_, s)| *s)
+            .collect();
+        assert_eq!(shown, cameras, "{case_id}: the timeline's streams");
     }
     sink.stop();
     let mut record = store.open().unwrap();

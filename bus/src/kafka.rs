@@ -491,11 +491,24 @@ impl KafkaBus {
             reason,
             kind,
         };
-        let metadata = self
-            .admin
-            .inner()
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| error(e.to_string(), kafka_kind(&e)))?;
+        let started = Instant::now();
+        let metadata = match self.admin.inner().fetch_metadata(Some(topic), timeout) {
+            Ok(metadata) => metadata,
+            // After the broker restarts, the long-lived admin client was seen failing every
+            // fetch for minutes while new clients connected at once: ask a fresh client once
+            // before calling the broker away.
+            Err(e) if kafka_kind(&e) == ErrorKind::Retriable => {
+                let fresh: Result<AdminClient<LogContext>, KafkaError> =
+                    client_config(&self.config, &[]).create_with_context(LogContext {
+                        name: format!("{} admin (fresh)", self.config.client_id),
+                    });
+                let left = timeout.saturating_sub(started.elapsed());
+                fresh
+                    .and_then(|client| client.inner().fetch_metadata(Some(topic), left))
+                    .map_err(|_| error(e.to_string(), kafka_kind(&e)))?
+            }
+            Err(e) => return Err(error(e.to_string(), kafka_kind(&e))),
+        };
         let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
             return Err(error(
                 "not in the broker's metadata".to_owned(),
