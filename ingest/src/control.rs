@@ -240,7 +240,7 @@ impl Controller {
                 continue;
             }
             if let Some(case) = &state.case {
-                tracing::error!(room = %name, case_id = %case.case_id,
+                tracing::error!(room = %name, started_ns = case.started_ns,
                     "a room no longer configured has a case open; it stays this ingest's");
             } else if let Err(error) = store.update(name, |s| s.owner.clear()) {
                 tracing::error!(room = %name, %error, "releasing a room no longer configured");
@@ -339,8 +339,7 @@ impl Controller {
         );
         for leftover in leftovers {
             if let Err(error) = self.take_up(&mut inner, &leftover) {
-                tracing::error!(room = %leftover.room, case_id = %leftover.case.case_id,
-                    %error, "taking up the case a previous run left");
+                tracing::error!(room = %leftover.room, %error, "taking up the case a previous run left");
             }
         }
     }
@@ -381,11 +380,8 @@ impl Controller {
                     detail: orstream_proto::wire::fit_detail(&detail),
                 })),
             };
-            self.publish(
-                &event,
-                &format!("end of {stream_id}'s part in {}", case.case_id),
-            )?;
-            tracing::warn!(%stream_id, case_id = %case.case_id, epoch = part.epoch, published,
+            self.publish(&event, &format!("end of {stream_id}'s part in the case"))?;
+            tracing::warn!(%stream_id, epoch = part.epoch, published,
                 "ended the part a previous run left open");
             if let Ok(Some((seq, capture))) = last {
                 last_frames.insert(stream_id.clone(), (part.epoch, seq, capture));
@@ -401,10 +397,7 @@ impl Controller {
                     detail: "ended while ingest stopped".to_owned(),
                 }),
             );
-            self.publish(
-                &event,
-                &format!("end of case {} in room {room}", case.case_id),
-            )?;
+            self.publish(&event, &format!("end of the case in room {room}"))?;
             self.store
                 .update(room, |s| s.case = None)
                 .map_err(|reason| store_error(&reason))?;
@@ -419,10 +412,7 @@ impl Controller {
                 cameras: case.served.clone(),
             }),
         );
-        self.publish(
-            &event,
-            &format!("start of case {} in room {room}", case.case_id),
-        )?;
+        self.publish(&event, &format!("start of the case in room {room}"))?;
         self.store
             .update(room, |s| {
                 if let Some(c) = &mut s.case {
@@ -448,7 +438,11 @@ impl Controller {
                 });
             }
         }
-        tracing::info!(room, case_id = %case.case_id, "case taken up after a restart");
+        tracing::info!(
+            room,
+            started_ns = case.started_ns,
+            "case taken up after a restart"
+        );
         Ok(())
     }
 
@@ -472,7 +466,7 @@ impl Controller {
                 }
             });
             if let Err(error) = written {
-                tracing::error!(%stream_id, case_id, %error,
+                tracing::error!(%stream_id, %error,
                     "the camera's part not noted on the site topic; a restart now would not count it");
             }
         });
@@ -540,10 +534,9 @@ impl Controller {
                 });
             })
             .map_err(|reason| store_error(&reason))?;
-        if let Err(error) = self.publish(&event, &format!("start of case {case_id} in room {room}"))
-        {
+        if let Err(error) = self.publish(&event, &format!("start of the case in room {room}")) {
             if let Err(reason) = self.store.update(room, |s| s.case = None) {
-                tracing::error!(room, case_id, %reason,
+                tracing::error!(room, %reason,
                     "the case's start was refused but stays noted on the site topic");
             }
             return Err(error);
@@ -558,7 +551,7 @@ impl Controller {
                 });
             }
         }
-        tracing::info!(room, case_id, cameras = cameras.len(), "case started");
+        tracing::info!(room, started_ns, cameras = cameras.len(), "case started");
         Ok(CaseOpened {
             room: room.to_owned(),
             case_id: case_id.to_owned(),
@@ -609,7 +602,7 @@ impl Controller {
                 // Its part ended already (the camera's source ended for good).
                 Ok(None) => {}
                 Err(_) => {
-                    tracing::warn!(%stream_id, case_id = %open.case_id,
+                    tracing::warn!(%stream_id,
                         "camera did not report its part in the case in time");
                     unreported.push(stream_id);
                 }
@@ -623,17 +616,14 @@ impl Controller {
         let ended_ns = orstream_shell::clock::now_ns();
         let mut next = inner.site.clone();
         let event = next.end_case(room, ended_ns, &detail)?;
-        self.publish(
-            &event,
-            &format!("end of case {} in room {room}", open.case_id),
-        )?;
+        self.publish(&event, &format!("end of the case in room {room}"))?;
         inner.site = next;
         if let Err(reason) = self.store.update(room, |s| s.case = None) {
             // Taken up as ending at the next start: its end is published again, harmlessly.
-            tracing::error!(room, case_id = %open.case_id, %reason,
+            tracing::error!(room, %reason,
                 "the case's end not noted on the site topic");
         }
-        tracing::info!(room, case_id = %open.case_id, cameras = parts.len(), "case ended");
+        tracing::info!(room, ended_ns, cameras = parts.len(), "case ended");
         Ok(CaseClosed {
             room: room.to_owned(),
             case_id: open.case_id,

@@ -427,8 +427,9 @@ impl StreamRunner {
                     self.interruption = None;
                     self.attempts = 0;
                     self.view(|v| v.case_id = Some(case_id.clone()));
-                    tracing::info!(stream_id = %self.config.stream_id, case_id = %case_id,
-                        epoch = self.epoch, "camera publishing in the case");
+                    // Never the case id in a log: the room and the time name the case.
+                    tracing::info!(stream_id = %self.config.stream_id, epoch = self.epoch,
+                        "camera publishing in its room's case");
                     if let Some(previous) = recovered {
                         self.recover(previous);
                     }
@@ -487,8 +488,7 @@ impl StreamRunner {
             frames_dropped: part.dropped,
             detail,
         }));
-        tracing::info!(stream_id = %self.config.stream_id, case_id = %case.case_id,
-            reason = ?reason, published = part.published, dropped = part.dropped,
+        tracing::info!(stream_id = %self.config.stream_id, reason = ?reason, published = part.published, dropped = part.dropped,
             "stream's part in the case ended");
         if let Some(room) = &self.room {
             (room.checkpoint)(&self.config.stream_id, &case.case_id, None);
