@@ -618,7 +618,7 @@ fn camera_watch(admin: &Client) -> impl Fn() -> bool + '_ {
             status
                 .pointer("/rooms/0/cameras/0/state")
                 .and_then(serde_json::Value::as_str)
-                == Some("ended")
+                == Some(orstream_ingest::CAMERA_ENDED)
         })
     }
 }

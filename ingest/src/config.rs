@@ -548,6 +548,29 @@ impl StreamConfig {
         }
     }
 
+    /// The problems of a room's camera, whose `stream_id` holds its name: the name's rules,
+    /// no `case_id` (the room's case gives it), and the stream's other rules; each key prefixed
+    /// with `prefix`. The same for a camera configured, added over the admin API or read back
+    /// from the site topic.
+    pub(crate) fn camera_problems(&self, prefix: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(e) = crate::site::check_name("camera", &self.stream_id) {
+            problems.push(format!("{prefix}name: {e}"));
+        }
+        if !self.case_id.is_empty() {
+            problems.push(format!(
+                "{prefix}case_id: a room's camera takes the room's case; remove it"
+            ));
+        }
+        let id_key = format!("{prefix}stream_id");
+        problems.extend(
+            self.problems(prefix)
+                .into_iter()
+                .filter(|p| !p.starts_with(&id_key)),
+        );
+        problems
+    }
+
     /// The problems of this stream, each key prefixed with `prefix` (e.g. `streams[1].`).
     fn problems(&self, prefix: &str) -> Vec<String> {
         let mut problems = Vec::new();
@@ -714,14 +737,7 @@ impl IngestConfig {
             }
             for (j, camera) in room.cameras.iter().enumerate() {
                 let prefix = format!("rooms[{i}].cameras[{j}].");
-                if let Err(e) = crate::site::check_name("camera", &camera.stream_id) {
-                    problems.push(format!("{prefix}name: {e}"));
-                }
-                if !camera.case_id.is_empty() {
-                    problems.push(format!(
-                        "{prefix}case_id: a room's camera takes the room's case; remove it"
-                    ));
-                }
+                problems.extend(camera.camera_problems(&prefix));
                 if room.cameras[..j]
                     .iter()
                     .any(|other| other.stream_id == camera.stream_id)
@@ -731,12 +747,6 @@ impl IngestConfig {
                         camera.stream_id
                     ));
                 }
-                problems.extend(
-                    camera
-                        .problems(&prefix)
-                        .into_iter()
-                        .filter(|p| !p.starts_with(&format!("{prefix}stream_id"))),
-                );
             }
             for stream in room.streams() {
                 if self.streams.iter().any(|s| s.stream_id == stream.stream_id) {

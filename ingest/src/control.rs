@@ -657,13 +657,7 @@ impl Controller {
                 }
                 .into());
             }
-            let mut problems = Vec::new();
-            if !stream.case_id.is_empty() {
-                problems.push("case_id: a room's camera takes the room's case".to_owned());
-            }
-            if let Err(IngestError::InvalidConfig { problems: more, .. }) = stream.validate() {
-                problems.extend(more);
-            }
+            let problems = camera_settings.camera_problems("");
             if !problems.is_empty() {
                 return Err(ControlError::BadCamera {
                     stream_id: stream.stream_id,
@@ -868,7 +862,7 @@ fn first_frame(
             if let Some(error) = &view.last_error {
                 return Some(error.clone());
             }
-            if view.state == "ended" {
+            if view.state == crate::stream::CAMERA_ENDED {
                 return Some("the source ended before its first frame".to_owned());
             }
         }

@@ -27,8 +27,11 @@ use orstream_bus::{Bus, Producer, Record, TopicPartition};
 use orstream_proto::Frame;
 use serde::{Deserialize, Serialize};
 
+use orstream_proto::wire::MAX_CASE_CAMERAS;
+
 use crate::config::StreamConfig;
 use crate::error::IngestError;
+use crate::site;
 
 /// The state format's version.
 pub const VERSION: u32 = 1;
@@ -60,6 +63,73 @@ pub struct RoomState {
     /// The open case.
     #[serde(default)]
     pub case: Option<CaseState>,
+}
+
+impl RoomState {
+    /// What is wrong with a state read back under the key `room`, if anything: its version,
+    /// names, camera settings and case id are checked as the admin API checks them, and every
+    /// list is capped at the cameras a case may have.
+    pub(crate) fn problem(&self, room: &str) -> Option<String> {
+        let cap = MAX_CASE_CAMERAS;
+        if self.version != VERSION {
+            return Some(format!(
+                "version {} (this ingest reads {VERSION})",
+                self.version
+            ));
+        }
+        if self.room != room {
+            return Some("names another room than its key".to_owned());
+        }
+        if let Err(e) = site::check_name("room", &self.room) {
+            return Some(e.to_string());
+        }
+        if !self.owner.is_empty()
+            && let Err(e) = site::check_name("instance", &self.owner)
+        {
+            return Some(format!("owner: {e}"));
+        }
+        if self.added.len() > cap || self.removed.len() > cap {
+            return Some(format!("more than {cap} cameras added or removed"));
+        }
+        if let Some(problem) = self
+            .added
+            .iter()
+            .find_map(|camera| camera.camera_problems("added: ").into_iter().next())
+        {
+            return Some(problem);
+        }
+        if let Some(e) = self
+            .removed
+            .iter()
+            .find_map(|name| site::check_name("camera", name).err())
+        {
+            return Some(format!("removed: {e}"));
+        }
+        let Some(case) = &self.case else {
+            return None;
+        };
+        if let Err(e) = site::check_case_id(&case.case_id) {
+            return Some(format!("case: {e}"));
+        }
+        if case.served.len() > cap || case.parts.len() > cap {
+            return Some(format!("case: more than {cap} cameras"));
+        }
+        let prefix = format!("{room}/");
+        let not_a_camera = |stream_id: &String| {
+            stream_id
+                .strip_prefix(&prefix)
+                .is_none_or(|name| site::check_name("camera", name).is_err())
+        };
+        if let Some(stream_id) = case.served.iter().find(|s| not_a_camera(s)) {
+            return Some(format!("case: {stream_id:?} is not a camera of the room"));
+        }
+        if let Some(stream_id) = case.parts.keys().find(|s| !case.served.contains(s)) {
+            return Some(format!(
+                "case: a part of {stream_id:?}, which did not serve it"
+            ));
+        }
+        None
+    }
 }
 
 /// A room's open case.
@@ -178,14 +248,23 @@ impl SiteStore {
                 states.remove(&room);
                 continue;
             }
-            match serde_json::from_slice::<RoomState>(&message.payload) {
-                Ok(state) if state.room == room && state.version == VERSION => {
+            let state = serde_json::from_slice::<RoomState>(&message.payload)
+                .map_err(|e| format!("does not parse: {e}"))
+                .and_then(|state| match state.problem(&room) {
+                    Some(problem) => Err(problem),
+                    None => Ok(state),
+                });
+            match state {
+                Ok(state) => {
                     states.insert(room, state);
                 }
-                Ok(state) => tracing::error!(room = %room, offset = message.offset,
-                    version = state.version, "a room state of another room or version; skipped"),
-                Err(error) => tracing::error!(room = %room, offset = message.offset, %error,
-                    "a room state that does not parse; skipped"),
+                // The latest state is the room's truth: an unusable one leaves the room without
+                // state (no earlier one comes back), said once here.
+                Err(problem) => {
+                    states.remove(&room);
+                    tracing::error!(room = ?room, offset = message.offset, %problem,
+                        "a room state that cannot be used; the room starts without state");
+                }
             }
         }
         let producer = bus.producer().map_err(bus_error(&what))?;
@@ -317,4 +396,79 @@ pub(crate) fn last_frame(
     Err(IngestError::Admin(format!(
         "{what}: none among the last {MAX_SCAN} frames of partition {partition}"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TestSourceConfig;
+
+    fn state() -> RoomState {
+        RoomState {
+            version: VERSION,
+            room: "OR3".to_owned(),
+            owner: "ingest-a".to_owned(),
+            updated_ns: 1,
+            added: vec![StreamConfig::test("scope", TestSourceConfig::default())],
+            removed: vec!["room".to_owned()],
+            case: Some(CaseState {
+                case_id: "case-1".to_owned(),
+                started_ns: 1,
+                served: vec!["OR3/lap".to_owned(), "OR3/scope".to_owned()],
+                ending: false,
+                parts: BTreeMap::from([("OR3/lap".to_owned(), PartState { epoch: 5, base: 0 })]),
+            }),
+        }
+    }
+
+    #[test]
+    fn room_states_from_the_topic_are_checked_before_use() {
+        assert_eq!(state().problem("OR3"), None);
+        assert!(state().problem("OR4").is_some());
+        type Change = Box<dyn Fn(&mut RoomState)>;
+        let hostile: Vec<(&str, Change)> = vec![
+            ("version", Box::new(|s| s.version = 2)),
+            ("owner", Box::new(|s| s.owner = "a\nb".to_owned())),
+            (
+                "added",
+                Box::new(|s| s.added[0].stream_id = "x/y".to_owned()),
+            ),
+            ("added", Box::new(|s| s.added[0].output.width = 0)),
+            ("case_id", Box::new(|s| s.added[0].case_id = "c".to_owned())),
+            ("removed", Box::new(|s| s.removed.push("\u{0}".to_owned()))),
+            (
+                "more than",
+                Box::new(|s| s.removed = vec!["r".to_owned(); 65]),
+            ),
+            (
+                "case",
+                Box::new(|s| s.case.as_mut().unwrap().case_id = "a\u{0}b".to_owned()),
+            ),
+            (
+                "not a camera",
+                Box::new(|s| s.case.as_mut().unwrap().served.push("OR4/lap".to_owned())),
+            ),
+            (
+                "did not serve",
+                Box::new(|s| {
+                    let case = s.case.as_mut().unwrap();
+                    case.parts
+                        .insert("OR3/room".to_owned(), PartState::default());
+                }),
+            ),
+            (
+                "more than",
+                Box::new(|s| {
+                    s.case.as_mut().unwrap().served =
+                        (0..65).map(|i| format!("OR3/c{i}")).collect();
+                }),
+            ),
+        ];
+        for (what, change) in hostile {
+            let mut bad = state();
+            change(&mut bad);
+            let problem = bad.problem("OR3").expect(what);
+            assert!(problem.contains(what), "{what}: {problem}");
+        }
+    }
 }

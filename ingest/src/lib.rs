@@ -124,4 +124,4 @@ pub use pipeline::{EncodedFrame, FrameCounts, FramePipeline, init};
 pub use queue::FrameReceiver;
 pub use service::{Ingest, Stats};
 pub use site::{Site, SiteError};
-pub use stream::{CameraView, CasePart, StreamStats};
+pub use stream::{CAMERA_ENDED, CameraView, CasePart, StreamStats};

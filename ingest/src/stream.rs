@@ -130,6 +130,10 @@ pub struct CasePart {
     pub dropped: u64,
 }
 
+/// [`CameraView::state`] once the camera's runner has ended (its source ended for good, it
+/// was removed, or ingest stopped).
+pub const CAMERA_ENDED: &str = "ended";
+
 /// What a room's camera is doing, kept up to date by its runner for the controller's status
 /// and its check of a new camera.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -566,7 +570,7 @@ impl StreamRunner {
             reason
         };
         self.close_case(reason, detail.clone());
-        self.view(|v| v.state = "ended");
+        self.view(|v| v.state = CAMERA_ENDED);
         tracing::info!(stream_id = %self.config.stream_id, reason = ?reason,
             published = self.stats.published, dropped = self.drops.total, "stream ended");
         // Until shutdown has waited out drain_timeout, the last frames wait for the broker.
