@@ -21,11 +21,10 @@
 //! being checked does not hold up the status.
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 
 use serde::Deserialize;
 use serde_json::json;
@@ -134,19 +133,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// A running admin API; stops when dropped.
-pub struct AdminServer {
-    addr: SocketAddr,
-    http: Arc<tiny_http::Server>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for AdminServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminServer")
-            .field("addr", &self.addr)
-            .finish()
-    }
-}
+#[derive(Debug)]
+pub struct AdminServer(orstream_shell::http::Endpoint);
 
 impl AdminServer {
     /// Reads the tokens, binds `listen` (port 0 picks a free one) and serves `controller`.
@@ -155,42 +143,23 @@ impl AdminServer {
         token_file: &Path,
         controller: Arc<Controller>,
     ) -> Result<Self, IngestError> {
-        let tokens = Tokens::read(token_file).map_err(IngestError::Admin)?;
-        let listener = TcpListener::bind(listen)
-            .map_err(|e| IngestError::Admin(format!("binding {listen}: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| IngestError::Admin(format!("reading the address bound: {e}")))?;
-        let http = tiny_http::Server::from_listener(listener, None)
-            .map_err(|e| IngestError::Admin(format!("serving on {addr}: {e}")))?;
-        let http = Arc::new(http);
-        let serving = Arc::clone(&http);
-        let thread = std::thread::Builder::new()
-            .name("ingest-admin".into())
-            .spawn(move || serve(&serving, &Arc::new(tokens), &controller))
-            .map_err(|e| IngestError::Admin(format!("starting its thread: {e}")))?;
-        tracing::info!(%addr, "admin API serving");
-        Ok(Self {
-            addr,
-            http,
-            thread: Some(thread),
-        })
+        let tokens = Arc::new(Tokens::read(token_file).map_err(IngestError::Admin)?);
+        let endpoint = orstream_shell::http::Endpoint::start(
+            "admin API",
+            listen,
+            "ingest-admin",
+            move |http| {
+                serve(http, &tokens, &controller);
+            },
+        )
+        .map_err(IngestError::Admin)?;
+        tracing::info!(addr = %endpoint.local_addr(), "admin API serving");
+        Ok(Self(endpoint))
     }
 
     /// The address bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for AdminServer {
-    fn drop(&mut self) {
-        self.http.unblock();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::warn!("the admin API thread panicked");
-        }
+        self.0.local_addr()
     }
 }
 

@@ -12,10 +12,13 @@
 //! - [`clock`]: the wall clock in the contract's units.
 //! - [`exit`]: exit codes and the reasons that pick them (a configuration error is 2 in every
 //!   service).
+//! - [`http`]: a small HTTP endpoint on a thread of its own (metrics and health, ingest's
+//!   admin API), stopped when dropped.
 
 pub mod clock;
 pub mod config;
 pub mod exit;
+pub mod http;
 pub mod retry;
 pub mod signals;
 

@@ -5,11 +5,9 @@
 //! stuck, which is what a liveness probe needs. Scrapes and probes are rare and small; they are
 //! answered one at a time.
 
-use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::net::SocketAddr;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 
 use super::health::Health;
 use super::prometheus::PrometheusMetrics;
@@ -20,17 +18,8 @@ const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
 
 /// A running endpoint; stops when dropped.
-pub struct Server {
-    addr: SocketAddr,
-    http: Arc<tiny_http::Server>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for Server {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("addr", &self.addr).finish()
-    }
-}
+#[derive(Debug)]
+pub struct Server(orstream_shell::http::Endpoint);
 
 impl Server {
     /// Binds `listen` (port 0 picks a free one) and serves `health` and, when given, `metrics`.
@@ -39,41 +28,20 @@ impl Server {
         health: Health,
         metrics: Option<PrometheusMetrics>,
     ) -> Result<Self> {
-        let listener = TcpListener::bind(listen)
-            .with_context(|| format!("binding the metrics and health endpoint on {listen}"))?;
-        let addr = listener
-            .local_addr()
-            .with_context(|| format!("reading the address bound for {listen}"))?;
-        let http = tiny_http::Server::from_listener(listener, None)
-            .map_err(|e| anyhow!("starting the metrics and health endpoint on {addr}: {e}"))?;
-        let http = Arc::new(http);
-        let serving = Arc::clone(&http);
-        let thread = std::thread::Builder::new()
-            .name("orstream-http".into())
-            .spawn(move || serve(&serving, &health, metrics.as_ref()))
-            .context("spawning the metrics and health endpoint thread")?;
-        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-        Ok(Self {
-            addr,
-            http,
-            thread: Some(thread),
-        })
+        let endpoint = orstream_shell::http::Endpoint::start(
+            "metrics and health endpoint",
+            listen,
+            "orstream-http",
+            move |http| serve(http, &health, metrics.as_ref()),
+        )
+        .map_err(|e| anyhow!(e))?;
+        tracing::info!(addr = %endpoint.local_addr(), "serving /metrics, /healthz and /readyz");
+        Ok(Self(endpoint))
     }
 
     /// The address bound: with port 0 asked for, the port the system chose.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.http.unblock();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::warn!("the metrics and health endpoint thread panicked");
-        }
+        self.0.local_addr()
     }
 }
 
