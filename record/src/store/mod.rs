@@ -612,7 +612,34 @@ impl Store {
         Ok(rows.into_iter().map(|r| r[0].text().to_owned()).collect())
     }
 
-    /// The audit of deletions, oldest first.
+    /// Appends a read of `case_id`'s record by `actor` at `at_ns` (UTC) to the audit
+    /// (`action`, e.g. `read timeline`), with no rows deleted.
+    pub fn audit_read(
+        &mut self,
+        at_ns: i64,
+        actor: &str,
+        action: &str,
+        case_id: &str,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.autocommit()
+                .execute(
+                    "INSERT INTO record_audit (at_ns, actor, action, case_id, rows_deleted, \
+                     detail) VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        at_ns.into(),
+                        actor.into(),
+                        action.into(),
+                        case_id.into(),
+                        0i64.into(),
+                        "".into(),
+                    ],
+                )
+                .map(|_| ())
+        })
+    }
+
+    /// The audit of deletions and reads, oldest first.
     pub fn audit(&mut self) -> Result<Vec<AuditRow>, StoreError> {
         let rows = self.query(
             "SELECT at_ns, actor, action, case_id, rows_deleted, detail FROM record_audit \
