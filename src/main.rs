@@ -35,6 +35,8 @@ enum Command {
     Record(orstream::commands::record::Args),
     /// Play cameras into a running deployment and measure its latency and exactness.
     Load(orstream::commands::load::Args),
+    /// Serve the surgical record over an authenticated, read-only HTTP API.
+    Api(orstream::commands::api::Args),
     /// Start or end a room's case on a running ingest (its admin API).
     Case(orstream::commands::admin::CaseArgs),
     /// Add or remove a room's camera on a running ingest (its admin API).
@@ -54,6 +56,7 @@ impl Command {
             Self::Sink(args) => ("sink", args.config.as_deref()),
             Self::Record(_) => ("record", None),
             Self::Load(args) => ("load", args.config.as_deref()),
+            Self::Api(args) => ("api", args.config.as_deref()),
             Self::Case(_) | Self::Camera(_) | Self::Status(_) => ("admin", None),
         }
     }
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::Sink(args) => orstream::commands::sink::run(args, health).map(|()| true),
         Command::Record(args) => orstream::commands::record::run(args).map(|()| true),
         Command::Load(args) => orstream::commands::load::run(args),
+        Command::Api(args) => orstream::commands::api::run(args, health).map(|()| true),
         Command::Case(args) => orstream::commands::admin::run_case(args).map(|()| true),
         Command::Camera(args) => orstream::commands::admin::run_camera(args).map(|()| true),
         Command::Status(args) => orstream::commands::admin::run_status(args).map(|()| true),

@@ -14,6 +14,7 @@
 //! 401 and nothing else, and is logged without its token. Bad parameters get 400 naming them.
 
 pub mod access;
+pub mod config;
 
 use std::sync::{Arc, Mutex, PoisonError};
 

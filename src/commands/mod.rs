@@ -1,6 +1,7 @@
 //! One module per service subcommand: its options (clap) and its run function.
 
 pub mod admin;
+pub mod api;
 pub mod demo;
 pub mod infer;
 pub mod ingest;
