@@ -31,6 +31,19 @@ use serde_json::json;
 
 use crate::access::{Principal, Tokens};
 
+/// The OpenAPI description of this API.
+pub const OPENAPI: &str = include_str!("../openapi.yaml");
+
+/// Every route the router serves (all `GET`).
+pub const ROUTES: &[&str] = &[
+    "/v1/cases",
+    "/v1/cases/{case}",
+    "/v1/cases/{case}/timeline",
+    "/v1/cases/{case}/accounting",
+    "/v1/cases/{case}/usage",
+    "/v1/cases/{case}/timeline.svg",
+];
+
 /// Largest page of cases.
 pub const MAX_PAGE: usize = 500;
 /// Page of cases when `limit` is not given.
