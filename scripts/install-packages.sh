@@ -15,6 +15,7 @@ PKGS=(
   openjdk-17-jre-headless maven
   python3-venv procps
   prometheus
+  chromium chromium-driver
 )
 while read -r p; do PKGS+=("$p"); done < <(grep -v '^#' "$ROOT/deploy/image/runtime-packages.txt" | grep .)
 missing=()

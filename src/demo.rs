@@ -17,6 +17,7 @@
 //! cancelled once every published frame has a committed result, then the sink once every
 //! result and the stream's end are stored.
 
+pub mod page;
 pub mod tracks;
 pub mod truth;
 
@@ -76,6 +77,8 @@ pub struct DemoOptions {
     pub height: u32,
     /// Print a progress line this often (None: quiet).
     pub progress_every: Option<Duration>,
+    /// Serve the record's page here while the demo runs (None: no page).
+    pub page: Option<std::net::SocketAddr>,
 }
 
 impl Default for DemoOptions {
@@ -92,6 +95,7 @@ impl Default for DemoOptions {
             width: 640,
             height: 360,
             progress_every: Some(Duration::from_secs(1)),
+            page: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9480))),
         }
     }
 }
@@ -105,6 +109,7 @@ impl DemoOptions {
             archive: true,
             out_dir,
             progress_every: None,
+            page: None,
             ..Self::default()
         }
     }
@@ -257,6 +262,20 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
         .context("starting the sink")?
         .with_health(Arc::clone(&health));
     let sink_progress = sink.progress();
+    let page = match options.page {
+        Some(listen) => {
+            let page = page::PageServer::start(listen, &bus, &store_url, &options.out_dir)
+                .context("serving the record page")?;
+            println!(
+                "record page: {url}#case={case_id} (sign in with the token {token}, also in {file})",
+                url = page.url,
+                token = page.token,
+                file = options.out_dir.join("page.tokens").display(),
+            );
+            Some(page)
+        }
+        None => None,
+    };
 
     // The demo's room starts empty; its case and camera come over the admin API, as an OR
     // scheduling system would start them.
@@ -409,6 +428,9 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
     std::fs::write(&picture, svg::svg(&timeline))
         .with_context(|| format!("writing {}", picture.display()))?;
     let (comparison, tracking) = against_truth(options, &timeline, &track_frames)?;
+    if let Some(page) = page {
+        page.finish();
+    }
     Ok(DemoReport {
         case_id,
         published,

@@ -3,7 +3,9 @@
 //! Settings come in layers: built-in defaults, then the `--config` file (the api keys plus an
 //! optional `[telemetry]` table), then the `ORSTREAM_API_<KEY>` variables
 //! (`ORSTREAM_API_STORE_FILE` reads a connection string from a file), then the flags.
-//! SIGTERM or SIGINT stops it after the requests in flight.
+//! With `live` on (the default) it follows the events and streams topics on the `[kafka]`
+//! broker and pushes them to `/v1/live`. SIGTERM or SIGINT stops it after the requests in
+//! flight (a live feed ends with it).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +14,8 @@ use anyhow::{Context, Result, anyhow};
 use orstream_api::Api;
 use orstream_api::access::Tokens;
 use orstream_api::config::{ApiConfig, SERVICE};
+use orstream_api::live::{Follow, Live};
+use orstream_bus::Bus;
 use orstream_shell::exit::ExitReason;
 
 use crate::telemetry::Health;
@@ -61,12 +65,29 @@ pub fn run(args: Args, health: Health) -> Result<()> {
         .map_err(anyhow::Error::msg)
         .context(ExitReason::Config)?;
     let shutdown = orstream_shell::signals::root();
+    let live = Live::new();
+    let follower = if config.live {
+        let bus = Bus::kafka(config.kafka.clone()).context("creating the Kafka clients")?;
+        let follow = Follow {
+            events_topic: config.events_topic.clone(),
+            streams_topic: config.streams_topic.clone(),
+            group_id: config.group_id.clone(),
+        };
+        let thread = live
+            .follow(&bus, &follow, &config.store, shutdown.child_token())
+            .map_err(anyhow::Error::msg)?;
+        Some(thread)
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the API's runtime")?;
+    let serving = shutdown.clone();
     runtime.block_on(async move {
+        let shutdown = serving;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -81,10 +102,19 @@ pub fn run(args: Args, health: Health) -> Result<()> {
                 beating.beat();
             }
         });
-        let router = Api::new(&config.store, tokens).router();
+        let router = Api::new(&config.store, tokens)
+            .with_rate(config.rate_per_second, config.burst)
+            .with_live(live)
+            .with_stop(shutdown.clone())
+            .router();
         axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
             .context("serving the record API")
-    })
+    })?;
+    shutdown.cancel();
+    if let Some(thread) = follower {
+        let _ = thread.join();
+    }
+    Ok(())
 }

@@ -40,6 +40,12 @@ pub struct Args {
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Serve the record's page (the API's web view) here while the demo runs.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9480")]
+    pub page: std::net::SocketAddr,
+    /// Do not serve the record's page.
+    #[arg(long)]
+    pub no_page: bool,
 }
 
 /// Runs the demo and prints its report; `Ok(false)` when not every frame was accounted for.
@@ -62,6 +68,7 @@ pub fn run(args: Args) -> Result<bool> {
         device: args.device,
         out_dir: args.out,
         progress_every: (!args.quiet).then_some(Duration::from_secs(1)),
+        page: (!args.no_page).then_some(args.page),
         ..DemoOptions::default()
     };
     let report = crate::demo::run(&options, &orstream_shell::signals::root())?;

@@ -18,6 +18,7 @@
 //! - [`metrics`]: `GET` on a service's endpoint and Prometheus text scraping.
 //! - [`tally`]: lost and duplicated frames in a set of results.
 //! - [`tls`]: the stack's CA and client certificates, and CAs nobody trusts.
+//! - [`browser`]: headless Chromium through chromedriver, for the record page.
 //!
 //! It depends on the bus, the contract and the record only (never on a service crate), so every
 //! service crate's tests can use it; the unit tests (in `src/`) of those three crates cannot,
@@ -26,6 +27,7 @@
 // A helper's panic is the failing test's report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
 pub mod kafka;
 pub mod metrics;
 pub mod names;

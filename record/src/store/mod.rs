@@ -666,6 +666,15 @@ impl Store {
         Ok(rows.first().map(|r| r.started_ns))
     }
 
+    /// The room a case took place in, if it was a room's case and its start or end is stored.
+    pub fn room_of_case(&mut self, case_id: &str) -> Result<Option<String>, StoreError> {
+        let rows: Vec<CaseRoomRow> = self.rows(
+            &CaseRoomRow::select("WHERE case_id = $1"),
+            &[case_id.into()],
+        )?;
+        Ok(rows.into_iter().next().map(|r| r.room_id))
+    }
+
     /// Up to `limit` events waiting to be published, oldest first.
     pub fn outbox(&mut self, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
         self.outbox_of(limit, None)
