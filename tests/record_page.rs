@@ -273,6 +273,12 @@ fn a_reader_follows_a_live_case_in_the_browser_and_never_sees_another_room() {
             .any(|a| a.actor == "or1-team" && a.case_id == case_id),
         "{audit:?}"
     );
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.actor == "or1-team" && a.action == "follow live" && a.case_id == "*"),
+        "following the live feed is audited: {audit:?}"
+    );
     assert!(!audit.iter().any(|a| a.case_id == secret_case), "{audit:?}");
     let log = api.stop();
     assert!(

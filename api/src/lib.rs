@@ -277,8 +277,9 @@ async fn cases(
     }
     let offset = filter.offset.unwrap_or(0);
     api.with_store(move |store| {
-        let all = query::cases::<StreamState>(store)?;
-        let chosen: Vec<CaseSummary> = all
+        // Cheap filters first; completeness (an accounting read per case) only for the cases
+        // that need it: all candidates when filtering on it, else the page shown.
+        let mut chosen: Vec<CaseSummary> = query::case_list(store)?
             .into_iter()
             .filter(|c| principal.may_see(&c.room_id))
             .filter(|c| filter.room.as_ref().is_none_or(|r| *r == c.room_id))
@@ -288,10 +289,20 @@ async fn cases(
                     .is_none_or(|from| c.last_frame_ns.max(c.started_ns) >= from)
             })
             .filter(|c| filter.to_ns.is_none_or(|to| c.started_ns <= to))
-            .filter(|c| filter.complete.is_none_or(|want| c.complete == want))
             .collect();
+        if let Some(want) = filter.complete {
+            for case in &mut chosen {
+                query::settle::<StreamState>(store, case)?;
+            }
+            chosen.retain(|c| c.complete == want);
+        }
         let total = chosen.len();
-        let page: Vec<CaseSummary> = chosen.into_iter().skip(offset).take(limit).collect();
+        let mut page: Vec<CaseSummary> = chosen.into_iter().skip(offset).take(limit).collect();
+        if filter.complete.is_none() {
+            for case in &mut page {
+                query::settle::<StreamState>(store, case)?;
+            }
+        }
         Ok(Json(json!({
             "cases": page,
             "total": total,
@@ -309,9 +320,7 @@ fn visible_case(
     case_id: &str,
     what: &str,
 ) -> Result<CaseSummary, ApiError> {
-    let summary = query::cases::<StreamState>(store)?
-        .into_iter()
-        .find(|c| c.case_id == case_id)
+    let summary = query::case::<StreamState>(store, case_id)?
         .filter(|c| principal.may_see(&c.room_id))
         .ok_or(ApiError::NotFound)?;
     store.audit_read(
@@ -452,7 +461,7 @@ async fn rooms(
     let principal = api.principal(&headers)?;
     api.with_store(move |store| {
         let mut rooms: std::collections::BTreeMap<String, Room> = Default::default();
-        for case in query::cases::<StreamState>(store)? {
+        for case in query::case_list(store)? {
             if case.room_id.is_empty() || !principal.may_see(&case.room_id) {
                 continue;
             }
@@ -493,6 +502,23 @@ async fn live_feed(
 ) -> Result<Response, ApiError> {
     let principal = api.principal(&headers)?;
     let Query(filter) = filter.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    // Following is a read of the record as it is written: audited once per connection, for
+    // its case or for every room the caller may see (`*`).
+    let (actor, case) = (
+        principal.name.clone(),
+        filter.case.clone().unwrap_or_else(|| "*".to_owned()),
+    );
+    api.with_store(move |store| {
+        store
+            .audit_read(
+                orstream_shell::clock::now_ns(),
+                &actor,
+                "follow live",
+                &case,
+            )
+            .map_err(ApiError::from)
+    })
+    .await?;
     let receiver = api.live.subscribe();
     let stop = api.stop.clone();
     let stream = futures::stream::unfold(receiver, move |mut receiver| {

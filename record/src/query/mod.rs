@@ -271,6 +271,41 @@ pub struct ToolMotion {
 
 /// Every case, newest first, with its room, cameras and whether its accounting is complete.
 pub fn cases<S: DerivationState>(store: &mut Store) -> Result<Vec<CaseSummary>, StoreError> {
+    let mut out = case_list(store)?;
+    for case in &mut out {
+        settle::<S>(store, case)?;
+    }
+    Ok(out)
+}
+
+/// One case as [`cases`] lists it; None for an unknown case. Only its own accounting is read.
+pub fn case<S: DerivationState>(
+    store: &mut Store,
+    case_id: &str,
+) -> Result<Option<CaseSummary>, StoreError> {
+    let Some(mut case) = case_list(store)?.into_iter().find(|c| c.case_id == case_id) else {
+        return Ok(None);
+    };
+    settle::<S>(store, &mut case)?;
+    Ok(Some(case))
+}
+
+/// Fills `complete` of a case of [`case_list`]: the room closed it (or it has no room) and
+/// every stream's accounting is complete. One accounting read per case: call it for the
+/// cases shown, not for every case of a long record.
+pub fn settle<S: DerivationState>(
+    store: &mut Store,
+    case: &mut CaseSummary,
+) -> Result<(), StoreError> {
+    let streams = accounting::accounting::<S>(store, &case.case_id)?;
+    let room_open = !case.room_id.is_empty() && case.closed_ns.is_none();
+    case.complete = !room_open && !streams.is_empty() && streams.iter().all(|s| s.complete);
+    Ok(())
+}
+
+/// Every case, newest first, as [`cases`] lists them but with `complete` not yet known
+/// (false; [`settle`] fills it): a fixed number of queries however many cases there are.
+pub fn case_list(store: &mut Store) -> Result<Vec<CaseSummary>, StoreError> {
     let rows: Vec<CaseRow> =
         store.rows(&CaseRow::select("ORDER BY started_ns DESC, case_id"), &[])?;
     let mut out: Vec<CaseSummary> = rows
@@ -326,9 +361,6 @@ pub fn cases<S: DerivationState>(store: &mut Store) -> Result<Vec<CaseSummary>, 
     for case in &mut out {
         case.cameras.sort();
         case.cameras.dedup();
-        let streams = accounting::accounting::<S>(store, &case.case_id)?;
-        let room_open = !case.room_id.is_empty() && case.closed_ns.is_none();
-        case.complete = !room_open && !streams.is_empty() && streams.iter().all(|s| s.complete);
     }
     out.sort_by(|a, b| {
         b.started_ns
