@@ -42,8 +42,9 @@ pub struct KafkaConfig {
     /// Largest message the producer will send (`message.max.bytes`); topics created by the bus
     /// get the same `max.message.bytes` so the broker accepts what the producer sends.
     pub message_max_bytes: u32,
-    /// How long dropping a producer waits for its queued messages to be delivered; anything
-    /// still queued afterwards is lost and logged.
+    /// How long dropping a producer waits for its queued messages to be delivered (anything
+    /// still queued afterwards is lost and logged), and dropping a consumer for it to leave
+    /// its group (afterwards the broker ends its session).
     #[serde(with = "humantime_serde")]
     pub close_timeout: Duration,
     /// Further librdkafka properties, passed through as they are (e.g. `"linger.ms" = "5"`,

@@ -14,6 +14,7 @@
 //!   broker's default replication factor and `max.message.bytes` = `message_max_bytes`.
 
 use std::collections::BTreeSet;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::{Duration, Instant};
@@ -646,8 +647,9 @@ impl KafkaBus {
                 reason: e.to_string(),
             })?;
         Ok(KafkaConsumer {
-            inner,
+            inner: ManuallyDrop::new(inner),
             group: group.to_owned(),
+            close_timeout: self.config.close_timeout,
         })
     }
 }
@@ -943,8 +945,44 @@ impl Drop for KafkaTxProducer {
 
 /// A Kafka group consumer.
 pub(crate) struct KafkaConsumer {
-    inner: BaseConsumer<GroupContext>,
+    /// Taken only by [`Drop`], which closes it on a thread of its own.
+    inner: ManuallyDrop<BaseConsumer<GroupContext>>,
     group: String,
+    close_timeout: Duration,
+}
+
+impl Drop for KafkaConsumer {
+    /// Closing leaves the group, which waits for the coordinator; after a broker restart a
+    /// librdkafka consumer's close has been seen never to return. The close runs on a thread
+    /// of its own and is waited for up to `close_timeout`; past that the thread is left to
+    /// finish (or to end with the process) and the broker times the member's session out, so
+    /// a stopping service is never held by it.
+    fn drop(&mut self) {
+        // SAFETY: `inner` is taken here, once, and not used after: the struct is being dropped.
+        let consumer = unsafe { ManuallyDrop::take(&mut self.inner) };
+        let (closed, done) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("kafka-consumer-close".into())
+            .spawn(move || {
+                drop(consumer);
+                let _ = closed.send(());
+            });
+        match spawned {
+            Ok(_) => {
+                if done.recv_timeout(self.close_timeout).is_err() {
+                    tracing::warn!(
+                        group = %self.group,
+                        timeout = ?self.close_timeout,
+                        "the consumer did not leave its group in time; going on without \
+                         waiting (the broker ends its session)"
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::warn!(group = %self.group, %error, "closing the consumer in place");
+            }
+        }
+    }
 }
 
 impl KafkaConsumer {
