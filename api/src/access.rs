@@ -9,8 +9,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// Shortest token taken.
-pub const MIN_TOKEN_LEN: usize = 16;
+pub use orstream_shell::tokens::MIN_TOKEN_LEN;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,11 +97,7 @@ impl Tokens {
                 }
                 Some(list)
             };
-            if token.len() < MIN_TOKEN_LEN || !token.chars().all(|c| c.is_ascii_graphic()) {
-                return Err(format!(
-                    "line {number}: the token must be at least {MIN_TOKEN_LEN} printable ASCII characters"
-                ));
-            }
+            orstream_shell::tokens::check(number, token)?;
             if tokens.iter().any(|(p, _)| p.name == *name) {
                 return Err(format!("line {number}: the name {name} is used twice"));
             }
@@ -123,29 +118,14 @@ impl Tokens {
 
     /// Reads and parses the tokens' file at `path`.
     pub fn read(path: &Path) -> Result<Self, String> {
-        let text = orstream_shell::config::read_secret(path).map_err(|e| e.to_string())?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        orstream_shell::tokens::read(path, Self::parse)
     }
 
     /// The principal of an `Authorization` header's value, if it holds one of the tokens;
     /// every token is compared in full, in time that does not depend on where they differ.
     pub fn principal(&self, authorization: Option<&str>) -> Option<&Principal> {
-        let given = authorization?.strip_prefix("Bearer ")?.trim();
-        let mut found = None;
-        for (principal, token) in &self.0 {
-            if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-                found = Some(principal);
-            }
-        }
-        found
+        orstream_shell::tokens::holder(authorization, self.0.iter().map(|(p, t)| (p, t.as_str())))
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -40,8 +40,7 @@ pub const OPENAPI: &str = include_str!("../openapi.yaml");
 pub const MAX_BODY: usize = 64 * 1024;
 /// Requests served at once; more are answered 503.
 pub const MAX_IN_FLIGHT: usize = 16;
-/// Shortest token taken.
-pub const MIN_TOKEN_LEN: usize = 16;
+pub use orstream_shell::tokens::MIN_TOKEN_LEN;
 
 /// The API's tokens, each with the name the audit log gives who used it.
 #[derive(Clone)]
@@ -81,11 +80,7 @@ impl Tokens {
                     "line {number}: the name must be 1 to 64 of A-Z a-z 0-9 _ -"
                 ));
             }
-            if token.len() < MIN_TOKEN_LEN || !token.chars().all(|c| c.is_ascii_graphic()) {
-                return Err(format!(
-                    "line {number}: the token must be at least {MIN_TOKEN_LEN} printable ASCII characters"
-                ));
-            }
+            orstream_shell::tokens::check(number, token)?;
             if tokens.iter().any(|(n, _)| n == name) {
                 return Err(format!("line {number}: the name {name} is used twice"));
             }
@@ -99,8 +94,7 @@ impl Tokens {
 
     /// Reads and parses the tokens' file at `path`.
     pub fn read(path: &Path) -> Result<Self, String> {
-        let text = orstream_shell::config::read_secret(path).map_err(|e| e.to_string())?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        orstream_shell::tokens::read(path, Self::parse)
     }
 
     /// The token named `name`, or the first one.
@@ -114,22 +108,11 @@ impl Tokens {
     /// The name of the token in an `Authorization` header's value, if it is one of ours.
     /// Every token is compared in full, in time that does not depend on where they differ.
     pub fn who(&self, authorization: Option<&str>) -> Option<&str> {
-        let given = authorization?.strip_prefix("Bearer ")?.trim();
-        let mut found = None;
-        for (name, token) in &self.0 {
-            if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-                found = Some(name.as_str());
-            }
-        }
-        found
+        orstream_shell::tokens::holder(
+            authorization,
+            self.0.iter().map(|(n, t)| (n.as_str(), t.as_str())),
+        )
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A running admin API; stops when dropped.

@@ -14,6 +14,8 @@
 //!   service).
 //! - [`http`]: a small HTTP endpoint on a thread of its own (metrics and health, ingest's
 //!   admin API), stopped when dropped.
+//! - [`tokens`]: bearer tokens of the services' HTTP APIs: checked when read, compared in
+//!   constant time.
 
 pub mod clock;
 pub mod config;
@@ -21,5 +23,6 @@ pub mod exit;
 pub mod http;
 pub mod retry;
 pub mod signals;
+pub mod tokens;
 
 pub use retry::{Backoff, Streak, pause, pause_while, retry};

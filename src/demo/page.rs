@@ -36,8 +36,9 @@ impl PageServer {
     pub fn start(listen: SocketAddr, bus: &Bus, store_url: &str, out_dir: &Path) -> Result<Self> {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let tokens_file = out_dir.join("page.tokens");
-        super::write_secret(&tokens_file, &format!("demo admin * {token}\n"))?;
-        let tokens = Tokens::read(&tokens_file).map_err(anyhow::Error::msg)?;
+        let text = format!("demo admin * {token}\n");
+        super::write_secret(&tokens_file, &text)?;
+        let tokens = Tokens::parse(&text).map_err(anyhow::Error::msg)?;
         let listener = match std::net::TcpListener::bind(listen) {
             Ok(listener) => listener,
             Err(error) => {
