@@ -262,6 +262,7 @@ async fn cases(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let principal = api.principal(&headers)?;
     let Query(filter) = filter.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    check_id("room", filter.room.as_deref())?;
     let limit = filter.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
@@ -311,6 +312,17 @@ async fn cases(
         })))
     })
     .await
+}
+
+/// A query parameter naming a room or a case: a usable id of the contract (non-empty, capped
+/// in length, no control characters), or 400 naming the parameter.
+fn check_id(parameter: &str, value: Option<&str>) -> Result<(), ApiError> {
+    match value {
+        Some(value) if !orstream_proto::wire::is_valid_id(value) => Err(ApiError::BadRequest(
+            format!("{parameter}: not a usable id (empty, too long or with control characters)"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The summary of `case_id` when `principal` may see it; the read is audited.
@@ -502,6 +514,7 @@ async fn live_feed(
 ) -> Result<Response, ApiError> {
     let principal = api.principal(&headers)?;
     let Query(filter) = filter.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    check_id("case", filter.case.as_deref())?;
     // Following is a read of the record as it is written: audited once per connection, for
     // its case or for every room the caller may see (`*`).
     let (actor, case) = (

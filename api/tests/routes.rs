@@ -63,6 +63,8 @@ fn access_parameters_and_unknown_cases() {
         ("from_ns=10&to_ns=5", "after to_ns"),
         ("limit=ten", "limit"),
         ("colour=red", "colour"),
+        ("room=OR%003", "room: not a usable id"),
+        ("room=", "room: not a usable id"),
     ] {
         let (status, body) = get(
             &base,
@@ -72,6 +74,10 @@ fn access_parameters_and_unknown_cases() {
         assert_eq!(status, 400, "{query}: {body}");
         assert!(body.contains(problem), "{query}: {body}");
     }
+    // A case id with a control character is refused before it reaches the audit.
+    let (status, body) = get(&base, "/v1/live?case=a%01b", Some("q-0123456789abcdef"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("case: not a usable id"), "{body}");
     let (status, body) = get(&base, "/v1/cases/nope/timeline", Some("q-0123456789abcdef"));
     assert_eq!(status, 404, "{body}");
 }
