@@ -18,6 +18,7 @@
 //! result and the stream's end are stored.
 
 pub mod page;
+pub mod privacy;
 pub mod tracks;
 pub mod truth;
 
@@ -32,10 +33,11 @@ use orstream_bus::metrics::{HealthReporter, NoHealth};
 use orstream_bus::{Bus, KafkaConfig};
 use orstream_infer::config::Mode;
 use orstream_infer::{InferConfig, Model, Worker};
+use orstream_ingest::config::GateConfig;
 use orstream_ingest::{AdminConfig, Ingest, IngestConfig, RoomConfig};
 
 use crate::commands::admin::Client;
-use orstream_proto::{FrameResult, FrameStatus, Outcome, TrackFrame, topics};
+use orstream_proto::{Frame, FrameResult, FrameStatus, Outcome, TrackFrame, topics};
 use orstream_record::query::{self, StreamAccounting, Timeline};
 use orstream_record::text::{self, Format};
 use orstream_record::{Store, svg};
@@ -79,6 +81,8 @@ pub struct DemoOptions {
     pub progress_every: Option<Duration>,
     /// Serve the record's page here while the demo runs (None: no page).
     pub page: Option<std::net::SocketAddr>,
+    /// The privacy gate on the camera (None: no gate).
+    pub gate: Option<GateConfig>,
 }
 
 impl Default for DemoOptions {
@@ -96,6 +100,7 @@ impl Default for DemoOptions {
             height: 360,
             progress_every: Some(Duration::from_secs(1)),
             page: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9480))),
+            gate: Some(GateConfig::default()),
         }
     }
 }
@@ -122,6 +127,8 @@ pub struct ResultTally {
     pub ok: u64,
     /// SKIPPED_STALE + SKIPPED_OVERLOAD.
     pub skipped: u64,
+    /// REDACTED: withheld by ingest's privacy gate.
+    pub redacted: u64,
     /// Any error status.
     pub errors: u64,
     /// Capture -> result latency of OK results, in ms, sorted.
@@ -135,7 +142,7 @@ pub struct ResultTally {
 impl ResultTally {
     /// All results.
     pub fn total(&self) -> u64 {
-        self.ok + self.skipped + self.errors
+        self.ok + self.skipped + self.errors + self.redacted
     }
 
     /// Latency quantile (0..=1) in ms.
@@ -180,6 +187,8 @@ pub struct DemoReport {
     pub tracking: Option<tracks::TrackScore>,
     /// Track frames published on the tracks topic for this case.
     pub track_frames: u64,
+    /// The privacy gate's figures, with the gate on.
+    pub privacy: Option<privacy::PrivacyReport>,
     /// The timeline picture.
     pub picture: PathBuf,
     /// Where the record is.
@@ -292,8 +301,10 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
             token_file: Some(token_file),
         },
         instance: Some("demo".to_owned()),
+        gate: options.gate.clone(),
         ..IngestConfig::default()
     };
+    let gate_before = orstream_ingest::gate::totals();
     let (bound, admin_addr) = std::sync::mpsc::channel();
     let ingest = Ingest::new(ingest_config, bus.clone())
         .context("starting ingest")?
@@ -319,7 +330,25 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
         move || worker.run(token).map_err(anyhow::Error::from)
     })?;
     let monitor = Monitor::start(&bus, &case_id)?;
-    let track_frames = TrackTap::start(&bus, &case_id)?;
+    // This case's track frames, as a downstream consumer reads them.
+    let track_frames = CaseTap::start(
+        &bus,
+        &case_id,
+        topics::TRACKS,
+        |f: &TrackFrame| &f.case_id,
+        TrackFrame::clone,
+    )?;
+    let frames_seen = match options.gate {
+        // Every frame of the case read back, with its image or without.
+        Some(_) => Some(CaseTap::start(
+            &bus,
+            &case_id,
+            topics::FRAMES,
+            |f: &Frame| &f.case_id,
+            privacy::FrameSeen::of,
+        )?),
+        None => None,
+    };
     let ingest_thread = spawn("orstream-demo-ingest", {
         let token = ingest_token.clone();
         move || ingest.run(token).map_err(anyhow::Error::from)
@@ -413,6 +442,7 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
     let sink_stats = join(sink_thread, "sink")?;
     let results = monitor.finish();
     let track_frames = track_frames.finish();
+    let frames_seen = frames_seen.map(CaseTap::finish);
     let wall = started.elapsed();
 
     let mut store = Store::open(&store_url).context("reopening the record")?;
@@ -428,6 +458,15 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
     std::fs::write(&picture, svg::svg(&timeline))
         .with_context(|| format!("writing {}", picture.display()))?;
     let (comparison, tracking) = against_truth(options, &timeline, &track_frames)?;
+    let privacy = match (frames_seen, &options.gate) {
+        (Some(frames), Some(gate)) => Some(privacy_report(
+            options,
+            gate,
+            &frames,
+            orstream_ingest::gate::totals().since(&gate_before),
+        )?),
+        _ => None,
+    };
     if let Some(page) = page {
         page.finish();
     }
@@ -443,6 +482,7 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
         comparison,
         tracking,
         track_frames: track_frames.len() as u64,
+        privacy,
         picture,
         store: orstream_record::store::redact(&store_url),
         wall,
@@ -544,6 +584,34 @@ fn against_truth(
         None => None,
     };
     Ok((Some(comparison), tracking))
+}
+
+/// The gate's figures and the frames read back, against the clip's out-of-body truth when
+/// it has one.
+fn privacy_report(
+    options: &DemoOptions,
+    gate: &GateConfig,
+    frames: &[privacy::FrameSeen],
+    figures: orstream_ingest::gate::GateFigures,
+) -> Result<privacy::PrivacyReport> {
+    let truth = match (&options.truth, &options.source) {
+        (Some(path), DemoSource::File(_)) => Some(truth::Truth::load(path)?),
+        _ => None,
+    };
+    let (stretches, fps) = truth
+        .as_ref()
+        .map_or((&[][..], 1.0), |t| (&t.out_of_body[..], t.fps));
+    Ok(privacy::PrivacyReport {
+        score: privacy::score(
+            frames,
+            stretches,
+            fps,
+            gate.margin_before as u64,
+            gate.margin_after as u64,
+        ),
+        gate: figures,
+        against_truth: truth.is_some(),
+    })
 }
 
 /// The ground-truth tool tracks beside a clip's timeline (`clip.timeline.json` ->
@@ -817,37 +885,39 @@ impl Monitor {
     }
 }
 
-/// Collects this case's track frames from the tracks topic, as a downstream consumer would.
-struct TrackTap {
-    frames: Arc<std::sync::Mutex<Vec<TrackFrame>>>,
+/// Collects what a downstream consumer of one topic reads of this case: `keep` makes an item
+/// of each message of the case.
+struct CaseTap<T> {
+    items: Arc<std::sync::Mutex<Vec<T>>>,
     tap: Tap,
 }
 
-impl TrackTap {
-    fn start(bus: &Bus, case_id: &str) -> Result<Self> {
-        let frames = Arc::new(std::sync::Mutex::new(Vec::new()));
+impl<T: Clone + Send + 'static> CaseTap<T> {
+    fn start<M: orstream_proto::Wire + 'static>(
+        bus: &Bus,
+        case_id: &str,
+        topic: &str,
+        case_of: fn(&M) -> &str,
+        keep: fn(&M) -> T,
+    ) -> Result<Self> {
+        let items = Arc::new(std::sync::Mutex::new(Vec::new()));
         let tap = {
-            let (frames, case_id) = (Arc::clone(&frames), case_id.to_owned());
-            Tap::start(
-                bus,
-                &format!("{case_id}-tracks"),
-                topics::TRACKS,
-                move |payload| {
-                    if let Ok(frame) = orstream_proto::decode::<TrackFrame>(payload)
-                        && frame.case_id == case_id
-                        && let Ok(mut f) = frames.lock()
-                    {
-                        f.push(frame);
-                    }
-                },
-            )?
+            let (items, case_id) = (Arc::clone(&items), case_id.to_owned());
+            Tap::start(bus, &format!("{case_id}-{topic}"), topic, move |payload| {
+                if let Ok(message) = orstream_proto::decode::<M>(payload)
+                    && case_of(&message) == case_id
+                    && let Ok(mut items) = items.lock()
+                {
+                    items.push(keep(&message));
+                }
+            })?
         };
-        Ok(Self { frames, tap })
+        Ok(Self { items, tap })
     }
 
-    fn finish(self) -> Vec<TrackFrame> {
+    fn finish(self) -> Vec<T> {
         self.tap.finish();
-        self.frames.lock().map(|f| f.clone()).unwrap_or_default()
+        self.items.lock().map(|f| f.clone()).unwrap_or_default()
     }
 }
 
@@ -868,6 +938,7 @@ fn count(tally: &mut ResultTally, result: &FrameResult) {
         }
         Outcome::Skipped => tally.skipped += 1,
         Outcome::Failed => tally.errors += 1,
+        Outcome::Redacted => tally.redacted += 1,
     }
 }
 
@@ -908,12 +979,13 @@ pub fn print_report(report: &DemoReport, archive: bool) {
         fmt_s(secs)
     );
     println!(
-        "frames published {}  results {} (ok {}, skipped {}, errors {})  stored {}  ingest drops {}",
+        "frames published {}  results {} (ok {}, skipped {}, errors {}, redacted {})  stored {}  ingest drops {}",
         report.published,
         r.total(),
         r.ok,
         r.skipped,
         r.errors,
+        r.redacted,
         report.stored(),
         report.ingest_dropped
     );
@@ -961,6 +1033,13 @@ pub fn print_report(report: &DemoReport, archive: bool) {
             topics::TRACKS
         );
         print!("{}", tracking.render());
+    }
+    if let Some(privacy) = &report.privacy {
+        println!("\n-- privacy gate: frames from outside the patient --");
+        print!(
+            "{}",
+            privacy::render(&privacy.score, &privacy.gate, privacy.against_truth)
+        );
     }
     println!("\ntimeline picture: {}", report.picture.display());
 }

@@ -137,3 +137,66 @@ fn a_model_answering_nan_gives_model_errors_not_an_empty_record() {
     assert_eq!(gap.frames, 864, "{gap:?}");
     assert!(gap.reason.contains("MODEL_ERROR"), "{gap:?}");
 }
+
+/// The privacy clip (out-of-body stretches, their truth in `privacy.timeline.json`) through
+/// the whole pipeline with the gate on: no out-of-body frame reaches the bus with its image,
+/// every frame is accounted for (the withheld ones as REDACTED), and the record shows each true
+/// stretch as a "camera out of body" interval covering it.
+#[test]
+fn frames_from_outside_the_patient_are_recorded_as_camera_out_of_body() {
+    use orstream::demo::DemoSource;
+    use orstream::demo::truth::Truth;
+    use std::path::PathBuf;
+    let out = tempfile::tempdir().unwrap();
+    let truth_path = PathBuf::from("models/demo/privacy.timeline.json");
+    let truth = Truth::load(&truth_path).unwrap();
+    assert!(!truth.out_of_body.is_empty());
+    let options = DemoOptions {
+        source: DemoSource::File(PathBuf::from("models/demo/privacy.mp4")),
+        truth: Some(truth_path),
+        ..DemoOptions::archive_quiet(out.path().to_path_buf())
+    };
+    let report = run(&options, &CancellationToken::new()).unwrap();
+    assert_eq!(report.published, truth.frame_count, "{report:?}");
+    assert!(report.all_accounted(), "{report:?}");
+
+    let privacy = report.privacy.as_ref().unwrap();
+    let text = orstream::demo::privacy::render(&privacy.score, &privacy.gate, true);
+    println!("{text}");
+    assert_eq!(privacy.breaches(), 0, "{text}");
+    assert_eq!(
+        privacy.score.frames, truth.frame_count,
+        "every frame read back"
+    );
+    assert_eq!(
+        report.results.redacted,
+        privacy.score.withheld_total(),
+        "{text}"
+    );
+    assert_eq!(report.accounting.redacted, report.results.redacted);
+    assert!(privacy.gate.judged >= truth.frame_count);
+
+    // Each true stretch lies inside one "camera out of body" interval of the record.
+    let frame_s = 1.0 / truth.fps;
+    let outside: Vec<(f64, f64)> = report
+        .timeline
+        .gaps
+        .iter()
+        .filter(|g| g.kind == "out_of_body")
+        .map(|g| (g.start_offset_ns as f64 / 1e9, g.end_offset_ns as f64 / 1e9))
+        .collect();
+    for stretch in &truth.out_of_body {
+        let (start, end) = (
+            stretch.start_frame as f64 * frame_s,
+            stretch.end_frame as f64 * frame_s,
+        );
+        assert!(
+            outside
+                .iter()
+                .any(|&(s, e)| s <= start + frame_s / 2.0 && e >= end - frame_s / 2.0),
+            "no out-of-body interval covers {start:.2}-{end:.2} s: {outside:?}"
+        );
+    }
+    let picture = std::fs::read_to_string(&report.picture).unwrap();
+    assert!(picture.contains("camera out of body on OR1/laparoscope"));
+}

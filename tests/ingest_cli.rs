@@ -23,6 +23,10 @@ fn the_example_configuration_is_valid() {
     let service = orstream_ingest::ServiceConfig::from_toml(text).unwrap();
     service.validate().unwrap();
     assert!(service.ingest.streams.len() >= 4);
+    assert!(
+        service.ingest.gate.is_some(),
+        "the example shows the privacy gate"
+    );
     let kinds: Vec<&str> = service
         .ingest
         .streams

@@ -32,6 +32,7 @@ fn a_frame_round_trips_through_kafka_with_headers() {
             .map(|i| (i % 251) as u8)
             .collect::<Vec<_>>()
             .into(),
+        redaction: None,
     };
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let record = Record::new(topic.clone(), orstream_proto::encode(&frame))

@@ -191,6 +191,7 @@ async function refreshCase() {
       el('td', {}, s.stream_id), el('td', { class: 'num' }, s.published ?? '—'),
       el('td', { class: 'num' }, s.results), el('td', { class: 'num' }, s.ok),
       el('td', { class: 'num' }, s.skipped), el('td', { class: 'num' }, s.errors),
+      el('td', { class: 'num' }, s.redacted ?? 0),
       el('td', { class: 'num' }, s.dropped), el('td', {}, s.complete ? 'yes' : 'no'))));
     if (timeline) {
       for (const e of timeline.events) {
@@ -198,7 +199,9 @@ async function refreshCase() {
           start_offset_ns: e.start_offset_ns, end_offset_ns: e.end_offset_ns, open: e.open });
       }
       for (const g of timeline.gaps) {
-        remember({ kind: 'gap', event_id: g.event_id, label: g.kind + ': ' + g.reason,
+        const outside = g.kind === 'out_of_body';
+        remember({ kind: outside ? 'out_of_body' : 'gap', event_id: g.event_id,
+          label: (outside ? 'camera out of body' : g.kind) + ': ' + g.reason,
           stream_id: g.stream_id, start_offset_ns: g.start_offset_ns, end_offset_ns: g.end_offset_ns });
       }
       for (const t of timeline.tracks) {
@@ -222,7 +225,8 @@ function drawEvents() {
   $('event-count').textContent = `(${rows.length})`;
   $('events').tBodies[0].replaceChildren(...rows.map((e) => el('tr',
     { 'data-event-id': e.event_id, 'data-kind': e.kind,
-      class: (e.kind === 'gap' ? 'gap' : '') + (e.fresh ? ' fresh' : '') },
+      class: (e.kind === 'gap' ? 'gap' : e.kind === 'out_of_body' ? 'outside' : '')
+        + (e.fresh ? ' fresh' : '') },
     el('td', {}, e.kind + (e.open ? ' (open)' : '')), el('td', {}, e.label),
     el('td', {}, e.stream_id), el('td', { class: 'num' }, clock(e.start_offset_ns)),
     el('td', { class: 'num' }, clock(e.end_offset_ns)),
@@ -241,6 +245,7 @@ function onNotice(name, data) {
   if (data.case_id !== state.caseId) { if (name === 'record') relist(); return; }
   if (name === 'record') {
     const label = data.kind === 'gap' ? 'gap: ' + data.gap_reason
+      : data.kind === 'out_of_body' ? 'camera out of body: ' + data.gap_reason
       : data.kind === 'track' ? `${data.label} #${data.track_id}` : data.label;
     remember({ kind: data.kind, event_id: data.event_id, label, stream_id: data.stream_id,
       start_offset_ns: data.start_offset_ns, end_offset_ns: data.end_offset_ns, open: false }, true);

@@ -272,6 +272,7 @@ fn record_json(event: &SurgicalEvent) -> serde_json::Value {
     let kind = match EventKind::try_from(event.kind) {
         Ok(EventKind::Presence) => "presence",
         Ok(EventKind::Gap) => "gap",
+        Ok(EventKind::OutOfBody) => "out_of_body",
         Ok(EventKind::Track) => "track",
         _ => "unknown",
     };

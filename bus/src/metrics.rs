@@ -314,6 +314,22 @@ pub const INGEST_FRAMES_OUTSIDE_CASE: CounterSpec = CounterSpec {
     description: "Frames captured while the camera's room had no open case, not published.",
 };
 
+/// Frames the privacy gate withheld: published as markers without their image. Attributes:
+/// `orstream.reason` (`out_of_body`, `margin`, `gate_unavailable`).
+pub const INGEST_FRAMES_WITHHELD: CounterSpec = CounterSpec {
+    name: "orstream.ingest.frames.withheld",
+    unit: "{frame}",
+    description: "Frames the privacy gate withheld (published without their image), by reason.",
+};
+
+/// Time the privacy gate took to judge one frame (thumbnail and forward pass).
+pub const INGEST_GATE_DURATION: HistogramSpec = HistogramSpec {
+    name: "orstream.ingest.gate.duration",
+    unit: SECONDS,
+    description: "Time the privacy gate took to judge one frame.",
+    boundaries: LATENCY_BOUNDARIES,
+};
+
 /// Time to encode one frame to JPEG.
 pub const INGEST_ENCODE_DURATION: HistogramSpec = HistogramSpec {
     name: "orstream.ingest.encode.duration",
@@ -343,7 +359,7 @@ pub const INGEST_RECONNECTS: CounterSpec = CounterSpec {
 // ---------------------------------------------------------------------------------------------
 
 /// Results produced, one per frame consumed. Attributes: `orstream.status` (`ok`,
-/// `skipped_stale`, `skipped_overload`, `decode_error`, `invalid`, `model_error`).
+/// `skipped_stale`, `skipped_overload`, `decode_error`, `invalid`, `model_error`, `redacted`).
 pub const INFER_RESULTS: CounterSpec = CounterSpec {
     name: "orstream.infer.results",
     unit: "{result}",
@@ -449,6 +465,8 @@ pub const ALL_NAMES: &[&str] = &[
     INGEST_FRAMES_PUBLISHED.name,
     INGEST_FRAMES_DROPPED.name,
     INGEST_FRAMES_OUTSIDE_CASE.name,
+    INGEST_FRAMES_WITHHELD.name,
+    INGEST_GATE_DURATION.name,
     INGEST_ENCODE_DURATION.name,
     INGEST_STREAMS.name,
     INGEST_RECONNECTS.name,
@@ -790,6 +808,9 @@ pub mod checks {
     pub const DEAD_LETTERS: &str = "dead_letters";
     /// The service is running and not draining for shutdown.
     pub const RUNNING: &str = "running";
+    /// Ingest's privacy gate can judge frames (its model is loaded); failing, the gate
+    /// withholds every frame.
+    pub const GATE: &str = "gate";
 }
 
 /// A metric name as Prometheus shows it (dots to underscores, no unit or `_total` suffix),

@@ -44,6 +44,8 @@ pub enum Skip {
     Stale,
     /// A newer frame of its stream superseded it under overload.
     Overload,
+    /// Ingest's privacy gate withheld its image: there is nothing to run.
+    Redacted,
 }
 
 /// The limits a batch is built within, from the `[batch]` table and the mode.

@@ -22,11 +22,9 @@
 //! The file's digest is not in the card: the runner computes it from the `.pt` it loads
 //! ([`file_digest`]), so a result always names the bytes that produced it.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::error::InferError;
 
@@ -224,19 +222,7 @@ pub fn file_digest(path: &Path) -> Result<String, InferError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
-    let mut file = std::fs::File::open(path).map_err(error)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buffer).map_err(error)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    let digest = hasher.finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("sha256:{hex}"))
+    orstream_shell::digest::file_sha256(path).map_err(error)
 }
 
 /// The card that sits next to a model file: the same name with `.toml`.

@@ -615,6 +615,7 @@ fn add(into: &mut Stats, tally: &Stats) {
     into.decode_error += tally.decode_error;
     into.invalid += tally.invalid;
     into.model_error += tally.model_error;
+    into.redacted += tally.redacted;
     into.dead_letters += tally.dead_letters;
     into.unanswerable += tally.unanswerable;
 }

@@ -53,6 +53,8 @@ counters! {
     invalid,
     /// Committed results with status MODEL_ERROR.
     model_error,
+    /// Committed results with status REDACTED (withheld by ingest's privacy gate).
+    redacted,
     /// Committed dead letters.
     dead_letters,
     /// Committed dead letters whose frame identity was unreadable (no result possible).
@@ -86,6 +88,7 @@ impl Stats {
             + self.decode_error
             + self.invalid
             + self.model_error
+            + self.redacted
     }
 
     /// Counts one result of `status` in this tally.
@@ -96,6 +99,7 @@ impl Stats {
             Ok(FrameStatus::SkippedOverload) => self.skipped_overload += 1,
             Ok(FrameStatus::DecodeError) => self.decode_error += 1,
             Ok(FrameStatus::Invalid) => self.invalid += 1,
+            Ok(FrameStatus::Redacted) => self.redacted += 1,
             Ok(FrameStatus::ModelError) | Ok(FrameStatus::Unspecified) | Err(_) => {
                 self.model_error += 1;
             }

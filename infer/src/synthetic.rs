@@ -89,6 +89,7 @@ pub fn frame(
         height,
         encoding: Encoding::Jpeg as i32,
         data: Bytes::from(jpeg),
+        redaction: None,
     }
 }
 

@@ -222,6 +222,7 @@ impl Instruments {
             (FrameStatus::DecodeError, tally.decode_error),
             (FrameStatus::Invalid, tally.invalid),
             (FrameStatus::ModelError, tally.model_error),
+            (FrameStatus::Redacted, tally.redacted),
         ];
         for (status, count) in by_status {
             if count > 0 {

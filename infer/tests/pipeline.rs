@@ -361,6 +361,75 @@ fn live_mode_answers_stale_frames_without_running_them() {
     }
 }
 
+/// A frame ingest's privacy gate withheld carries no image: it is answered REDACTED with the
+/// gate's reason, without running, never dead-lettered, in order with the frames around it;
+/// in live mode even when it is stale.
+#[test]
+fn frames_the_privacy_gate_withheld_are_answered_redacted_without_running() {
+    use orstream_proto::{Encoding, Redaction, RedactionReason};
+    for mode in [Mode::Archive, Mode::Live] {
+        let bus = Bus::memory();
+        let mut config = config();
+        config.mode = mode;
+        bus.create_topic(&config.frames_topic, 1, WAIT).unwrap();
+        let now = synthetic::now_ns();
+        let records: Vec<Record> = (0..9)
+            .map(|seq| {
+                let withheld = (3..6).contains(&seq);
+                // Live: the withheld frames are an hour old, past any deadline.
+                let capture = if withheld && mode == Mode::Live {
+                    now - 3_600_000_000_000
+                } else {
+                    now
+                };
+                let mut f = frame("cam-0", seq, capture);
+                if withheld {
+                    f.encoding = Encoding::Unspecified as i32;
+                    f.data = Default::default();
+                    f.redaction = Some(Redaction {
+                        reason: if seq == 4 {
+                            RedactionReason::OutOfBody
+                        } else {
+                            RedactionReason::Margin
+                        } as i32,
+                        score: 0.9,
+                        detail: "p(out of body) 0.90".into(),
+                        model: None,
+                    });
+                }
+                synthetic::frame_record(&config.frames_topic, &f)
+            })
+            .collect();
+        topic::publish(&bus, &records);
+        let stats = start(config.clone(), &bus).finish_when(|s| s.results() >= 9);
+        // Live: the newest frames of the stream may supersede older ones (SKIPPED_OVERLOAD);
+        // never a withheld one, which is answered before the batcher sees anything.
+        let run = stats.ok + stats.skipped_overload;
+        assert_eq!((stats.redacted, run), (3, 6), "{mode:?}: {stats:?}");
+        assert_eq!(stats.dead_letters, 0);
+        let results = results(&bus, &config.results_topic);
+        check_exactly_once(&results, 1, 9);
+        for r in &results {
+            if (3..6).contains(&r.seq) {
+                assert_eq!(r.status, FrameStatus::Redacted as i32, "{r:?}");
+                assert!(r.instances.is_empty());
+                let reason = if r.seq == 4 { "OUT_OF_BODY" } else { "MARGIN" };
+                assert_eq!(
+                    r.status_detail,
+                    format!("withheld by ingest's privacy gate: {reason}: p(out of body) 0.90")
+                );
+            } else {
+                assert!(
+                    r.status == FrameStatus::Ok as i32
+                        || (mode == Mode::Live && r.status == FrameStatus::SkippedOverload as i32),
+                    "{r:?}"
+                );
+            }
+        }
+        assert!(read_all(&bus, &config.dlq_topic).is_empty());
+    }
+}
+
 /// A live backlog of one stream (a burst read at once): the newest frames run, the older ones
 /// are answered SKIPPED_OVERLOAD, every frame exactly once and in order.
 #[test]

@@ -65,23 +65,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// User + system CPU seconds of this process so far (`/proc/self/stat`, clock ticks of 1/100 s
-/// on Linux).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn run_to_eos(description: &str) -> Result<(), Box<dyn std::error::Error>> {
     let pipeline = gst::parse::launch(description)?;
     pipeline.set_state(gst::State::Playing)?;
@@ -125,7 +108,7 @@ fn write_clip(path: &Path, frames: u32) -> Result<&'static str, Box<dyn std::err
 
 /// CPU seconds and frames to demux and decode the clip, and nothing else.
 fn decode_only(path: &Path) -> Result<(f64, u64), Box<dyn std::error::Error>> {
-    let before = cpu_seconds();
+    let before = orstream_test_support::process::cpu_seconds();
     let pipeline = gst::parse::launch(&format!(
         "filesrc location=\"{}\" ! decodebin ! fakesink name=sink sync=false",
         path.display()
@@ -154,7 +137,7 @@ fn decode_only(path: &Path) -> Result<(f64, u64), Box<dyn std::error::Error>> {
         return Err(format!("decode failed: {message:?}").into());
     }
     Ok((
-        cpu_seconds() - before,
+        orstream_test_support::process::cpu_seconds() - before,
         count.load(std::sync::atomic::Ordering::Relaxed),
     ))
 }
@@ -178,11 +161,11 @@ fn ingest(path: &Path, fps: u32) -> Result<(f64, Duration, u64), Box<dyn std::er
         ..IngestConfig::default()
     };
     let ingest = Ingest::new(config, Bus::memory())?;
-    let before = cpu_seconds();
+    let before = orstream_test_support::process::cpu_seconds();
     let started = Instant::now();
     let stats = ingest.run(CancellationToken::new())?;
     let wall = started.elapsed();
-    let cpu = cpu_seconds() - before;
+    let cpu = orstream_test_support::process::cpu_seconds() - before;
     let stream = &stats.streams[0];
     if stream.dropped > 0 || stream.errors > 0 {
         return Err(format!("the run was not clean: {stream:?}").into());

@@ -88,6 +88,85 @@ pub struct IngestConfig {
     /// time, the open case), keyed by room, so a restarted ingest comes back with it.
     #[serde(default = "default_site_topic")]
     pub site_topic: String,
+    /// The privacy gate (see the `gate` module): when set, every stream whose `gate` is not
+    /// turned off publishes frames filmed out of the body as markers without their image.
+    /// Configured and unable to judge (model missing or failing), it withholds every frame.
+    #[serde(default)]
+    pub gate: Option<GateConfig>,
+}
+
+/// The privacy gate: an in-body / out-of-body classifier and its margins.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateConfig {
+    /// The TorchScript classifier (`[B, 3, H, W]` -> logits `[B, C]`).
+    pub model: PathBuf,
+    /// Its card; by default the model's path with `.toml`.
+    #[serde(default)]
+    pub card: Option<PathBuf>,
+    /// Frames withheld before each out-of-body frame. Every frame waits for this many later
+    /// frames to be judged before it is published: the latency cost is this many frame
+    /// intervals (4 at 12 fps: 333 ms; 0: no delay, and no margin before).
+    #[serde(default = "default_margin_before")]
+    pub margin_before: usize,
+    /// Frames withheld after each out-of-body frame.
+    #[serde(default = "default_margin_after")]
+    pub margin_after: usize,
+    /// Overrides the card's threshold (probability of out of body at or above which a frame
+    /// is withheld); lower is more private.
+    #[serde(default)]
+    pub threshold: Option<f32>,
+}
+
+/// Most frames a margin may hold (a minute at 30 fps).
+pub const MAX_GATE_MARGIN: usize = 1800;
+
+fn default_margin_before() -> usize {
+    4
+}
+fn default_margin_after() -> usize {
+    8
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        Self {
+            model: PathBuf::from("models/demo/gate.pt"),
+            card: None,
+            margin_before: default_margin_before(),
+            margin_after: default_margin_after(),
+            threshold: None,
+        }
+    }
+}
+
+impl GateConfig {
+    /// The card's path: `card`, or the model's path with `.toml`.
+    pub fn card_path(&self) -> PathBuf {
+        self.card
+            .clone()
+            .unwrap_or_else(|| self.model.with_extension("toml"))
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (key, margin) in [
+            ("gate.margin_before", self.margin_before),
+            ("gate.margin_after", self.margin_after),
+        ] {
+            if margin > MAX_GATE_MARGIN {
+                problems.push(format!(
+                    "{key}: {margin} frames, more than {MAX_GATE_MARGIN}"
+                ));
+            }
+        }
+        if let Some(t) = self.threshold
+            && !(t.is_finite() && t > 0.0 && t <= 1.0)
+        {
+            problems.push(format!("gate.threshold: {t} is outside (0, 1]"));
+        }
+        problems
+    }
 }
 
 /// The default [`IngestConfig::site_topic`].
@@ -147,6 +226,7 @@ impl Default for IngestConfig {
             admin: AdminConfig::default(),
             instance: None,
             site_topic: default_site_topic(),
+            gate: None,
         }
     }
 }
@@ -219,6 +299,10 @@ pub struct StreamConfig {
     /// Longest wait between rebuilds.
     #[serde(default = "default_backoff_max", with = "humantime_serde")]
     pub backoff_max: Duration,
+    /// Whether the privacy gate (`[gate]`, when configured) judges this stream's frames. On by
+    /// default; turn it off only for a camera meant to film the room.
+    #[serde(default = "default_true")]
+    pub gate: bool,
 }
 
 /// What happens to a frame when the queue between GStreamer and the publisher is full; the
@@ -527,6 +611,7 @@ impl StreamConfig {
             connect_timeout: default_connect_timeout(),
             backoff_initial: default_backoff_initial(),
             backoff_max: default_backoff_max(),
+            gate: true,
         }
     }
 
@@ -835,6 +920,9 @@ impl IngestConfig {
             problems.push("streams: at least one stream or room is needed".to_owned());
         }
         problems.extend(self.room_problems());
+        if let Some(gate) = &self.gate {
+            problems.extend(gate.problems());
+        }
         for (i, stream) in self.streams.iter().enumerate() {
             problems.extend(stream.problems(&format!("streams[{i}].")));
             if self.streams[..i]

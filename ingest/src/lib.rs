@@ -40,6 +40,9 @@
 //! - [`queue`]: the bounded drop-oldest / blocking queue behind [`FrameReceiver`].
 //! - `stream` (private): a stream's sessions, epochs, watchdog, backoff and events, and what
 //!   happened to it over the run ([`StreamStats`]).
+//! - [`gate`]: the privacy gate: an in-body / out-of-body classifier on a small copy of each
+//!   frame, a delay line for the margin before an out-of-body stretch; withheld frames are
+//!   published as markers (`Frame.redaction`) without their image; fails closed.
 //! - `publish` (private): frames and events onto the bus, deliveries checked in order.
 //! - `service`: [`Ingest`], all streams on one producer; [`Stats`]; health reports
 //!   ([`Ingest::with_health`]).
@@ -104,6 +107,7 @@ pub mod control;
 mod durable;
 mod element;
 pub mod error;
+pub mod gate;
 mod metrics;
 pub mod pipeline;
 mod publish;

@@ -16,6 +16,8 @@ pub(crate) struct StreamMetrics {
     published: Counter<u64>,
     dropped: Counter<u64>,
     outside_case: Counter<u64>,
+    withheld: Counter<u64>,
+    gate_duration: metrics::Histogram<f64>,
     reconnects: Counter<u64>,
     streams: UpDownCounter<i64>,
     source_kind: &'static str,
@@ -37,6 +39,8 @@ impl StreamMetrics {
             published: metrics::INGEST_FRAMES_PUBLISHED.build(&meter),
             dropped: metrics::INGEST_FRAMES_DROPPED.build(&meter),
             outside_case: metrics::INGEST_FRAMES_OUTSIDE_CASE.build(&meter),
+            withheld: metrics::INGEST_FRAMES_WITHHELD.build(&meter),
+            gate_duration: metrics::INGEST_GATE_DURATION.build(&meter),
             reconnects: metrics::INGEST_RECONNECTS.build(&meter),
             streams: metrics::INGEST_STREAMS.build(&meter),
             source_kind,
@@ -63,6 +67,18 @@ impl StreamMetrics {
     /// A frame captured while the camera's room had no open case, not published.
     pub(crate) fn outside_case(&self) {
         self.outside_case.add(1, &[self.kind()]);
+    }
+
+    /// The privacy gate withheld a frame, for `reason` (`out_of_body`, `margin`,
+    /// `gate_unavailable`).
+    pub(crate) fn withheld(&self, reason: &'static str) {
+        self.withheld
+            .add(1, &[self.kind(), KeyValue::new(attr::REASON, reason)]);
+    }
+
+    /// The privacy gate judged a frame in `seconds`.
+    pub(crate) fn gate_judged(&self, seconds: f64) {
+        self.gate_duration.record(seconds, &[self.kind()]);
     }
 
     /// The source is rebuilt, for `reason` (`stalled`, `error`, `eos`).

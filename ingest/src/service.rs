@@ -297,6 +297,7 @@ impl Launcher {
             settings: Settings {
                 drop_report_interval: config.drop_report_interval,
                 drain_timeout: config.drain_timeout,
+                gate: config.gate.clone(),
             },
             health: Arc::clone(health),
             shutdown: shutdown.clone(),

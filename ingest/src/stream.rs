@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::StreamConfig;
 use crate::error::IngestError;
+use crate::gate::{Gate, Verdict};
 use crate::metrics::{StreamMetrics, StreamStateGauge};
 use crate::pipeline::{self, FrameCounts, FramePipeline};
 use crate::publish::{FrameOutcome, Publisher};
@@ -190,6 +191,8 @@ const OUTCOME_WAIT: Duration = Duration::from_secs(2);
 pub(crate) struct Settings {
     pub(crate) drop_report_interval: Duration,
     pub(crate) drain_timeout: Duration,
+    /// The privacy gate, when configured.
+    pub(crate) gate: Option<crate::config::GateConfig>,
 }
 
 /// How a session ended.
@@ -314,6 +317,19 @@ impl CaptureClock {
     }
 }
 
+/// What a session's publishing keeps from frame to frame.
+#[derive(Debug, Default)]
+struct Publishing {
+    /// The seq the next frame published gets.
+    next_seq: u64,
+    /// The epoch's capture clock.
+    clock: CaptureClock,
+    /// The epoch has reported a frame too large for the bus (once is enough).
+    oversize_reported: bool,
+    /// Past it, a frame no longer waits for the bus (set once draining began).
+    drain_deadline: Option<Instant>,
+}
+
 /// The previous epoch that published frames, for the discontinuity after it.
 #[derive(Debug, Clone, Copy)]
 struct Published {
@@ -349,6 +365,10 @@ pub(crate) struct StreamRunner {
     removed: bool,
     /// The source has given a frame.
     framed: bool,
+    /// The privacy gate, when configured and on for this stream.
+    gate: Option<Gate<pipeline::EncodedFrame>>,
+    /// What the running session's publishing keeps.
+    publishing: Publishing,
 }
 
 impl StreamRunner {
@@ -385,7 +405,27 @@ impl StreamRunner {
             room: None,
             removed: false,
             framed: false,
+            gate: None,
+            publishing: Publishing::default(),
         }
+        .gated()
+    }
+
+    /// Opens the privacy gate when it is configured and on for this stream. A gate whose
+    /// model cannot be loaded withholds every frame (fail closed): said in the log, the
+    /// health checks and, at each session's first frame, a stream error.
+    fn gated(mut self) -> Self {
+        if let (Some(config), true) = (&self.settings.gate, self.config.gate) {
+            let gate = Gate::open(config);
+            if let Some(why) = gate.unavailable() {
+                tracing::error!(stream_id = %self.config.stream_id, reason = %why,
+                    "privacy gate unavailable: every frame of the stream is withheld");
+            }
+            self.health
+                .set_ready(checks::GATE, gate.unavailable().is_none());
+            self.gate = Some(gate);
+        }
+        self
     }
 
     /// Makes this a room's camera: in no case until the controller opens one (see the module
@@ -474,6 +514,8 @@ impl StreamRunner {
     /// part's counts, None when it was in no case.
     fn close_case(&mut self, reason: EndReason, detail: String) -> Option<CasePart> {
         self.case.as_ref()?;
+        // The frames the gate holds were captured in the case: theirs before it ends.
+        self.release_held(true);
         self.report_drops(true);
         let case = self.case.as_ref()?;
         let part = CasePart {
@@ -630,16 +672,16 @@ impl StreamRunner {
         let started = Instant::now();
         let mut seen = FrameCounts::default();
         let mut last_progress = started;
-        let mut clock = CaptureClock::default();
-        let mut next_seq = 0u64;
+        self.publishing = Publishing::default();
         let mut stopping: Option<Instant> = None;
-        let mut oversize_reported = false;
         let end = loop {
             self.health.beat();
             if self.take_commands() {
-                next_seq = 0;
-                clock = CaptureClock::default();
-                oversize_reported = false;
+                // A new case: its epoch starts at seq 0.
+                self.publishing = Publishing {
+                    drain_deadline: self.publishing.drain_deadline,
+                    ..Publishing::default()
+                };
             }
             if stopping.is_none() && self.shutdown.is_cancelled() {
                 // Draining: not ready any more, so a supervisor stops counting on this one (a
@@ -648,7 +690,9 @@ impl StreamRunner {
                     self.health.set_ready(checks::RUNNING, false);
                 }
                 pipeline.request_stop();
-                stopping = Some(Instant::now());
+                let now = Instant::now();
+                stopping = Some(now);
+                self.publishing.drain_deadline = Some(now + self.settings.drain_timeout);
             }
             if let Some(since) = stopping
                 && since.elapsed() > self.settings.drain_timeout
@@ -684,70 +728,18 @@ impl StreamRunner {
                         last_progress = Instant::now();
                         continue;
                     }
-                    // Attributes from the allow-list only: never the stream's location or case.
-                    let span = tracing::info_span!(
-                        "frame capture",
-                        otel.kind = "producer",
-                        orstream.source.kind = self.config.source.kind(),
-                        orstream.reason = tracing::field::Empty,
-                    );
-                    let (capture_ns, source) = clock.stamp(frame.host_time_ns, frame.ntp_time_ns);
-                    let case_id = self
-                        .case
-                        .as_ref()
-                        .map(|case| case.case_id.clone())
-                        .unwrap_or_default();
-                    let message = Frame {
-                        stream_id: self.config.stream_id.clone(),
-                        case_id,
-                        session_epoch: self.epoch,
-                        seq: next_seq,
-                        capture_time_ns: capture_ns,
-                        clock_source: source as i32,
-                        pts_ns: i64::try_from(frame.pts_ns).unwrap_or(i64::MAX),
-                        width: frame.width,
-                        height: frame.height,
-                        encoding: Encoding::Jpeg as i32,
-                        data: frame.jpeg.clone(),
+                    let released = match &mut self.gate {
+                        Some(gate) => {
+                            let jpeg = frame.jpeg.clone();
+                            let judging = Instant::now();
+                            let released = gate.admit(frame, &jpeg);
+                            self.metrics.gate_judged(judging.elapsed().as_secs_f64());
+                            released
+                        }
+                        None => Some((frame, Verdict::Clear { score: 0.0 })),
                     };
-                    if next_seq == 0 {
-                        self.announce(&frame, capture_ns);
-                    }
-                    let drain_deadline = stopping.map(|s| s + self.settings.drain_timeout);
-                    // Waiting on the broker is not being stuck: alive meanwhile.
-                    let outcome = self.publisher.send_frame(&message, &span, || {
-                        self.health.beat();
-                        drain_deadline.is_none_or(|d| Instant::now() <= d)
-                    });
-                    match outcome {
-                        FrameOutcome::Sent => {
-                            next_seq += 1;
-                            self.stats.published += 1;
-                            if let Some(case) = &mut self.case {
-                                case.published += 1;
-                            }
-                            self.view(|v| v.published += 1);
-                            self.published = Some(Published {
-                                epoch: self.epoch,
-                                last_seq: message.seq,
-                                last_capture_ns: capture_ns,
-                            });
-                        }
-                        FrameOutcome::Oversized { bytes } => {
-                            span.record("orstream.reason", value::OVERSIZED);
-                            self.drops.add(|d| &mut d.oversized, value::OVERSIZED, 1);
-                            if !oversize_reported {
-                                oversize_reported = true;
-                                self.oversized(bytes);
-                            }
-                        }
-                        FrameOutcome::NotSent(error) => {
-                            tracing::debug!(stream_id = %self.config.stream_id, %error,
-                                "frame not published");
-                            span.record("orstream.reason", value::PUBLISH_FAILED);
-                            self.drops
-                                .add(|d| &mut d.bus_refused, value::PUBLISH_FAILED, 1);
-                        }
+                    if let Some((frame, verdict)) = released {
+                        self.publish(frame, verdict);
                     }
                     last_progress = Instant::now();
                 }
@@ -755,7 +747,8 @@ impl StreamRunner {
                     if stopping.is_some() {
                         continue;
                     }
-                    let got_frame = next_seq > 0 || pipeline.last_sample().is_some();
+                    let got_frame =
+                        self.publishing.next_seq > 0 || pipeline.last_sample().is_some();
                     let limit = if got_frame {
                         self.config.stall_timeout
                     } else {
@@ -787,19 +780,124 @@ impl StreamRunner {
                 }
             }
         };
+        // What the gate holds goes out at an end of stream or a shutdown; after a failure the
+        // epoch ends here and they go with the session's queue.
+        self.release_held(!matches!(end, SessionEnd::Failed { .. }));
         // Frames still queued will not be published under this epoch.
         let left = frames.len() as u64;
         drop(frames);
         self.drops.add_pipeline(pipeline.counts(), &mut seen);
         self.drops
             .add(|d| &mut d.session_ended, value::SESSION_ENDED, left);
-        if clock.clamped > 0 {
+        if self.publishing.clock.clamped > 0 {
             tracing::warn!(stream_id = %self.config.stream_id, epoch = self.epoch,
-                frames = clock.clamped, "capture times that went backwards were clamped");
+                frames = self.publishing.clock.clamped, "capture times that went backwards were clamped");
         }
         drop(pipeline);
         self.report_drops(true);
         end
+    }
+
+    /// Publishes one frame of the open case as the gate judged it: the image, or the marker
+    /// that takes its place. It gets its seq once the bus has taken it.
+    fn publish(&mut self, frame: pipeline::EncodedFrame, verdict: Verdict) {
+        // Attributes from the allow-list only: never the stream's location or case.
+        let span = tracing::info_span!(
+            "frame capture",
+            otel.kind = "producer",
+            orstream.source.kind = self.config.source.kind(),
+            orstream.reason = tracing::field::Empty,
+        );
+        let (capture_ns, source) = self
+            .publishing
+            .clock
+            .stamp(frame.host_time_ns, frame.ntp_time_ns);
+        let case_id = self
+            .case
+            .as_ref()
+            .map(|case| case.case_id.clone())
+            .unwrap_or_default();
+        let seq = self.publishing.next_seq;
+        let (encoding, data, redaction) = match verdict {
+            Verdict::Clear { .. } => (Encoding::Jpeg, frame.jpeg.clone(), None),
+            Verdict::Withheld(redaction) => {
+                self.metrics
+                    .withheld(crate::gate::reason_label(redaction.reason));
+                (Encoding::Unspecified, bytes::Bytes::new(), Some(redaction))
+            }
+        };
+        let message = Frame {
+            stream_id: self.config.stream_id.clone(),
+            case_id,
+            session_epoch: self.epoch,
+            seq,
+            capture_time_ns: capture_ns,
+            clock_source: source as i32,
+            pts_ns: i64::try_from(frame.pts_ns).unwrap_or(i64::MAX),
+            width: frame.width,
+            height: frame.height,
+            encoding: encoding as i32,
+            data,
+            redaction,
+        };
+        if seq == 0 {
+            self.announce(&frame, capture_ns);
+        }
+        let drain_deadline = self.publishing.drain_deadline;
+        // Waiting on the broker is not being stuck: alive meanwhile.
+        let outcome = self.publisher.send_frame(&message, &span, || {
+            self.health.beat();
+            drain_deadline.is_none_or(|d| Instant::now() <= d)
+        });
+        match outcome {
+            FrameOutcome::Sent => {
+                self.publishing.next_seq += 1;
+                self.stats.published += 1;
+                if let Some(case) = &mut self.case {
+                    case.published += 1;
+                }
+                self.view(|v| v.published += 1);
+                self.published = Some(Published {
+                    epoch: self.epoch,
+                    last_seq: seq,
+                    last_capture_ns: capture_ns,
+                });
+            }
+            FrameOutcome::Oversized { bytes } => {
+                span.record("orstream.reason", value::OVERSIZED);
+                self.drops.add(|d| &mut d.oversized, value::OVERSIZED, 1);
+                if !self.publishing.oversize_reported {
+                    self.publishing.oversize_reported = true;
+                    self.oversized(bytes);
+                }
+            }
+            FrameOutcome::NotSent(error) => {
+                tracing::debug!(stream_id = %self.config.stream_id, %error,
+                    "frame not published");
+                span.record("orstream.reason", value::PUBLISH_FAILED);
+                self.drops
+                    .add(|d| &mut d.bus_refused, value::PUBLISH_FAILED, 1);
+            }
+        }
+    }
+
+    /// Publishes the frames the gate still holds (their successors will not come: the
+    /// session or the case's part ends), or, when the session failed, counts them dropped
+    /// with it.
+    fn release_held(&mut self, publish: bool) {
+        let Some(gate) = &mut self.gate else { return };
+        let held = gate.drain();
+        if publish {
+            for (frame, verdict) in held {
+                self.publish(frame, verdict);
+            }
+        } else {
+            self.drops.add(
+                |d| &mut d.session_ended,
+                value::SESSION_ENDED,
+                held.len() as u64,
+            );
+        }
     }
 
     /// A session ended by `error`; the reason without the `stream <id>: ` prefix that every
@@ -857,6 +955,17 @@ impl StreamRunner {
                 _ => frame.fps,
             },
         }));
+        // After `started`: the stream exists, and every frame of it is withheld.
+        if let Some(why) = self.gate.as_ref().and_then(|g| g.unavailable()) {
+            let message = format!(
+                "stream {}: privacy gate unavailable, every frame is withheld: {why}",
+                self.config.stream_id
+            );
+            self.event(Kind::Error(StreamError {
+                message,
+                fatal: false,
+            }));
+        }
     }
 
     fn oversized(&mut self, bytes: usize) {

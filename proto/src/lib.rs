@@ -31,7 +31,7 @@ pub use wire::{DecodeError, Wire, decode, decode_with_limit, encode};
 impl FrameStatus {
     /// The status as a span attribute or metric label (`orstream.status`): `ok`,
     /// `skipped_stale`, `skipped_overload`, `decode_error`, `invalid`, `model_error`,
-    /// `unspecified`.
+    /// `redacted`, `unspecified`.
     pub fn label(self) -> &'static str {
         match self {
             Self::Unspecified => "unspecified",
@@ -41,6 +41,7 @@ impl FrameStatus {
             Self::DecodeError => "decode_error",
             Self::Invalid => "invalid",
             Self::ModelError => "model_error",
+            Self::Redacted => "redacted",
         }
     }
 
@@ -72,6 +73,7 @@ impl FrameStatus {
         match self {
             Self::Ok => Outcome::Ok,
             Self::SkippedStale | Self::SkippedOverload => Outcome::Skipped,
+            Self::Redacted => Outcome::Redacted,
             Self::Unspecified | Self::DecodeError | Self::Invalid | Self::ModelError => {
                 Outcome::Failed
             }
@@ -88,6 +90,8 @@ pub enum Outcome {
     Skipped,
     /// Undecodable, invalid, or the model failed on it.
     Failed,
+    /// Withheld by ingest's privacy gate (camera out of body): counted, never an image.
+    Redacted,
 }
 
 impl Category {
@@ -241,7 +245,7 @@ mod tests {
 
     #[test]
     fn status_labels_are_the_contract_names_in_lower_case() {
-        for value in 0..=6 {
+        for value in 0..=7 {
             let status = FrameStatus::try_from(value).unwrap_or(FrameStatus::Unspecified);
             let contract = status
                 .as_str_name()
@@ -255,7 +259,7 @@ mod tests {
 
     #[test]
     fn stored_names_come_from_the_proto_enums_and_parse_back() {
-        for value in 0..=6 {
+        for value in 0..=7 {
             let status = FrameStatus::try_from(value).unwrap();
             assert_eq!(FrameStatus::from_name(status.name()), Some(status));
             assert_eq!(status.label(), status.name().to_ascii_lowercase());
@@ -286,13 +290,18 @@ mod tests {
     #[test]
     fn every_status_has_one_outcome() {
         use super::Outcome;
-        let outcomes: Vec<Outcome> = (0..=6)
+        let outcomes: Vec<Outcome> = (0..=7)
             .map(|v| FrameStatus::try_from(v).unwrap().outcome())
             .collect();
         assert_eq!(outcomes.iter().filter(|o| **o == Outcome::Ok).count(), 1);
         assert_eq!(
             outcomes.iter().filter(|o| **o == Outcome::Skipped).count(),
             2
+        );
+        assert_eq!(FrameStatus::Redacted.outcome(), Outcome::Redacted);
+        assert_eq!(
+            outcomes.iter().filter(|o| **o == Outcome::Redacted).count(),
+            1
         );
     }
 }

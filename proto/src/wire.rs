@@ -4,8 +4,8 @@ use prost::Message;
 
 use crate::v1::{
     BBox, Category, ClockSource, Encoding, EndReason, EventKind, Frame, FrameResult, FrameStatus,
-    Instance, ModelIdentity, Point, StreamEvent, SurgicalEvent, TrackFrame, TrackSummary,
-    stream_event,
+    Instance, ModelIdentity, Point, RedactionReason, StreamEvent, SurgicalEvent, TrackFrame,
+    TrackSummary, stream_event,
 };
 
 /// Largest accepted stream_id / case_id, in bytes.
@@ -344,8 +344,29 @@ impl Wire for Frame {
         check_id("stream_id", &self.stream_id, true)?;
         check_id("case_id", &self.case_id, false)?;
         check_enum::<ClockSource>("clock_source", self.clock_source, true)?;
-        check_enum::<Encoding>("encoding", self.encoding, false)?;
         check_dimensions(self.width, self.height)?;
+        if let Some(redaction) = &self.redaction {
+            // Withheld by the privacy gate: a marker, never an image.
+            check_enum::<RedactionReason>("redaction.reason", redaction.reason, false)?;
+            check_range("redaction.score", "", redaction.score.into(), 0.0, 1.0)?;
+            check_detail("redaction.detail", &redaction.detail)?;
+            check_model(redaction.model.as_ref())?;
+            check_enum::<Encoding>("encoding", self.encoding, true)?;
+            if self.encoding != Encoding::Unspecified as i32 {
+                return Err(("encoding", "must be UNSPECIFIED on a redacted frame".into()));
+            }
+            if !self.data.is_empty() {
+                return Err((
+                    "data",
+                    format!(
+                        "{} image bytes on a redacted frame, which may carry none",
+                        self.data.len()
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        check_enum::<Encoding>("encoding", self.encoding, false)?;
         if self.data.is_empty() {
             return Err(("data", "no image bytes".into()));
         }

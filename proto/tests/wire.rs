@@ -2,8 +2,8 @@
 
 use orstream_proto::v1::{
     BBox, CaseEnded, CaseStarted, Category, ClockSource, Encoding, EventKind, Frame, FrameResult,
-    FrameStatus, Instance, ModelIdentity, Point, StreamDiscontinuity, StreamEvent, SurgicalEvent,
-    Timings, TrackFrame, TrackedInstance, stream_event,
+    FrameStatus, Instance, ModelIdentity, Point, Redaction, RedactionReason, StreamDiscontinuity,
+    StreamEvent, SurgicalEvent, Timings, TrackFrame, TrackedInstance, stream_event,
 };
 use orstream_proto::{DecodeError, decode, decode_with_limit, encode, rle};
 use proptest::prelude::*;
@@ -20,7 +20,7 @@ prop_compose! {
         Frame {
             stream_id, case_id, session_epoch, seq, capture_time_ns,
             clock_source: ClockSource::CameraNtp as i32, pts_ns, width, height,
-            encoding: Encoding::Jpeg as i32, data: data.into(),
+            encoding: Encoding::Jpeg as i32, data: data.into(), redaction: None,
         }
     }
 }
@@ -129,6 +129,7 @@ fn valid_frame() -> Frame {
         height: 360,
         encoding: Encoding::Jpeg as i32,
         data: vec![0xff, 0xd8, 0xff, 0xd9].into(),
+        redaction: None,
     }
 }
 
@@ -217,6 +218,102 @@ fn invalid_fields_are_named() {
                 ..valid_frame()
             },
             "invalid field case_id",
+        ),
+    ];
+    for (frame, expected) in cases {
+        let err = decode::<Frame>(&encode(&frame)).unwrap_err();
+        assert!(err.to_string().contains(expected), "{err} lacks {expected}");
+    }
+}
+
+fn redacted_frame() -> Frame {
+    Frame {
+        encoding: Encoding::Unspecified as i32,
+        data: Default::default(),
+        redaction: Some(Redaction {
+            reason: RedactionReason::OutOfBody as i32,
+            score: 0.97,
+            detail: "out of body".into(),
+            model: Some(ModelIdentity {
+                name: "gate".into(),
+                version: "1".into(),
+                digest: "sha256:00".into(),
+            }),
+        }),
+        ..valid_frame()
+    }
+}
+
+#[test]
+fn a_redacted_frame_round_trips_without_an_image() {
+    let frame = redacted_frame();
+    assert_eq!(decode::<Frame>(&encode(&frame)).unwrap(), frame);
+    let unavailable = Frame {
+        redaction: Some(Redaction {
+            reason: RedactionReason::GateUnavailable as i32,
+            score: 0.0,
+            detail: "gate model unavailable".into(),
+            model: None,
+        }),
+        ..redacted_frame()
+    };
+    assert_eq!(decode::<Frame>(&encode(&unavailable)).unwrap(), unavailable);
+}
+
+#[test]
+fn a_redacted_frame_may_carry_no_image_and_must_say_why() {
+    let with_image = Frame {
+        data: vec![0xff, 0xd8, 0xff, 0xd9].into(),
+        ..redacted_frame()
+    };
+    let cases: Vec<(Frame, &str)> = vec![
+        (
+            with_image,
+            "invalid field data: 4 image bytes on a redacted frame",
+        ),
+        (
+            Frame {
+                encoding: Encoding::Jpeg as i32,
+                ..redacted_frame()
+            },
+            "invalid field encoding: must be UNSPECIFIED on a redacted frame",
+        ),
+        (
+            Frame {
+                redaction: Some(Redaction {
+                    reason: 0,
+                    ..redacted_frame().redaction.unwrap()
+                }),
+                ..redacted_frame()
+            },
+            "invalid field redaction.reason: must be specified",
+        ),
+        (
+            Frame {
+                redaction: Some(Redaction {
+                    score: f32::NAN,
+                    ..redacted_frame().redaction.unwrap()
+                }),
+                ..redacted_frame()
+            },
+            "invalid field redaction.score",
+        ),
+        (
+            Frame {
+                redaction: Some(Redaction {
+                    detail: "a\0b".into(),
+                    ..redacted_frame().redaction.unwrap()
+                }),
+                ..redacted_frame()
+            },
+            "invalid field redaction.detail",
+        ),
+        (
+            Frame {
+                width: 0,
+                ..redacted_frame()
+            },
+            "invalid field width",
         ),
     ];
     for (frame, expected) in cases {

@@ -503,6 +503,9 @@ pub enum GapKind {
     Discontinuity,
     /// Results are missing (a seq jump within an epoch).
     Missing,
+    /// A run of frames ingest's privacy gate withheld: the camera was out of the body (or the
+    /// gate could not judge, and failed closed).
+    OutOfBody,
 }
 
 impl GapKind {
@@ -512,6 +515,7 @@ impl GapKind {
             GapKind::Unusable => "unusable",
             GapKind::Discontinuity => "discontinuity",
             GapKind::Missing => "missing",
+            GapKind::OutOfBody => "out_of_body",
         }
     }
 
@@ -521,6 +525,7 @@ impl GapKind {
             "unusable" => Some(GapKind::Unusable),
             "discontinuity" => Some(GapKind::Discontinuity),
             "missing" => Some(GapKind::Missing),
+            "out_of_body" => Some(GapKind::OutOfBody),
             _ => None,
         }
     }

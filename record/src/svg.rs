@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::query::{Timeline, TimelineEvent, TimelineGap, TimelineTrack};
+use crate::schema::GapKind;
 use crate::time;
 
 const WIDTH: f64 = 1200.0;
@@ -223,10 +224,15 @@ fn legend(out: &mut String, layout: &Layout) {
         ("#c05621", "organ"),
         ("#718096", "other"),
         ("#a0a0a0", "gap (no usable frames)"),
+        (OUT_OF_BODY_COLOR, "camera out of body"),
     ];
     let mut lx = LEFT;
     for (color, name) in legend {
-        let opacity = if name.starts_with("gap") { "0.45" } else { "1" };
+        let opacity = if name.starts_with("gap") || name.starts_with("camera") {
+            "0.45"
+        } else {
+            "1"
+        };
         let _ = writeln!(
             out,
             r##"<rect x="{lx}" y="34" width="12" height="12" fill="{color}" fill-opacity="{opacity}"/><text x="{}" y="44" fill="#333">{name}</text>"##,
@@ -313,12 +319,21 @@ fn axis(out: &mut String, layout: &Layout) {
     );
 }
 
-/// A gap, shaded on every row of its stream (all rows when there is one stream).
+/// The shade of a stretch whose frames the privacy gate withheld.
+const OUT_OF_BODY_COLOR: &str = "#6b46c1";
+
+/// A gap, shaded on every row of its stream (all rows when there is one stream); a stretch
+/// the privacy gate withheld is shaded in its own colour as "camera out of body".
 fn gap(out: &mut String, layout: &Layout, g: &TimelineGap) {
     let (x0, x1) = (layout.x(g.start_ns), layout.x(g.end_ns));
+    let out_of_body = GapKind::parse(&g.kind) == Some(GapKind::OutOfBody);
+    let (what, color) = if out_of_body {
+        ("camera out of body".to_owned(), OUT_OF_BODY_COLOR)
+    } else {
+        (format!("{} gap", g.kind), "#a0a0a0")
+    };
     let tooltip = xml(&format!(
-        "{} gap on {}: {} to {} ({}), {}",
-        g.kind,
+        "{what} on {}: {} to {} ({}), {}",
         g.stream_id,
         time::offset(g.start_offset_ns),
         time::offset(g.end_offset_ns),
@@ -333,7 +348,7 @@ fn gap(out: &mut String, layout: &Layout, g: &TimelineGap) {
     {
         let _ = writeln!(
             out,
-            r##"<rect x="{x0:.1}" y="{}" width="{:.1}" height="{}" fill="#a0a0a0" fill-opacity="0.45"><title>{tooltip}</title></rect>"##,
+            r##"<rect x="{x0:.1}" y="{}" width="{:.1}" height="{}" fill="{color}" fill-opacity="0.45"><title>{tooltip}</title></rect>"##,
             layout.row_top[i],
             (x1 - x0).max(2.0),
             layout.row_height(i)
@@ -531,6 +546,28 @@ mod tests {
         assert_eq!(svg.matches("fill=\"#2b6cb0\"><title>").count(), 3);
         assert!(svg.contains("unusable gap on cam-1"));
         assert!(svg.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn a_stretch_the_privacy_gate_withheld_is_shaded_as_camera_out_of_body() {
+        let mut timeline = timeline();
+        let mut withheld = timeline.gaps[0].clone();
+        withheld.kind = GapKind::OutOfBody.as_str().into();
+        withheld.start_ns = 50_000_000_000;
+        withheld.end_ns = 52_000_000_000;
+        withheld.start_offset_ns = 50_000_000_000;
+        withheld.end_offset_ns = 52_000_000_000;
+        withheld.reason = "OUT_OF_BODY x20, MARGIN x4".into();
+        timeline.gaps.push(withheld);
+        let svg = svg(&timeline);
+        assert!(svg.contains("camera out of body on cam-1"), "{svg}");
+        assert!(svg.contains("OUT_OF_BODY x20, MARGIN x4"));
+        assert!(svg.contains(&format!(
+            "fill=\"{OUT_OF_BODY_COLOR}\" fill-opacity=\"0.45\"><title>camera out of body"
+        )));
+        // The other gap keeps its grey and its name; the legend names both.
+        assert!(svg.contains("unusable gap on cam-1"));
+        assert!(svg.contains(">camera out of body</text>"));
     }
 
     #[test]

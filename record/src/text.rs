@@ -353,7 +353,7 @@ pub fn render_motion(motion: &[ToolMotion], format: Format) -> String {
 
 /// Per stream accounting of a case: the stream, then right-aligned counts.
 pub fn render_accounting(rows: &[StreamAccounting], format: Format) -> String {
-    const HEADER: [&str; 9] = [
+    const HEADER: [&str; 10] = [
         "stream",
         "published",
         "dropped",
@@ -361,6 +361,7 @@ pub fn render_accounting(rows: &[StreamAccounting], format: Format) -> String {
         "ok",
         "skipped",
         "errors",
+        "redacted",
         "open",
         "complete",
     ];
@@ -376,6 +377,7 @@ pub fn render_accounting(rows: &[StreamAccounting], format: Format) -> String {
                 r.ok.to_string(),
                 r.skipped.to_string(),
                 r.errors.to_string(),
+                r.redacted.to_string(),
                 r.open_events.to_string(),
                 if r.complete { "yes" } else { "no" }.to_owned(),
             ]

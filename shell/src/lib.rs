@@ -10,6 +10,7 @@
 //!   waits that wake at shutdown, and the give-up rule (an error retrying cannot fix, or
 //!   shutdown).
 //! - [`clock`]: the wall clock in the contract's units.
+//! - [`digest`]: `sha256:<hex>` of a model file, the digest results and frames carry.
 //! - [`exit`]: exit codes and the reasons that pick them (a configuration error is 2 in every
 //!   service).
 //! - [`http`]: a small HTTP endpoint on a thread of its own (metrics and health, ingest's
@@ -19,6 +20,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod digest;
 pub mod exit;
 pub mod http;
 pub mod retry;

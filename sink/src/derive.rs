@@ -162,8 +162,12 @@ pub struct OpenGap {
     pub start_ns: i64,
     /// Capture time of the last unusable frame so far.
     pub last_ns: i64,
-    /// Unusable frames per status name.
+    /// Unusable frames per status name (for withheld frames, per reason of the gate).
     pub statuses: BTreeMap<String, u64>,
+    /// The frames were withheld by ingest's privacy gate (status REDACTED): the gap is a
+    /// stretch with the camera out of the body. A stored state from before the gate has none.
+    #[serde(default)]
+    pub out_of_body: bool,
 }
 
 /// Everything derivation remembers about one stream between results. Stored as JSON with the
@@ -471,7 +475,11 @@ impl Gap {
             event_id: self.event_id(),
             case_id: self.case_id.clone(),
             stream_id: self.stream_id.clone(),
-            kind: EventKind::Gap as i32,
+            kind: if self.kind == GapKind::OutOfBody {
+                EventKind::OutOfBody
+            } else {
+                EventKind::Gap
+            } as i32,
             class_id: 0,
             label: String::new(),
             category: Category::Unspecified as i32,
@@ -984,15 +992,24 @@ impl StreamState {
     }
 
     fn apply_unusable(&mut self, result: &FrameResult, out: &mut Vec<Derived>) {
-        let status = FrameStatus::name_of(result.status).to_owned();
+        let out_of_body = result.status == FrameStatus::Redacted as i32;
+        let status = if out_of_body {
+            redaction_reason(&result.status_detail).to_owned()
+        } else {
+            FrameStatus::name_of(result.status).to_owned()
+        };
         let now = result.capture_time_ns;
         match &mut self.gap {
-            Some(gap) if gap.epoch == result.session_epoch => {
+            Some(gap) if gap.epoch == result.session_epoch && gap.out_of_body == out_of_body => {
                 gap.last_seq = result.seq;
                 gap.last_ns = now.max(gap.last_ns);
                 *gap.statuses.entry(status).or_default() += 1;
             }
             _ => {
+                // A run of the other kind (withheld, or unusable) ends where this one begins.
+                if let Some(gap) = self.gap.take() {
+                    out.push(Derived::Gap(self.unusable_gap(gap, now)));
+                }
                 self.close_intervals(out);
                 self.gap = Some(OpenGap {
                     epoch: result.session_epoch,
@@ -1001,6 +1018,7 @@ impl StreamState {
                     start_ns: now,
                     last_ns: now,
                     statuses: BTreeMap::from([(status, 1)]),
+                    out_of_body,
                 });
             }
         }
@@ -1048,7 +1066,11 @@ impl StreamState {
         Gap {
             stream_id: self.stream_id.clone(),
             case_id: self.case_id.clone(),
-            kind: GapKind::Unusable,
+            kind: if gap.out_of_body {
+                GapKind::OutOfBody
+            } else {
+                GapKind::Unusable
+            },
             epoch: gap.epoch,
             first_seq: gap.first_seq,
             last_seq: gap.last_seq,
@@ -1058,6 +1080,17 @@ impl StreamState {
             reason,
         }
     }
+}
+
+/// The privacy gate's reason in a REDACTED result's detail (`withheld by ingest's privacy
+/// gate: OUT_OF_BODY: ...`, as infer writes it): `OUT_OF_BODY`, `MARGIN`,
+/// `GATE_UNAVAILABLE`; `REDACTED` when the detail names none.
+fn redaction_reason(detail: &str) -> &str {
+    detail
+        .split(": ")
+        .nth(1)
+        .filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+        .unwrap_or("REDACTED")
 }
 
 fn presence(
@@ -1322,6 +1355,48 @@ mod tests {
             (T0 + 6 * FRAME_NS, T0 + 9 * FRAME_NS)
         );
         assert_eq!(gap.frames, 3);
+    }
+
+    #[test]
+    fn frames_the_privacy_gate_withheld_are_an_out_of_body_stretch_of_their_own() {
+        let rules = rules();
+        let withheld = |reason: &str| {
+            format!("withheld by ingest's privacy gate: {reason}: p(out of body) 0.97")
+        };
+        let mut state = StreamState::new("cam-1");
+        let mut out = Vec::new();
+        for seq in 0..18u64 {
+            let ns = T0 + seq as i64 * FRAME_NS;
+            let mut r = match seq {
+                6..=10 => result(0, seq, ns, &F::Status(FrameStatus::Redacted)),
+                11 => result(0, seq, ns, &F::Status(FrameStatus::SkippedStale)),
+                _ => result(0, seq, ns, &G),
+            };
+            r.status_detail = match seq {
+                6 | 10 => withheld("MARGIN"),
+                7..=9 => withheld("OUT_OF_BODY"),
+                _ => r.status_detail,
+            };
+            out.extend(state.apply_result(&r, &rules));
+        }
+        out.extend(end(&mut state, 18));
+        // The tool's interval ends where the camera left the body and starts again after.
+        assert_eq!(presences(&out), vec![(1, 0, 5), (1, 12, 17)]);
+        // The withheld run and the stale frame after it are two gaps of their own kinds.
+        assert_eq!(
+            gaps(&out),
+            vec![(GapKind::OutOfBody, 6, 10), (GapKind::Unusable, 11, 11)]
+        );
+        let Some(Derived::Gap(outside)) = out.iter().find(|o| matches!(o, Derived::Gap(_))) else {
+            unreachable!()
+        };
+        assert_eq!(outside.reason, "MARGIN x2, OUT_OF_BODY x3");
+        assert_eq!(
+            (outside.start_ns, outside.end_ns),
+            (T0 + 6 * FRAME_NS, T0 + 11 * FRAME_NS)
+        );
+        assert_eq!(redaction_reason("something else"), "REDACTED");
+        assert_eq!(redaction_reason("withheld: lower: x"), "REDACTED");
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use orstream_ingest::config::GateConfig;
+
 use crate::demo::{DemoOptions, DemoSource};
 
 /// Options of `orstream demo`.
@@ -16,9 +18,10 @@ pub struct Args {
     /// RTSP camera to read instead of a file (runs until Ctrl-C).
     #[arg(long)]
     pub rtsp: Option<String>,
-    /// Ground truth of the clip to compare the derived events with; `none` to skip.
-    #[arg(long, default_value = "models/demo/clip.timeline.json")]
-    pub truth: String,
+    /// Ground truth of the clip to compare the derived events with (by default the clip's
+    /// path with `.timeline.json`, when there is one); `none` to skip.
+    #[arg(long)]
+    pub truth: Option<String>,
     /// Process every frame as fast as possible instead of at camera pace.
     #[arg(long)]
     pub archive: bool,
@@ -46,6 +49,20 @@ pub struct Args {
     /// Do not serve the record's page.
     #[arg(long)]
     pub no_page: bool,
+    /// The privacy gate's model (its card is the same path with .toml): frames judged out of
+    /// the body are published without their image.
+    #[arg(long, default_value = "models/demo/gate.pt")]
+    pub gate: PathBuf,
+    /// Frames withheld before each out-of-body frame (the delay line: that many frame
+    /// intervals of latency).
+    #[arg(long, default_value_t = GateConfig::default().margin_before)]
+    pub gate_margin_before: usize,
+    /// Frames withheld after each out-of-body frame.
+    #[arg(long, default_value_t = GateConfig::default().margin_after)]
+    pub gate_margin_after: usize,
+    /// No privacy gate: every frame is published with its image.
+    #[arg(long, conflicts_with = "gate")]
+    pub no_gate: bool,
 }
 
 /// Runs the demo and prints its report; `Ok(false)` when not every frame was accounted for.
@@ -54,10 +71,20 @@ pub fn run(args: Args) -> Result<bool> {
         Some(url) => DemoSource::Rtsp(url),
         None => DemoSource::File(args.clip),
     };
-    let truth = match (&source, args.truth.as_str()) {
-        (DemoSource::File(_), t) if t != "none" => Some(PathBuf::from(t)),
-        _ => None,
+    let truth = match (&source, args.truth.as_deref()) {
+        (DemoSource::File(_), Some("none")) | (DemoSource::Rtsp(_), _) => None,
+        (DemoSource::File(_), Some(path)) => Some(PathBuf::from(path)),
+        (DemoSource::File(clip), None) => {
+            let beside = clip.with_extension("timeline.json");
+            beside.exists().then_some(beside)
+        }
     };
+    let gate = (!args.no_gate).then(|| GateConfig {
+        model: args.gate,
+        margin_before: args.gate_margin_before,
+        margin_after: args.gate_margin_after,
+        ..GateConfig::default()
+    });
     let options = DemoOptions {
         source,
         truth,
@@ -69,6 +96,7 @@ pub fn run(args: Args) -> Result<bool> {
         out_dir: args.out,
         progress_every: (!args.quiet).then_some(Duration::from_secs(1)),
         page: (!args.no_page).then_some(args.page),
+        gate,
         ..DemoOptions::default()
     };
     let report = crate::demo::run(&options, &orstream_shell::signals::root())?;
@@ -80,6 +108,14 @@ pub fn run(args: Args) -> Result<bool> {
             "every one of the {} results is an error: the model failed on every frame (the \
              infer log and the results' status detail say why)",
             results.total()
+        );
+    }
+    if let Some(privacy) = &report.privacy
+        && privacy.breaches() > 0
+    {
+        anyhow::bail!(
+            "{} frames the clip's truth has out of the body reached the bus with their image",
+            privacy.breaches()
         );
     }
     Ok(report.all_accounted())

@@ -144,12 +144,13 @@ pub fn run(args: Args) -> Result<()> {
     };
     tracing::info!(?stats, "stopped");
     eprintln!(
-        "orstream infer: {} results committed ({} ok, {} skipped, {} errors), {} dead letters, \
-         {} transactions committed, {} aborted, {} pauses",
+        "orstream infer: {} results committed ({} ok, {} skipped, {} errors, {} redacted), {} \
+         dead letters, {} transactions committed, {} aborted, {} pauses",
         stats.results(),
         stats.ok,
         stats.skipped_stale + stats.skipped_overload,
         stats.decode_error + stats.invalid + stats.model_error,
+        stats.redacted,
         stats.dead_letters,
         stats.commits,
         stats.aborts,

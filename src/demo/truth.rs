@@ -24,6 +24,15 @@ pub struct TruthInterval {
     pub end_frame: u64,
 }
 
+/// A stretch of frames with the camera out of the body.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Stretch {
+    /// First frame out of the body.
+    pub start_frame: u64,
+    /// Last frame out of the body (inclusive).
+    pub end_frame: u64,
+}
+
 /// The truth of a clip.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Truth {
@@ -33,6 +42,9 @@ pub struct Truth {
     pub frame_count: u64,
     /// Visible runs.
     pub intervals: Vec<TruthInterval>,
+    /// Stretches with the camera out of the body (none in a clip filmed inside only).
+    #[serde(default)]
+    pub out_of_body: Vec<Stretch>,
 }
 
 impl Truth {
@@ -265,6 +277,7 @@ mod tests {
                 start_frame: 12,
                 end_frame: 47,
             }],
+            out_of_body: Vec::new(),
         };
         assert_eq!(truth_spans(&truth), vec![span("hook", 1.0, 47.0 / 12.0)]);
     }

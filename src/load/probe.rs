@@ -481,7 +481,8 @@ fn follow_results(
         }
         match result.status().outcome() {
             Outcome::Ok => seen.ok += 1,
-            Outcome::Skipped => seen.skipped += 1,
+            // The load tool's frames never pass a privacy gate: a withheld one is not run either.
+            Outcome::Skipped | Outcome::Redacted => seen.skipped += 1,
             Outcome::Failed => seen.failed += 1,
         }
         let stamped = result.result_time_ns.saturating_sub(result.capture_time_ns);

@@ -20,6 +20,8 @@ use crate::decode::{PreparedFrame, micros};
 use crate::produce::{Answer, Origin};
 
 /// The detail of a SKIPPED_STALE result.
+/// The detail of a frame withheld by ingest's privacy gate; the gate's own reason follows.
+pub(super) const REDACTED_DETAIL: &str = "withheld by ingest's privacy gate";
 const STALE_DETAIL: &str = "could not meet its deadline (capture time + latency budget)";
 /// The detail of a SKIPPED_OVERLOAD result.
 const OVERLOAD_DETAIL: &str = "superseded by a newer frame of its stream under overload";
@@ -220,6 +222,7 @@ pub(super) fn skipped(origin: Origin, frame: NotRun, skip: Skip) -> Answer {
     let (status, detail) = match skip {
         Skip::Stale => (FrameStatus::SkippedStale, STALE_DETAIL),
         Skip::Overload => (FrameStatus::SkippedOverload, OVERLOAD_DETAIL),
+        Skip::Redacted => (FrameStatus::Redacted, REDACTED_DETAIL),
     };
     result.status = status as i32;
     result.status_detail = detail.to_owned();

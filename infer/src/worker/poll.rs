@@ -458,6 +458,15 @@ impl DecodePool {
         let ctx = &self.ctx;
         let mut incoming = read_message(message, ctx)?;
         incoming.traceparent = result_traceparent(span, incoming.traceparent.take());
+        if let Some(redaction) = &incoming.frame.redaction {
+            // No image: answered at once, whatever its deadline, and never dead-lettered.
+            let why = redaction_reason(redaction);
+            let mut answer = early_answer(origin, &incoming, ctx, span.clone(), Skip::Redacted);
+            if let Some(result) = &mut answer.result {
+                result.status_detail = why;
+            }
+            return Ok(Decoded::Answered(Box::new(answer)));
+        }
         let deadline = self
             .budget
             .map(|budget| deadline_instant(incoming.frame.capture_time_ns, budget));
@@ -476,6 +485,28 @@ impl DecodePool {
         }
         prepare_frame(incoming, ctx).map(|prepared| Decoded::Ready(Box::new(prepared), deadline))
     }
+}
+
+/// A redacted frame's status detail: the gate's reason (the contract's name) and detail,
+/// within the contract's bound on a detail.
+fn redaction_reason(redaction: &orstream_proto::Redaction) -> String {
+    let reason =
+        orstream_proto::RedactionReason::try_from(redaction.reason).map_or("UNSPECIFIED", |r| {
+            r.as_str_name()
+                .strip_prefix("REDACTION_REASON_")
+                .unwrap_or("UNSPECIFIED")
+        });
+    let mut why = format!("{}: {reason}", super::batch::REDACTED_DETAIL);
+    if !redaction.detail.is_empty() {
+        why.push_str(": ");
+        why.push_str(&redaction.detail);
+    }
+    let mut end = why.len().min(orstream_proto::wire::MAX_DETAIL_LEN);
+    while !why.is_char_boundary(end) {
+        end -= 1;
+    }
+    why.truncate(end);
+    why
 }
 
 /// The answer of a rejected message: its error result, if any, and its dead letter.

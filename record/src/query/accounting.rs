@@ -32,6 +32,8 @@ pub struct StreamAccounting {
     pub skipped: u64,
     /// Stored results that failed.
     pub errors: u64,
+    /// Stored results of frames ingest's privacy gate withheld (camera out of body).
+    pub redacted: u64,
     /// Presence intervals still open (the sink has not seen the frames that close them).
     pub open_events: u64,
     /// Ended, every published frame's result stored, nothing open.
@@ -85,6 +87,7 @@ pub fn accounting<S: DerivationState>(
             Outcome::Ok => row.ok += c.frames,
             Outcome::Skipped => row.skipped += c.frames,
             Outcome::Failed => row.errors += c.frames,
+            Outcome::Redacted => row.redacted += c.frames,
         }
     }
     let ends: Vec<StreamEventRow> = store.rows(

@@ -192,7 +192,7 @@ pub struct TimelineGap {
     pub event_id: String,
     /// The stream.
     pub stream_id: String,
-    /// unusable, discontinuity or missing.
+    /// unusable, discontinuity, missing or out_of_body (the privacy gate withheld the frames).
     pub kind: String,
     /// UTC ns of the start.
     pub start_ns: i64,
