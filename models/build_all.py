@@ -9,8 +9,15 @@
 3. models/train.py                           -> demo/seg.pt + seg.toml + metrics.json  (~30 min)
 4. models/eval_clip.py                       -> the "clip" section of demo/metrics.json
 5. the measured numbers into models/README.md (between its metrics markers)
+6. the privacy gate (after the above, or alone with --gate):
+   models/synth/make_privacy_clip.py         -> demo/privacy.mp4 + privacy.timeline.json
+                                                + privacy.tracks.json                  (minutes)
+   models/train_gate.py                      -> demo/gate.pt + gate.toml + gate_metrics.json
+                                                (~15 min: rendering ~9, training ~5)
+   and its numbers into models/README.md (between its gate-metrics markers)
 
 --all-fixtures also runs models/fixtures/make_fixtures.py (tiny_semantic.pt, owned separately).
+--gate runs only step 6; --skip-gate leaves it out.
 Extra arguments after -- go to train.py (e.g. -- --steps 300 for a quick run).
 Everything runs on CPU; rendered data sets are cached in models/.cache (delete it to start
 clean). Needs the project venv (torch 2.11.0, torchvision 0.26.0, numpy, imageio-ffmpeg).
@@ -129,16 +136,121 @@ def write_readme(m: dict) -> None:
     print(new)
 
 
+def gate_readme_section(g: dict) -> str:
+    held, tr, thr = g["heldout"], g["training"], g["threshold"]
+
+    def pct(v) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f} %"
+
+    def row(name: str, r: dict | None) -> str:
+        if r is None:
+            return f"| {name} | not measured | | | | |"
+        auc = "n/a" if r.get("roc_auc") is None else f"{r['roc_auc']:.4f}"
+        rec = "n/a" if r.get("out_of_body_recall") is None else (
+            f"{pct(r['out_of_body_recall'])} ({r['out_of_body_frames'] - r['missed_out_of_body_frames']} / "
+            f"{r['out_of_body_frames']})")
+        fr = f"{pct(r['in_body_false_redaction_rate'])} ({r['in_body_false_redactions']} / {r['in_body_frames']})"
+        return f"| {name} | {r['frames']} | {auc} | {pct(r['accuracy'])} | {rec} | {fr} |"
+
+    d, mdl, cpu = g["data"], g["model"], g["cpu_ms_per_frame"]
+    errors = [f"{k} {v['redacted']}/{v['frames']} redacted" for k, v in held["per_kind"].items()
+              if v["label"] == "in_body" and v["redacted"]]
+    errors += [f"{k} {v['frames'] - v['redacted']}/{v['frames']} missed" for k, v in held["per_kind"].items()
+               if v["label"] == "out_of_body" and v["redacted"] < v["frames"]]
+    lines = [
+        "Measured by `models/train_gate.py` (numbers from `models/demo/gate_metrics.json`), at the card's "
+        f"threshold **{thr['value']}** ({thr['safety_factor']} x {thr['highest_threshold_at_recall_heldout']:.4f}, "
+        f"the highest threshold at which at least {thr['recall']:.1%} of the held-out out-of-body frames are "
+        "still redacted; the margins cover the rest within a withdrawal).",
+        "",
+        "| frames | count | ROC AUC | accuracy | out-of-body recall | in-body false redactions |",
+        "|---|---|---|---|---|---|",
+        row(f"held-out ({d['heldout']['units']} unseen worlds + rooms)", held),
+        row("privacy clip (`privacy.mp4`)", g.get("privacy_clip")),
+        row("demo clip (`clip.mp4`, all in body)", g.get("demo_clip")),
+        "",
+        "Held-out errors by kind of frame (in-body kinds: frames redacted; out-of-body kinds: frames missed): "
+        + (", ".join(errors) + "; every other kind: none." if errors else "none."),
+        "Other downscaling paths on the held-out set, same threshold: "
+        + "; ".join(f"{k}: AUC {v['roc_auc']:.4f}, recall {pct(v['out_of_body_recall'])}, false redactions "
+                    f"{pct(v['in_body_false_redaction_rate'])}" for k, v in held["other_downscaling"].items()) + ".",
+        f"Model: `gate.pt`, {mdl['bytes'] / 1e3:.0f} KB, {mdl['parameters']:,} parameters, input [B, 3, 64, 64]. "
+        f"CPU time per frame, 1 thread, TorchScript fp32: **{cpu['batch_1']} ms at batch 1**, {cpu['batch_8']} ms at "
+        f"batch 8 ({cpu['cpu']}; best of 5 rounds on a shared machine).",
+        f"Data: {d['train']['frames']} training frames ({d['train']['in_body']} in body, {d['train']['out_of_body']} out of "
+        f"body, {d['train']['passage_frames']} of them passages through the trocar) from {d['train']['units']} units, "
+        f"{d['heldout']['frames']} held-out frames ({d['heldout']['in_body']} in body, {d['heldout']['out_of_body']} out "
+        f"of body) from {d['heldout']['units']} other units. Rendering {tr['render_train_seconds']} s + "
+        f"{tr['render_heldout_seconds']} s, training {tr['train_seconds']} s ({tr['steps']} steps x {tr['batch']}, "
+        f"1 thread), evaluation {tr['eval_seconds']} s.",
+    ]
+    if g.get("privacy_clip"):
+        pc = g["privacy_clip"]
+        lines.append("Privacy clip, out-of-body stretches redacted: " + ", ".join(
+            f"{s['start_s']:.2f}-{s['end_s']:.2f} s {s['redacted_frames']}/{s['frames']}" for s in pc["stretches"]) + ".")
+        v = pc.get("as_1280x720")
+        if v:
+            lines.append(f"The privacy clip as 1280x720 video (its 1/8-scale decode 160x90, a size the gate was not "
+                         f"trained on): AUC {v['roc_auc']:.4f}, out-of-body recall {pct(v['out_of_body_recall'])}, "
+                         f"in-body false redactions {pct(v['in_body_false_redaction_rate'])}.")
+    if g.get("build"):
+        b = g["build"]
+        lines.append(f"Gate build (`build_all.py --gate`): {b['total_seconds'] / 60:.1f} min wall "
+                     f"({', '.join(f'{k} {v} s' for k, v in b['steps'].items())}).")
+    if g.get("gstreamer"):
+        lines.append(f"GStreamer reads the privacy clip: `{g['gstreamer']}`.")
+    return "\n".join(lines)
+
+
+def write_gate_readme(g: dict) -> None:
+    readme = HERE / "README.md"
+    text = readme.read_text()
+    new = gate_readme_section(g)
+    text, n = re.subn(r"(<!-- gate-metrics:begin -->\n).*?(\n<!-- gate-metrics:end -->)",
+                      lambda mm: mm.group(1) + new + mm.group(2), text, flags=re.S)
+    if n != 1:
+        raise SystemExit("models/README.md has no gate-metrics markers")
+    readme.write_text(text)
+    print(new)
+
+
+def gate_steps() -> None:
+    """The privacy clip and the gate: render, train, measure, and the numbers into the README."""
+    t0 = time.time()
+    times: dict[str, int] = {}
+    run("privacy clip", ["models/synth/make_privacy_clip.py"], times)
+    run("gate", ["models/train_gate.py"], times)
+    path = HERE / "demo" / "gate_metrics.json"
+    g = json.loads(path.read_text())
+    clip = HERE / "demo" / "privacy.mp4"
+    tl = json.loads((HERE / "demo" / "privacy.timeline.json").read_text())
+    g["privacy_clip_file"] = {"bytes": clip.stat().st_size, "frames": tl["frame_count"], "fps": tl["fps"],
+                              "duration_s": tl["duration_s"], "width": tl["width"], "height": tl["height"],
+                              "out_of_body_frames": tl["out_of_body_frames"]}
+    g["gstreamer"] = gst_check(clip)
+    g["build"] = {"total_seconds": round(time.time() - t0), "steps": times, "command": "python models/build_all.py --gate"}
+    path.write_text(json.dumps(g, indent=2) + "\n")
+    write_gate_readme(g)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--all-fixtures", action="store_true", help="also run fixtures/make_fixtures.py")
     ap.add_argument("--skip-clip", action="store_true")
     ap.add_argument("--skip-train", action="store_true")
-    ap.add_argument("--readme-only", action="store_true", help="only rewrite README.md's numbers from metrics.json")
+    ap.add_argument("--gate", action="store_true", help="only the privacy clip and the privacy gate (step 6)")
+    ap.add_argument("--skip-gate", action="store_true", help="leave out the privacy clip and the privacy gate")
+    ap.add_argument("--readme-only", action="store_true",
+                    help="only rewrite README.md's numbers from metrics.json (and gate_metrics.json)")
     ap.add_argument("train_args", nargs="*", help="after --: passed to train.py")
     args = ap.parse_args()
     if args.readme_only:
         write_readme(json.loads((HERE / "demo" / "metrics.json").read_text()))
+        if (HERE / "demo" / "gate_metrics.json").exists():
+            write_gate_readme(json.loads((HERE / "demo" / "gate_metrics.json").read_text()))
+        return
+    if args.gate:
+        gate_steps()
         return
     t0 = time.time()
     times: dict[str, int] = {}
@@ -164,6 +276,8 @@ def main() -> None:
     metrics_path.write_text(json.dumps(m, indent=2) + "\n")
 
     write_readme(m)
+    if not args.skip_gate:
+        gate_steps()
     print(f"== all done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 

@@ -107,14 +107,16 @@ impl Default for DemoOptions {
 
 impl DemoOptions {
     /// The default clip, every frame as fast as the machine allows (archive mode), the record
-    /// and picture written to `out_dir`, no progress lines: the reference run the end-to-end
-    /// tests compare against.
+    /// and picture written to `out_dir`, no progress lines, no privacy gate: the reference run
+    /// of the segmentation model and the derivation that the end-to-end tests compare against
+    /// (the three-process run has no gate either).
     pub fn archive_quiet(out_dir: PathBuf) -> Self {
         Self {
             archive: true,
             out_dir,
             progress_every: None,
             page: None,
+            gate: None,
             ..Self::default()
         }
     }

@@ -154,6 +154,7 @@ fn frames_from_outside_the_patient_are_recorded_as_camera_out_of_body() {
     let options = DemoOptions {
         source: DemoSource::File(PathBuf::from("models/demo/privacy.mp4")),
         truth: Some(truth_path),
+        gate: Some(orstream_ingest::config::GateConfig::default()),
         ..DemoOptions::archive_quiet(out.path().to_path_buf())
     };
     let report = run(&options, &CancellationToken::new()).unwrap();

@@ -106,7 +106,9 @@ pub struct GateConfig {
     pub card: Option<PathBuf>,
     /// Frames withheld before each out-of-body frame. Every frame waits for this many later
     /// frames to be judged before it is published: the latency cost is this many frame
-    /// intervals (4 at 12 fps: 333 ms; 0: no delay, and no margin before).
+    /// intervals (6 at 12 fps: 500 ms; 0: no delay, and no margin before). Six, because a
+    /// classifier calls the first frames inside the trocar late (the demo's by two frames):
+    /// the margin must cover that lag and still reach before the withdrawal.
     #[serde(default = "default_margin_before")]
     pub margin_before: usize,
     /// Frames withheld after each out-of-body frame.
@@ -122,7 +124,7 @@ pub struct GateConfig {
 pub const MAX_GATE_MARGIN: usize = 1800;
 
 fn default_margin_before() -> usize {
-    4
+    6
 }
 fn default_margin_after() -> usize {
     8

@@ -36,58 +36,55 @@ from scene import ID  # noqa: E402
 LABELS = CACHE / "clip-labels.npy"
 
 
-def check_script() -> None:
+def check_script(script=SCRIPT) -> None:
     """Two appearances of one kind at the same time would share the class's pixels."""
-    for i, a in enumerate(SCRIPT):
-        for b in SCRIPT[i + 1:]:
+    for i, a in enumerate(script):
+        for b in script[i + 1:]:
             if a.kind == b.kind and a.enter <= b.leave and b.enter <= a.leave:
                 raise SystemExit(f"SCRIPT: two {a.kind} appearances overlap in time "
                                  f"({a.enter}-{a.leave} s and {b.enter}-{b.leave} s)")
 
 
-def active(kind: str, t: float) -> int | None:
-    """Index in SCRIPT of the appearance of this kind that is in the scene at t (as tool_at)."""
-    for i, a in enumerate(SCRIPT):
+def active(kind: str, t: float, script=SCRIPT) -> int | None:
+    """Index in the script of the appearance of this kind that is in the scene at t (as tool_at)."""
+    for i, a in enumerate(script):
         if a.kind == kind and a.enter <= t <= a.leave:
             return i
     return None
 
 
-def main() -> None:
-    if not LABELS.exists():
-        raise SystemExit(f"{LABELS} is missing: run models/synth/make_clip.py first (it writes the clip's "
-                         "label maps there)")
-    check_script()
-    labels = np.load(LABELS, mmap_mode="r")
-    if labels.shape != (FRAMES, HEIGHT, WIDTH):
-        raise SystemExit(f"{LABELS} has shape {labels.shape}, expected {(FRAMES, HEIGHT, WIDTH)}: "
-                         "rerun models/synth/make_clip.py")
-    threshold = VISIBLE_FRACTION * WIDTH * HEIGHT
-    kinds = sorted({a.kind for a in SCRIPT})
-    frames: list[list[list]] = [[] for _ in SCRIPT]
-    for f in range(FRAMES):
+def build_tracks(labels, script, fps: int, width: int, height: int, video: str, note: str,
+                 visible_fraction: float = VISIBLE_FRACTION) -> dict:
+    """The tracks document of a clip from its label maps [frames, height, width] and its script
+    of tool appearances."""
+    check_script(script)
+    frames_n = labels.shape[0]
+    threshold = visible_fraction * width * height
+    kinds = sorted({a.kind for a in script})
+    frames: list[list[list]] = [[] for _ in script]
+    for f in range(frames_n):
         lab = np.asarray(labels[f])
-        t = f / FPS
+        t = f / fps
         for kind in kinds:
             rows, cols = np.nonzero(lab == ID[kind])
             if rows.size <= threshold:
                 continue
-            i = active(kind, t)
+            i = active(kind, t, script)
             if i is None:
                 raise SystemExit(f"frame {f}: {kind} visible ({rows.size} pixels) with no appearance in SCRIPT")
             frames[i].append([
                 f,
-                round(float((cols.mean() + 0.5) / WIDTH), 5),
-                round(float((rows.mean() + 0.5) / HEIGHT), 5),
-                round(float(cols.min() / WIDTH), 5),
-                round(float(rows.min() / HEIGHT), 5),
-                round(float((cols.max() + 1) / WIDTH), 5),
-                round(float((rows.max() + 1) / HEIGHT), 5),
-                round(float(rows.size / (WIDTH * HEIGHT)), 5),
+                round(float((cols.mean() + 0.5) / width), 5),
+                round(float((rows.mean() + 0.5) / height), 5),
+                round(float(cols.min() / width), 5),
+                round(float(rows.min() / height), 5),
+                round(float((cols.max() + 1) / width), 5),
+                round(float((rows.max() + 1) / height), 5),
+                round(float(rows.size / (width * height)), 5),
             ])
 
     tracks = []
-    for i, (a, fr) in enumerate(zip(SCRIPT, frames)):
+    for i, (a, fr) in enumerate(zip(script, frames)):
         if not fr:
             raise SystemExit(f"SCRIPT[{i}] ({a.kind} {a.enter}-{a.leave} s) is never visible")
         path = sum(math.dist(p[1:3], q[1:3]) for p, q in zip(fr, fr[1:]))
@@ -104,21 +101,19 @@ def main() -> None:
             "frames": fr,
         })
 
-    doc = {
+    return {
         "synthetic": True,
-        "note": "Ground-truth tool tracks of the synthetic demo clip, one per scripted tool appearance, "
-                "from the label maps rendered by models/synth/make_clip.py (written by "
-                "models/synth/clip_tracks.py); not real surgery.",
-        "video": "clip.mp4",
-        "fps": FPS,
-        "width": WIDTH,
-        "height": HEIGHT,
+        "note": note,
+        "video": video,
+        "fps": fps,
+        "width": width,
+        "height": height,
         "units": "normalized image coordinates: x / width, y / height (0..1); distances in those units",
         "visibility": {
             "rule": "a track lists a frame when its tool's ground-truth pixel count in the "
-                    f"{WIDTH}x{HEIGHT} label map exceeds visible_fraction of the frame's pixels "
+                    f"{width}x{height} label map exceeds visible_fraction of the frame's pixels "
                     "(as in clip.timeline.json)",
-            "visible_fraction": VISIBLE_FRACTION,
+            "visible_fraction": visible_fraction,
         },
         "frame_fields": ["frame", "cx", "cy", "x0", "y0", "x1", "y1", "area"],
         "frame_fields_note": "cx, cy: centroid of the tool's pixels (pixel centres, (col + 0.5) / width); "
@@ -127,15 +122,32 @@ def main() -> None:
         "path_length_rule": "sum of the distances between the centroids of consecutive listed frames, across gaps",
         "tracks": tracks,
     }
+
+
+def write_tracks(doc: dict, path: Path) -> None:
     # one frame per line: join each innermost list (no nested brackets or objects) onto one line
     text = re.sub(r"\[\n\s+([^\[\]{}]+?)\n\s*\]",
                   lambda m: "[" + ", ".join(re.split(r",\n\s*", m.group(1))) + "]", json.dumps(doc, indent=1))
-    path = OUT / "clip.tracks.json"
     path.write_text(text + "\n")
-    for tr in tracks:
+    for tr in doc["tracks"]:
         print(f"  {tr['id']} {tr['label']:13s} frames {tr['first_frame']:3d}-{tr['last_frame']:3d} "
               f"({tr['visible_frames']:3d} visible), path length {tr['path_length']:.3f}")
-    print(f"wrote {path} ({len(tracks)} tracks)", flush=True)
+    print(f"wrote {path} ({len(doc['tracks'])} tracks)", flush=True)
+
+
+def main() -> None:
+    if not LABELS.exists():
+        raise SystemExit(f"{LABELS} is missing: run models/synth/make_clip.py first (it writes the clip's "
+                         "label maps there)")
+    labels = np.load(LABELS, mmap_mode="r")
+    if labels.shape != (FRAMES, HEIGHT, WIDTH):
+        raise SystemExit(f"{LABELS} has shape {labels.shape}, expected {(FRAMES, HEIGHT, WIDTH)}: "
+                         "rerun models/synth/make_clip.py")
+    doc = build_tracks(labels, SCRIPT, FPS, WIDTH, HEIGHT, "clip.mp4",
+                       "Ground-truth tool tracks of the synthetic demo clip, one per scripted tool appearance, "
+                       "from the label maps rendered by models/synth/make_clip.py (written by "
+                       "models/synth/clip_tracks.py); not real surgery.")
+    write_tracks(doc, OUT / "clip.tracks.json")
 
 
 if __name__ == "__main__":

@@ -242,6 +242,28 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def encoder_cmd(path: Path, width: int = WIDTH, height: int = HEIGHT, fps: int = FPS) -> list[str]:
+    """ffmpeg reading raw RGB frames on stdin and writing H.264 (High, yuv420p) in MP4, index up
+    front, bit-exact (the same bytes on the same machine)."""
+    return [
+        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", str(fps), "-i", "-",
+        "-c:v", "libx264", "-preset", "slow", "-crf", str(CRF), "-pix_fmt", "yuv420p", "-profile:v", "high",
+        "-g", str(2 * fps), "-threads", "1", "-x264-params", "threads=1",
+        "-movflags", "+faststart", "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
+        "-f", "mp4", str(path),
+    ]
+
+
+def timeline_text(timeline: dict) -> str:
+    """The timeline as JSON, the per-frame area lists on one line each."""
+    import re
+
+    text = json.dumps(timeline, indent=1)
+    text = re.sub(r"\[\s+([-0-9.,\s]+?)\s+\]", lambda m: "[" + ",".join(s.strip() for s in m.group(1).split(",")) + "]", text)
+    return text + "\n"
+
+
 def main() -> None:
     torch.set_num_threads(1)  # also keeps the rendering bit-for-bit repeatable
     t_start = time.time()
@@ -251,15 +273,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(SEED)
     mp4 = OUT / "clip.mp4"
     tmp = mp4.with_suffix(".tmp.mp4")
-    cmd = [
-        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{WIDTH}x{HEIGHT}", "-framerate", str(FPS), "-i", "-",
-        "-c:v", "libx264", "-preset", "slow", "-crf", str(CRF), "-pix_fmt", "yuv420p", "-profile:v", "high",
-        "-g", str(2 * FPS), "-threads", "1", "-x264-params", "threads=1",
-        "-movflags", "+faststart", "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
-        "-f", "mp4", str(tmp),
-    ]
-    enc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+    enc = subprocess.Popen(encoder_cmd(tmp), stdin=subprocess.PIPE)
     labels = np.lib.format.open_memmap(CACHE / "clip-labels.tmp.npy", mode="w+", dtype=np.uint8,
                                        shape=(FRAMES, HEIGHT, WIDTH))
     areas = np.zeros((FRAMES, NUM_CLASSES), np.int64)
@@ -324,12 +338,7 @@ def main() -> None:
         },
     }
     path = OUT / "clip.timeline.json"
-    text = json.dumps(timeline, indent=1)
-    # keep the per-frame area lists on one line each
-    import re
-
-    text = re.sub(r"\[\s+([-0-9.,\s]+?)\s+\]", lambda m: "[" + ",".join(s.strip() for s in m.group(1).split(",")) + "]", text)
-    path.write_text(text + "\n")
+    path.write_text(timeline_text(timeline))
     short = [r for r in timeline["intervals"] if r["end_s"] - r["start_s"] < 1.0]
     for r in timeline["intervals"]:
         print(f"  {r['label']:15s} {r['start_s']:6.2f} - {r['end_s']:6.2f} s")
