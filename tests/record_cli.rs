@@ -236,6 +236,16 @@ fn a_rooms_cases_are_listed_with_room_times_cameras_and_completeness() {
         closed["complete"], false,
         "the spare camera never said it ended"
     );
+    // The open case's timeline is there, empty, before any frame of it is stored: the page
+    // opens a running case as soon as it is listed.
+    let empty: serde_json::Value = serde_json::from_str(&record(
+        &store,
+        &["timeline", "case-r2", "--format", "json"],
+    ))
+    .unwrap();
+    assert_eq!(empty["started_ns"], t + 2_000, "{empty}");
+    assert_eq!(empty["events"], serde_json::json!([]), "{empty}");
+    assert_eq!(empty["gaps"], serde_json::json!([]), "{empty}");
     let accounting = record(&store, &["accounting", "case-r1", "--format", "csv"]);
     assert!(accounting.contains("or3-spare"), "{accounting}");
 

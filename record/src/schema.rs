@@ -192,6 +192,14 @@ row! {
     }
 }
 
+impl CaseRoomRow {
+    /// When the case began as far as the record knows before any frame of it is stored: its
+    /// start, else its end (a start lost), else 0.
+    pub fn started_ns(&self) -> i64 {
+        self.opened_ns.or(self.closed_ns).unwrap_or(0)
+    }
+}
+
 row! {
     /// A camera (a stream) that served a room's case: those of the room at its start and
     /// every one added before its end.

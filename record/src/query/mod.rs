@@ -213,7 +213,8 @@ pub struct TimelineGap {
 pub struct Timeline {
     /// The case.
     pub case_id: String,
-    /// UTC ns of its first frame.
+    /// UTC ns of its first frame; a room's case with no frame stored yet: when it was
+    /// started.
     pub started_ns: i64,
     /// UTC ns of its last frame so far.
     pub last_frame_ns: i64,
@@ -329,8 +330,7 @@ pub fn case_list(store: &mut Store) -> Result<Vec<CaseSummary>, StoreError> {
     let rooms: Vec<CaseRoomRow> = store.rows(&CaseRoomRow::select(""), &[])?;
     for r in rooms {
         let i = *index.entry(r.case_id.clone()).or_insert_with(|| {
-            let started_ns = r.opened_ns.or(r.closed_ns).unwrap_or(0);
-            out.push(CaseSummary::empty(r.case_id.clone(), started_ns));
+            out.push(CaseSummary::empty(r.case_id.clone(), r.started_ns()));
             out.len() - 1
         });
         out[i].room_id = r.room_id;
@@ -386,8 +386,13 @@ pub fn timeline<S: DerivationState>(
     store: &mut Store,
     case_id: &str,
 ) -> Result<Option<Timeline>, StoreError> {
-    let Some(started_ns) = store.case_start(case_id)? else {
-        return Ok(None);
+    // A room's case has a timeline (an empty one) from its start on, as it is listed.
+    let started_ns = match store.case_start(case_id)? {
+        Some(start) => start,
+        None => match store.case_room(case_id)? {
+            Some(room) => room.started_ns(),
+            None => return Ok(None),
+        },
     };
     let param = [Value::from(case_id)];
     let streams: Vec<StreamSummary> = store

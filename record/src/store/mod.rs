@@ -668,11 +668,16 @@ impl Store {
 
     /// The room a case took place in, if it was a room's case and its start or end is stored.
     pub fn room_of_case(&mut self, case_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.case_room(case_id)?.map(|r| r.room_id))
+    }
+
+    /// A room's case as the room opened and closed it, if its start or end is stored.
+    pub fn case_room(&mut self, case_id: &str) -> Result<Option<CaseRoomRow>, StoreError> {
         let rows: Vec<CaseRoomRow> = self.rows(
             &CaseRoomRow::select("WHERE case_id = $1"),
             &[case_id.into()],
         )?;
-        Ok(rows.into_iter().next().map(|r| r.room_id))
+        Ok(rows.into_iter().next())
     }
 
     /// Up to `limit` events waiting to be published, oldest first.
