@@ -15,6 +15,10 @@
    models/train_gate.py                      -> demo/gate.pt + gate.toml + gate_metrics.json
                                                 (~15 min: rendering ~9, training ~5)
    and its numbers into models/README.md (between its gate-metrics markers)
+7. the evaluation sets (only with --eval-sets, which runs nothing else):
+   models/synth/eval_set.py --set heldout    -> eval/heldout/*.mp4 + .timeline.json + .tracks.json
+                                                + set.json                             (minutes)
+   models/synth/eval_set.py --set validation -> eval/validation/...
 
 --all-fixtures also runs models/fixtures/make_fixtures.py (tiny_semantic.pt, owned separately).
 --gate runs only step 6; --skip-gate leaves it out.
@@ -240,6 +244,8 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--gate", action="store_true", help="only the privacy clip and the privacy gate (step 6)")
     ap.add_argument("--skip-gate", action="store_true", help="leave out the privacy clip and the privacy gate")
+    ap.add_argument("--eval-sets", action="store_true",
+                    help="only the evaluation sets: models/synth/eval_set.py for heldout and validation (step 7)")
     ap.add_argument("--readme-only", action="store_true",
                     help="only rewrite README.md's numbers from metrics.json (and gate_metrics.json)")
     ap.add_argument("train_args", nargs="*", help="after --: passed to train.py")
@@ -248,6 +254,13 @@ def main() -> None:
         write_readme(json.loads((HERE / "demo" / "metrics.json").read_text()))
         if (HERE / "demo" / "gate_metrics.json").exists():
             write_gate_readme(json.loads((HERE / "demo" / "gate_metrics.json").read_text()))
+        return
+    if args.eval_sets:
+        t0 = time.time()
+        times: dict[str, int] = {}
+        for name in ("heldout", "validation"):
+            run(f"eval set {name}", ["models/synth/eval_set.py", "--set", name], times)
+        print(f"== evaluation sets done in {(time.time() - t0) / 60:.1f} min", flush=True)
         return
     if args.gate:
         gate_steps()

@@ -15,6 +15,10 @@ their share of the frame, in normalized image units (x / width, y / height). A t
 under tissue or leaves the threshold for a while keeps its track; its frames then have a gap.
 The path length is the sum of the distances between the centroids of consecutive listed frames,
 across any gap, in the same units.
+
+Clips in which two appearances of one kind do overlap in time (the evaluation sets, eval_set.py)
+pass per-instance maps as well (scene.render(..., instances=True)): a tool's pixels then belong to
+the appearance whose instrument drew them, and each appearance's frames are its own pixels.
 """
 
 from __future__ import annotations
@@ -53,16 +57,41 @@ def active(kind: str, t: float, script=SCRIPT) -> int | None:
     return None
 
 
+def frame_entry(f: int, rows: np.ndarray, cols: np.ndarray, width: int, height: int) -> list:
+    """One listed frame of a track from its tool's pixel rows / columns:
+    [frame, cx, cy, x0, y0, x1, y1, area] in normalized image units."""
+    return [
+        f,
+        round(float((cols.mean() + 0.5) / width), 5),
+        round(float((rows.mean() + 0.5) / height), 5),
+        round(float(cols.min() / width), 5),
+        round(float(rows.min() / height), 5),
+        round(float((cols.max() + 1) / width), 5),
+        round(float((rows.max() + 1) / height), 5),
+        round(float(rows.size / (width * height)), 5),
+    ]
+
+
 def build_tracks(labels, script, fps: int, width: int, height: int, video: str, note: str,
-                 visible_fraction: float = VISIBLE_FRACTION) -> dict:
+                 visible_fraction: float = VISIBLE_FRACTION, instances=None) -> dict:
     """The tracks document of a clip from its label maps [frames, height, width] and its script
-    of tool appearances."""
-    check_script(script)
+    of tool appearances. With `instances` (maps of the same shape holding 1 + the script index of
+    the appearance that drew each tool pixel, 0 elsewhere) appearances of one kind may overlap in
+    time: each one's pixels are its own."""
+    if instances is None:
+        check_script(script)
     frames_n = labels.shape[0]
     threshold = visible_fraction * width * height
     kinds = sorted({a.kind for a in script})
     frames: list[list[list]] = [[] for _ in script]
     for f in range(frames_n):
+        if instances is not None:
+            ins = np.asarray(instances[f])
+            for i in range(len(script)):
+                rows, cols = np.nonzero(ins == i + 1)
+                if rows.size > threshold:
+                    frames[i].append(frame_entry(f, rows, cols, width, height))
+            continue
         lab = np.asarray(labels[f])
         t = f / fps
         for kind in kinds:
@@ -72,17 +101,13 @@ def build_tracks(labels, script, fps: int, width: int, height: int, video: str, 
             i = active(kind, t, script)
             if i is None:
                 raise SystemExit(f"frame {f}: {kind} visible ({rows.size} pixels) with no appearance in SCRIPT")
-            frames[i].append([
-                f,
-                round(float((cols.mean() + 0.5) / width), 5),
-                round(float((rows.mean() + 0.5) / height), 5),
-                round(float(cols.min() / width), 5),
-                round(float(rows.min() / height), 5),
-                round(float((cols.max() + 1) / width), 5),
-                round(float((rows.max() + 1) / height), 5),
-                round(float(rows.size / (width * height)), 5),
-            ])
+            frames[i].append(frame_entry(f, rows, cols, width, height))
+    return tracks_document(script, frames, fps, width, height, video, note, visible_fraction)
 
+
+def tracks_document(script, frames: list[list[list]], fps: int, width: int, height: int, video: str, note: str,
+                    visible_fraction: float = VISIBLE_FRACTION) -> dict:
+    """The tracks document from each scripted appearance's listed frames (frame_entry rows)."""
     tracks = []
     for i, (a, fr) in enumerate(zip(script, frames)):
         if not fr:

@@ -637,12 +637,18 @@ def render(
     cam_prev: Camera | None = None,
     tools_prev: Sequence[Tool | None] | None = None,
     motion_steps: int = 3,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    instances: bool = False,
+):
     """One frame: RGB float [3, H, W] in 0..1 and labels long [H, W].
 
     `cam_prev` / `tools_prev` are the poses one frame earlier: when given, the frame is averaged
     over `motion_steps` poses in between (motion blur). A tool's label is where its averaged
     coverage exceeds one half.
+
+    With `instances=True` it returns (rgb, labels, instances): instances long [H, W] holds, for
+    every pixel labelled as a tool, 1 + the index in `tools` of the instrument that gave it its
+    label (the topmost one whose coverage exceeds one half), 0 elsewhere; it does not change the
+    picture or the labels.
     """
     xs, ys, px = _screen_grid(width, height)
 
@@ -698,9 +704,12 @@ def render(
         sh = torch.roll(sh, shifts=(shift, shift), dims=(0, 1))
         rgb = rgb * (1.0 - 0.45 * sh).unsqueeze(0)
 
-    for tool, col, a in layers:
+    inst = torch.zeros_like(label) if instances else None
+    for i, (tool, col, a) in enumerate(layers):
         rgb = col + rgb * (1 - a).unsqueeze(0)
         label = torch.where(a > 0.5, torch.full_like(label, ID[tool.kind]), label)
+        if inst is not None:
+            inst = torch.where(a > 0.5, torch.full_like(inst, i + 1), inst)
 
     # Exposure, colour, vignetting.
     r_field = torch.sqrt((xs - fov.cx) ** 2 + (ys - fov.cy) ** 2)
@@ -725,9 +734,13 @@ def render(
     edge = ((fov.r - r_field) / (1.5 * px) + 0.5).clamp(0, 1)
     rgb = rgb * edge.unsqueeze(0)
     label = torch.where(r_field > fov.r, torch.zeros_like(label), label)
+    if inst is not None:
+        inst = torch.where(r_field > fov.r, torch.zeros_like(inst), inst)
 
     if fx.noise > 0:
         rgb = rgb + fx.noise * torch.randn(3, height, width, generator=gen)
+    if inst is not None:
+        return rgb.clamp(0, 1), label, inst
     return rgb.clamp(0, 1), label
 
 
