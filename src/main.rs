@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Play the demo clip (or a camera) through ingest, infer and sink in one process.
     Demo(orstream::commands::demo::Args),
+    /// Run the pipeline over clips with ground truth and score the record against it.
+    Eval(orstream::commands::eval::Args),
     /// Publish camera, file and test streams as frames to Kafka.
     Ingest(orstream::commands::ingest::Args),
     /// Run the model on frames from Kafka and publish one result per frame.
@@ -51,6 +53,7 @@ impl Command {
     fn telemetry_source(&self) -> (&'static str, Option<&Path>) {
         match self {
             Self::Demo(_) => ("demo", None),
+            Self::Eval(_) => ("eval", None),
             Self::Ingest(args) => ("ingest", args.config.as_deref()),
             Self::Infer(args) => ("infer", args.config.as_deref()),
             Self::Sink(args) => ("sink", args.config.as_deref()),
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
     let health = guard.health();
     let result = match cli.command {
         Command::Demo(args) => orstream::commands::demo::run(args),
+        Command::Eval(args) => orstream::commands::eval::run(args),
         Command::Ingest(args) => orstream::commands::ingest::run(args, health).map(|()| true),
         Command::Infer(args) => orstream::commands::infer::run(args).map(|()| true),
         Command::Sink(args) => orstream::commands::sink::run(args, health).map(|()| true),

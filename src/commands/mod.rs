@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod api;
 pub mod demo;
+pub mod eval;
 pub mod infer;
 pub mod ingest;
 pub mod load;

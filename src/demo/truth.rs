@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One visible run of a tool or organ.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -62,7 +62,7 @@ impl Truth {
 }
 
 /// An interval to compare, in seconds from the case start (first and last frame seen).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Span {
     /// Class label.
     pub label: String,
@@ -199,18 +199,7 @@ pub fn render(comparison: &Comparison) -> String {
             m.end_error_ms()
         ));
     }
-    for s in &comparison.missed {
-        out.push_str(&format!(
-            "{:<16} {:>8.2}s {:>8.2}s {:>10} {:>9}   MISSED\n",
-            s.label, s.start_s, s.end_s, "-", "-"
-        ));
-    }
-    for s in &comparison.spurious {
-        out.push_str(&format!(
-            "{:<16} {:>9} {:>9} {:>9.2}s {:>8.2}s   SPURIOUS\n",
-            s.label, "-", "-", s.start_s, s.end_s
-        ));
-    }
+    out.push_str(&render_unpaired(&comparison.missed, &comparison.spurious));
     out.push_str(&format!(
         "{} matched, {} missed, {} spurious; largest start/end error {:.0} ms\n",
         comparison.matched.len(),
@@ -218,6 +207,25 @@ pub fn render(comparison: &Comparison) -> String {
         comparison.spurious.len(),
         comparison.max_abs_error_ms()
     ));
+    out
+}
+
+/// Truth intervals without an event and events without a truth interval, one line each,
+/// under [`render`]'s columns.
+pub fn render_unpaired(missed: &[Span], spurious: &[Span]) -> String {
+    let mut out = String::new();
+    for s in missed {
+        out.push_str(&format!(
+            "{:<16} {:>8.2}s {:>8.2}s {:>10} {:>9}   MISSED\n",
+            s.label, s.start_s, s.end_s, "-", "-"
+        ));
+    }
+    for s in spurious {
+        out.push_str(&format!(
+            "{:<16} {:>9} {:>9} {:>9.2}s {:>8.2}s   SPURIOUS\n",
+            s.label, "-", "-", s.start_s, s.end_s
+        ));
+    }
     out
 }
 
