@@ -29,7 +29,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use orstream_bus::metrics::{HealthReporter, NoHealth};
+use orstream_bus::metrics::{HealthReporter, NoHealth, checks};
 use orstream_bus::{Bus, KafkaConfig};
 use orstream_infer::config::Mode;
 use orstream_infer::{InferConfig, Model, Worker};
@@ -264,9 +264,14 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
         Some(health) => Arc::new(health),
         None => Arc::new(NoHealth),
     };
+    // Over Kafka the worker joins its group; the in-process bus assigns without a rebalance.
+    let infer_ready = Arc::new(InferReady::new(
+        Arc::clone(&health),
+        options.kafka.is_some(),
+    ));
     let worker = Worker::new(infer_config, bus.clone(), model)
         .context("starting inference")?
-        .with_health(Arc::clone(&health));
+        .with_health(Arc::clone(&infer_ready) as Arc<dyn HealthReporter>);
     let infer_counters = worker.counters();
     let store = Store::open(&store_url).context("opening the record")?;
     let sink = Sink::new(sink_config, bus.clone(), store)
@@ -363,6 +368,19 @@ pub fn run(options: &DemoOptions, shutdown: &CancellationToken) -> Result<DemoRe
             bail!("ingest's admin API did not start");
         }
     };
+    // The camera starts once inference is ready (its model warm, over Kafka its partitions
+    // assigned): a live camera's first frames would otherwise wait out the warm-up and go
+    // stale.
+    wait_until(
+        shutdown,
+        Duration::from_secs(1),
+        || {
+            infer_ready.ready()
+                || infer_thread.is_finished()
+                || started.elapsed() > INFER_READY_WAIT
+        },
+        || {},
+    );
     let opened = clear_room(&admin)
         .and_then(|()| admin.start_case(DEMO_ROOM, &case_id))
         .and_then(|_| {
@@ -775,6 +793,50 @@ fn wait_until(
             tick();
             last = Instant::now();
         }
+    }
+}
+
+/// How long the demo waits for inference to be ready before it starts the camera anyway.
+const INFER_READY_WAIT: Duration = Duration::from_secs(120);
+
+/// Inference's readiness as the worker reports it, passed on to the process's health.
+struct InferReady {
+    inner: Arc<dyn HealthReporter>,
+    warm: std::sync::atomic::AtomicBool,
+    assigned: std::sync::atomic::AtomicBool,
+    joins_group: bool,
+}
+
+impl InferReady {
+    /// `joins_group`: the worker is ready only once it has joined its consumer group.
+    fn new(inner: Arc<dyn HealthReporter>, joins_group: bool) -> Self {
+        Self {
+            inner,
+            warm: false.into(),
+            assigned: false.into(),
+            joins_group,
+        }
+    }
+
+    /// The model is warm and the worker holds its partitions.
+    fn ready(&self) -> bool {
+        self.warm.load(Ordering::Acquire)
+            && (!self.joins_group || self.assigned.load(Ordering::Acquire))
+    }
+}
+
+impl HealthReporter for InferReady {
+    fn beat(&self) {
+        self.inner.beat();
+    }
+
+    fn set_ready(&self, check: &str, ready: bool) {
+        match check {
+            checks::MODEL_WARM => self.warm.store(ready, Ordering::Release),
+            checks::PARTITIONS_ASSIGNED => self.assigned.store(ready, Ordering::Release),
+            _ => {}
+        }
+        self.inner.set_ready(check, ready);
     }
 }
 

@@ -148,6 +148,9 @@ impl std::fmt::Debug for Classifier {
     }
 }
 
+/// Forward passes made at load, before the first frame.
+const WARM_UP_PASSES: usize = 3;
+
 impl Classifier {
     /// Loads the model and card `config` names on the CPU and checks it answers a blank frame
     /// in the card's shape.
@@ -169,10 +172,15 @@ impl Classifier {
             module,
             threshold,
         };
+        // A few passes on a blank frame: the first checks the model answers in the card's
+        // shape, and TorchScript's profiling executor optimises the graph over its first runs,
+        // which must not delay a camera's first frames.
         let blank = vec![0.0; classifier.input_len()];
-        classifier
-            .forward(&blank)
-            .map_err(|e| format!("the gate's model {}: {e}", config.model.display()))?;
+        for _ in 0..WARM_UP_PASSES {
+            classifier
+                .forward(&blank)
+                .map_err(|e| format!("the gate's model {}: {e}", config.model.display()))?;
+        }
         Ok(classifier)
     }
 
