@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -1131,7 +1132,7 @@ def make_clip_(set_name: str, k: int, d: SetDef, seconds: float, out: Path, log=
         out.mkdir(parents=True, exist_ok=True)
         cache = CACHE / set_name
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = out / f"{name}.tmp.mp4"
+        tmp = cache / f"{name}.tmp.mp4"  # not in out: every *.mp4 there is read as a clip
         r = render_clip(s, w, WIDTH, HEIGHT, tmp, cache / f"{name}-labels.tmp.npz", log)
         problems = check(s, r, MIN_RUN)
         if problems:
@@ -1140,7 +1141,7 @@ def make_clip_(set_name: str, k: int, d: SetDef, seconds: float, out: Path, log=
             tmp.unlink()
             (cache / f"{name}-labels.tmp.npz").unlink()
             continue
-        tmp.rename(out / f"{name}.mp4")
+        shutil.move(str(tmp), str(out / f"{name}.mp4"))
         (cache / f"{name}-labels.tmp.npz").rename(cache / f"{name}-labels.npz")
         tl = timeline_doc(s, r)
         (out / f"{name}.timeline.json").write_text(timeline_text(tl))
