@@ -14,7 +14,6 @@ model's presence (area above the timeline's threshold) agrees with the ground-tr
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,25 +26,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "synth"))
 
+from make_clip import decode_frames  # noqa: E402
 from scene import CATEGORY, NAMES, NUM_CLASSES  # noqa: E402
 from train import HEIGHT, MEAN, STD, WIDTH, confusion, summarise  # noqa: E402
 
 DEMO = HERE / "demo"
-
-
-def decode(path: Path, width: int, height: int):
-    import imageio_ffmpeg
-
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path),
-           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
-    size = width * height * 3
-    while True:
-        buf = proc.stdout.read(size)
-        if len(buf) < size:
-            break
-        yield np.frombuffer(buf, np.uint8).reshape(height, width, 3)
-    proc.wait()
 
 
 def main() -> None:
@@ -79,7 +64,7 @@ def main() -> None:
         done += len(batch)
         batch.clear()
 
-    for frame in decode(DEMO / timeline["video"], w, h):
+    for frame in decode_frames(DEMO / timeline["video"], w, h):
         batch.append(frame)
         if len(batch) == 8:
             flush()

@@ -32,7 +32,6 @@ import hashlib
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -56,6 +55,7 @@ from gate_dataset import (  # noqa: E402
     jpeg,
 )
 from train import cbr, cpu_name, fuse_batchnorm, save_reproducibly  # noqa: E402
+from make_clip import decode_frames  # noqa: E402
 
 NAME = "orstream-demo-gate"
 VERSION = "1"
@@ -211,27 +211,12 @@ def predict(model, x01: torch.Tensor, batch: int = 256) -> np.ndarray:
     return torch.cat(out).numpy().astype(np.float64)
 
 
-def decode_video(path: Path, width: int, height: int):
-    import imageio_ffmpeg
-
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path),
-           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
-    size = width * height * 3
-    while True:
-        buf = proc.stdout.read(size)
-        if len(buf) < size:
-            break
-        yield np.frombuffer(buf, np.uint8).reshape(height, width, 3)
-    proc.wait()
-
-
 def clip_inputs(path: Path, width: int, height: int, upscale: int = 1) -> torch.Tensor:
     """Every frame of an MP4 the engine's way: JPEG at CLIP_JPEG_QUALITY, 1/8-scale decode, 64x64.
     upscale > 1: as if the engine published the video that many times larger (bilinear), e.g.
     1280x720, whose 1/8-scale decode is 160x90."""
     smalls = []
-    for f in decode_video(path, width, height):
+    for f in decode_frames(path, width, height):
         if upscale > 1:
             x = torch.from_numpy(f.copy()).permute(2, 0, 1).float().unsqueeze(0)
             x = F.interpolate(x, scale_factor=upscale, mode="bilinear", align_corners=False)[0]

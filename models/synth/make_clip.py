@@ -255,6 +255,20 @@ def encoder_cmd(path: Path, width: int = WIDTH, height: int = HEIGHT, fps: int =
     ]
 
 
+def decode_frames(path: Path, width: int, height: int):
+    """Every frame of a video, decoded by the same ffmpeg, as uint8 RGB arrays [height, width, 3]."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path),
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    size = width * height * 3
+    while True:
+        buf = proc.stdout.read(size)
+        if len(buf) < size:
+            break
+        yield np.frombuffer(buf, np.uint8).reshape(height, width, 3)
+    proc.wait()
+
+
 def timeline_text(timeline: dict) -> str:
     """The timeline as JSON, the per-frame area lists on one line each."""
     import re
