@@ -128,16 +128,21 @@ def readme_section(m: dict) -> str:
     return "\n".join(lines)
 
 
-def write_readme(m: dict) -> None:
+def write_section(marker: str, new: str) -> None:
+    """Replaces what stands between `<!-- MARKER:begin -->` and `<!-- MARKER:end -->` in
+    models/README.md with `new`, and prints it."""
     readme = HERE / "README.md"
     text = readme.read_text()
-    new = readme_section(m)
-    text, n = re.subn(r"(<!-- metrics:begin -->\n).*?(\n<!-- metrics:end -->)",
+    text, n = re.subn(rf"(<!-- {marker}:begin -->\n).*?(\n<!-- {marker}:end -->)",
                       lambda mm: mm.group(1) + new + mm.group(2), text, flags=re.S)
     if n != 1:
-        raise SystemExit("models/README.md has no metrics markers")
+        raise SystemExit(f"models/README.md has no {marker} markers")
     readme.write_text(text)
     print(new)
+
+
+def write_readme(m: dict) -> None:
+    write_section("metrics", readme_section(m))
 
 
 def gate_readme_section(g: dict) -> str:
@@ -207,15 +212,7 @@ def gate_readme_section(g: dict) -> str:
 
 
 def write_gate_readme(g: dict) -> None:
-    readme = HERE / "README.md"
-    text = readme.read_text()
-    new = gate_readme_section(g)
-    text, n = re.subn(r"(<!-- gate-metrics:begin -->\n).*?(\n<!-- gate-metrics:end -->)",
-                      lambda mm: mm.group(1) + new + mm.group(2), text, flags=re.S)
-    if n != 1:
-        raise SystemExit("models/README.md has no gate-metrics markers")
-    readme.write_text(text)
-    print(new)
+    write_section("gate-metrics", gate_readme_section(g))
 
 
 def gate_steps() -> None:

@@ -829,6 +829,19 @@ def runs(v: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
+def short_runs(rs: list[tuple[int, int]], min_run: int, what: str) -> list[str]:
+    """The runs of `rs` (from `runs`) and the gaps between them shorter than `min_run` frames,
+    each as a problem naming `what`."""
+    problems = []
+    for f0, f1 in rs:
+        if f1 - f0 + 1 < min_run:
+            problems.append(f"{what} visible for only {f1 - f0 + 1} frames at {f0}")
+    for (_, e0), (s1, _) in zip(rs, rs[1:]):
+        if s1 - e0 - 1 < min_run:
+            problems.append(f"{what} gone for only {s1 - e0 - 1} frames at {e0 + 1}")
+    return problems
+
+
 @dataclass
 class Rendered:
     areas: np.ndarray  # [frames, classes] pixel counts
@@ -920,25 +933,14 @@ def check(s: Script, r: Rendered, min_run: int) -> list[str]:
     for cid, name in enumerate(NAMES):
         if CATEGORY[name] == "background":
             continue
-        rs = runs(vis[:, cid])
-        for f0, f1 in rs:
-            if f1 - f0 + 1 < min_run:
-                problems.append(f"{name} visible for only {f1 - f0 + 1} frames at {f0}")
-        for (_, e0), (s1, _) in zip(rs, rs[1:]):
-            if s1 - e0 - 1 < min_run:
-                problems.append(f"{name} gone for only {s1 - e0 - 1} frames at {e0 + 1}")
+        problems += short_runs(runs(vis[:, cid]), min_run, name)
     ivis = r.inst > thr
     for j, a in enumerate(s.apps):
         rs = runs(ivis[:, j])
         total = int(ivis[:, j].sum())
         if total < MIN_APPEARANCE:
             problems.append(f"appearance {j + 1} ({a.kind}, {a.case}) visible in {total} frames")
-        for f0, f1 in rs:
-            if f1 - f0 + 1 < min_run:
-                problems.append(f"appearance {j + 1} ({a.kind}) visible for only {f1 - f0 + 1} frames at {f0}")
-        for (_, e0), (s1, _) in zip(rs, rs[1:]):
-            if s1 - e0 - 1 < min_run:
-                problems.append(f"appearance {j + 1} ({a.kind}) gone for only {s1 - e0 - 1} frames at {e0 + 1}")
+        problems += short_runs(rs, min_run, f"appearance {j + 1} ({a.kind})")
     for kind in TOOLS:
         js = [j for j, a in enumerate(s.apps) if a.kind == kind]
         own = ivis[:, js].any(axis=1) if js else np.zeros(len(vis), bool)
